@@ -1,0 +1,144 @@
+"""Model bundles: ONE ``.safetensors`` file with the weights and a JSON :class:`ModelSpec`.
+
+safetensors stores only tensors and a ``str -> str`` metadata map, so loading a bundle
+executes nothing from the file. The spec sits in the metadata under ``geoseg.spec``; the
+architecture it names is resolved only through geoseg's registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geoseg._atomic import atomic_path
+from geoseg.errors import BundleError
+from geoseg.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["Bundle", "file_sha256", "load_bundle", "read_spec", "save_bundle"]
+
+SPEC_KEY = "geoseg.spec"
+FORMAT_KEY = "geoseg.format"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded model: the network (eval mode, on CPU) and its spec."""
+
+    model: nn.Module
+    spec: ModelSpec
+    name: str
+    sha256: str
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
+    """Read only the spec of a bundle (no tensors are loaded)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise BundleError(f"model bundle not found: {p}")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
+        raise BundleError(f"{p} is not a geoseg model bundle (not safetensors: {exc})") from None
+    if SPEC_KEY not in meta:
+        raise BundleError(f"{p} is a safetensors file without a geoseg spec; it holds bare "
+                          "weights, not a model bundle")
+    return ModelSpec.from_json(meta[SPEC_KEY])
+
+
+def save_bundle(path: str | os.PathLike[str], model: nn.Module, spec: ModelSpec, *,
+                half: bool = False, overwrite: bool = True) -> Path:
+    """Write ``model``'s weights and ``spec`` atomically to one safetensors file.
+
+    Parameters
+    ----------
+    half : bool
+        Store floating-point weights as float16 (half the size; they load back as float32).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    state: dict[str, Any] = {}
+    for key, value in model.state_dict().items():
+        t = value.detach().to("cpu")
+        if half and t.is_floating_point():
+            t = t.to(torch.float16)
+        state[key] = t.contiguous().clone()
+    meta = {SPEC_KEY: spec.to_json(), FORMAT_KEY: str(spec.format_version)}
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise BundleError(f"{path} is corrupt: cannot read its tensors ({exc})") from None
+
+
+def load_bundle(path: str | os.PathLike[str], *, name: str | None = None) -> Bundle:
+    """Load a bundle: validated spec -> registry build -> ``load_state_dict(strict=True)``.
+
+    Raises
+    ------
+    BundleError
+        Not a bundle, corrupt, unknown format version, or weights that do not fit the spec.
+    """
+    import torch
+
+    p = Path(path)
+    spec = read_spec(p)
+    from geoseg.models.architectures import build_model
+
+    model = build_model(spec)
+    state = _load_state(p)
+    target = model.state_dict()
+    for key, value in state.items():
+        if key in target and value.dtype != target[key].dtype and value.is_floating_point():
+            state[key] = value.to(target[key].dtype)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BundleError(f"{p}: weights do not match its spec ({first})") from None
+    model.eval()
+    return Bundle(model=model, spec=spec, name=name or p.stem, sha256=file_sha256(p))
+
+
+def spec_summary(spec: ModelSpec) -> str:
+    """Human-readable multi-line description of a spec."""
+    lines = [
+        f"architecture: {spec.architecture}  backbone: {spec.backbone}",
+        f"bands ({spec.n_bands}): {', '.join(spec.bands)}",
+        f"mean: {list(spec.mean)}",
+        f"std: {list(spec.std)}",
+        f"tile size: {spec.tile_size}  overlap: {spec.overlap}  gsd: {spec.gsd_m} m",
+        "classes:",
+        *(f"  {c.id:>3}  {c.name:<20} #{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}"
+          for c in spec.classes),
+    ]
+    if spec.provenance:
+        lines.append("provenance: " + json.dumps(spec.provenance, sort_keys=True))
+    return "\n".join(lines)

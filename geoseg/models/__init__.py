@@ -80,7 +80,8 @@ def resolve_model(model: str | os.PathLike[str]) -> Bundle:
             f"{text!r} is an architecture, not a trained model: train one with `geoseg train "
             f"--model {key}` and pass the bundle file, or use a default model: "
             f"{', '.join(DEFAULT_MODELS)}")
-    raise suggest(text, list(DEFAULT_MODELS), "model (pass a bundle file or one of)")
+    raise suggest(text, list(DEFAULT_MODELS), "model",
+                  listing="pass a bundle file or a default model")
 
 
 def list_models() -> list[dict[str, Any]]:

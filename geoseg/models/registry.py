@@ -15,12 +15,13 @@ __all__ = ["Registry", "suggest"]
 T = TypeVar("T")
 
 
-def suggest(name: str, known: list[str], kind: str) -> UnknownNameError:
+def suggest(name: str, known: list[str], kind: str, *,
+            listing: str = "available") -> UnknownNameError:
     """Build an ``UnknownNameError`` with a "did you mean" hint and the known names."""
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = f"; did you mean {close[0]!r}?" if close else ";"
     shown = ", ".join(known[:40]) + (" ..." if len(known) > 40 else "")
-    return UnknownNameError(f"unknown {kind} {name!r}{hint} available: {shown}")
+    return UnknownNameError(f"unknown {kind} {name!r}{hint} {listing}: {shown}")
 
 
 class Registry(Generic[T]):

@@ -1,0 +1,84 @@
+"""The ``geoseg`` command: a thin Click layer over the geoseg library.
+
+Commands are imported only when invoked, so ``geoseg --help`` (and ``rio --help``, which
+loads this group as a plugin) never imports torch. Errors geoseg raises on purpose
+(:class:`geoseg.GeosegError`) become one line on stderr and exit status 1; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import warnings
+from typing import Any
+
+import click
+
+from geoseg import __version__
+from geoseg.errors import GeosegError, GeosegWarning
+
+# name -> "module:attribute" of the click command (one per line, sorted).
+_COMMANDS: dict[str, str] = {
+    "bundle": "geoseg.cli.bundle:bundle",
+    "models": "geoseg.cli.models:models",
+    "predict": "geoseg.cli.predict:predict",
+}
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: Any = None, line: str | None = None) -> None:
+    if issubclass(category, GeosegWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        logging.getLogger("py.warnings").debug("%s:%s: %s", filename, lineno, message)
+
+
+class GeosegGroup(click.Group):
+    """A group that loads commands lazily and maps ``GeosegError`` to one line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(_COMMANDS) | set(super().list_commands(ctx)))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS:
+            module, attr = _COMMANDS[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GeosegError as exc:
+            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else
+                                       type(exc).__name__) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+
+@click.group(name="geoseg", cls=GeosegGroup)
+@click.version_option(__version__, "--version", prog_name="geoseg")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Semantic segmentation of satellite and aerial scenes.
+
+    \b
+    geoseg predict scene.tif -o landcover.tif          # class map (COG)
+    geoseg models                                      # what models exist
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s: %(message)s")
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("default", GeosegWarning)
+
+
+def main() -> None:
+    """Entry point for ``python -m geoseg.cli``."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Options shared by several commands (one object each, reused)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _bands(ctx: click.Context, param: click.Parameter, value: str | None
+           ) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"expected 1-based band numbers like 4,3,2, got {value!r}") \
+            from None
+    if not out:
+        raise click.BadParameter("no band given")
+    return out
+
+
+def output_opt(**kw: Any) -> Any:
+    """``-o/--output PATH`` (required)."""
+    return click.option("-o", "--output", required=True,
+                        type=click.Path(dir_okay=False, path_type=Path),
+                        help=kw.get("help", "Output file."))
+
+
+overwrite_opt = click.option("--overwrite", is_flag=True,
+                             help="Replace the output if it exists.")
+quiet_opt = click.option("-q", "--quiet", is_flag=True,
+                         help="No progress bar and no summary line.")
+progress_opt = click.option(
+    "--progress", "progress_kind", type=click.Choice(["bar", "json", "none"]),
+    default="bar", show_default=True,
+    help="Progress on stderr: a bar, JSON lines (for programs), or nothing.")
+bands_opt = click.option("--bands", callback=_bands, metavar="4,3,2",
+                         help="1-based input bands in model order (default: all).")
+model_opt = click.option("-m", "--model", default="deeplab", show_default=True,
+                         metavar="NAME|BUNDLE",
+                         help="Default model name (geoseg models) or a bundle file.")
+device_opt = click.option("--device", default="auto", show_default=True,
+                          metavar="auto|cpu|cuda|cuda:N|mps", help="Where the model runs.")

@@ -1,0 +1,287 @@
+"""Chunk-level work behind :mod:`geoseg.vectorize`: polygonize, merge seams, skeletons.
+
+Everything here works in *pixel* coordinates (column, row of pixel corners), so every
+vertex is an integer held exactly in a float and unions across chunk seams are exact;
+:mod:`geoseg.vectorize` maps the result to the CRS once, at the end.
+
+How the exact seam merge works. Each chunk labels the connected components of every
+selected class (``scipy.ndimage.label``, 4- or 8-connectivity) and polygonizes the label
+image with ``rasterio.features.shapes``, so each polygon ("piece") has an id whose pixels are
+known. A chunk also returns the label ids along its four edges. Two pieces in neighbouring
+chunks belong to the same feature exactly when two of their pixels are neighbours across
+the seam (directly, or diagonally with 8-connectivity) and hold the same class: comparing
+the edge strips finds these pairs without any geometry. Connected groups of pieces
+(``scipy.sparse.csgraph.connected_components``) are then unioned with ``shapely.union_all``;
+pieces that touch no neighbour are kept as they are. The result is the same set of
+polygons as one whole-map ``rasterio.features.shapes`` run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+from affine import Affine
+
+__all__ = [
+    "ChunkPieces",
+    "ChunkSpec",
+    "merge_pieces",
+    "polygonize_chunk",
+    "skeleton_lines_chunk",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSpec:
+    """One chunk of the map: its pixel window and where it sits in the chunk grid."""
+
+    path: str
+    row: int
+    col: int
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+
+@dataclass(slots=True)
+class ChunkPieces:
+    """The pieces one chunk produced, and its edge strips for the seam merge.
+
+    ``labels`` ids run 1..n inside the chunk (0 = not a selected pixel). ``edges`` holds
+    the label ids of the top, bottom, left and right pixel rows/columns.
+    """
+
+    spec: ChunkSpec
+    geoms: npt.NDArray[np.object_]
+    class_ids: npt.NDArray[np.int64]
+    pixels: npt.NDArray[np.int64]
+    prob_sum: npt.NDArray[np.float64] | None
+    prob_n: npt.NDArray[np.int64] | None
+    edges: tuple[npt.NDArray[np.int64], ...]
+
+
+def _structure(connectivity: int) -> npt.NDArray[np.bool_]:
+    if connectivity == 8:
+        return np.ones((3, 3), bool)
+    return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
+
+
+def read_band(path: str, spec: ChunkSpec, band: int = 1) -> npt.NDArray[Any]:
+    """Read one band over the chunk's window (per-thread handle, see ``geoseg.io``)."""
+    from geoseg.io import read_window
+
+    data, _ = read_window(path, [band], (spec.row_off, spec.row_off + spec.height),
+                          (spec.col_off, spec.col_off + spec.width), with_mask=False)
+    return data[0]
+
+
+def label_classes(arr: npt.NDArray[Any], selected: npt.NDArray[np.bool_], connectivity: int
+                  ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+    """Connected components of every selected class, numbered 1..n over all classes.
+
+    Returns the label image and ``lut`` with ``lut[label] = class id`` (``lut[0] = -1``).
+    """
+    from scipy import ndimage
+
+    labels = np.zeros(arr.shape, np.int32)
+    lut: list[int] = [-1]
+    counts = np.bincount(arr.ravel(), minlength=selected.size)[:selected.size]
+    present = np.flatnonzero((counts > 0) & selected)
+    structure = _structure(connectivity)
+    for cls in present:
+        lab, n = ndimage.label(arr == cls, structure=structure)
+        if n:
+            hit = lab > 0
+            labels[hit] = lab[hit] + (len(lut) - 1)
+            lut.extend([int(cls)] * n)
+    return labels, np.asarray(lut, np.int64)
+
+
+def polygonize_chunk(spec: ChunkSpec, selected: npt.NDArray[np.bool_], connectivity: int,
+                     prob_path: str | None = None,
+                     prob_bands: dict[int, int] | None = None) -> ChunkPieces:
+    """Label and polygonize one chunk (pixel coordinates), with its seam strips."""
+    from rasterio.features import shapes
+
+    arr = read_band(spec.path, spec)
+    if arr.dtype != np.uint8 and arr.dtype != np.uint16:
+        arr = arr.astype(np.uint16)
+    labels, lut = label_classes(arr, selected, connectivity)
+    n = len(lut) - 1
+    pixels = np.bincount(labels.ravel(), minlength=n + 1).astype(np.int64)
+    geoms = np.empty(n + 1, dtype=object)
+    if n:
+        shift = Affine.translation(spec.col_off, spec.row_off)
+        for geom, value in shapes(labels, mask=labels > 0, connectivity=connectivity,
+                                  transform=shift):
+            geoms[int(value)] = _polygon(geom["coordinates"])
+    prob_sum = prob_n = None
+    if prob_path is not None and prob_bands is not None:
+        prob_sum = np.zeros(n + 1, np.float64)
+        prob_n = np.zeros(n + 1, np.int64)
+        if n:
+            cls_of = lut[labels]
+            for cls, band in prob_bands.items():
+                where = cls_of == cls
+                if not where.any():
+                    continue
+                p = read_band(prob_path, spec, band)[where]
+                ok = p != 255
+                lab = labels[where][ok]
+                prob_sum += np.bincount(lab, weights=p[ok] / 254.0, minlength=n + 1)
+                prob_n += np.bincount(lab, minlength=n + 1)
+    edges = (labels[0].astype(np.int64), labels[-1].astype(np.int64),
+             labels[:, 0].astype(np.int64), labels[:, -1].astype(np.int64))
+    return ChunkPieces(spec=spec, geoms=geoms[1:], class_ids=lut[1:], pixels=pixels[1:],
+                       prob_sum=None if prob_sum is None else prob_sum[1:],
+                       prob_n=None if prob_n is None else prob_n[1:], edges=edges)
+
+
+def _polygon(rings: list[list[tuple[float, float]]]) -> shapely.Polygon:
+    # Builds the polygon from coordinate arrays: several times faster than
+    # shapely.geometry.shape() on the GeoJSON dict.
+    shell = np.asarray(rings[0], np.float64)
+    holes = [np.asarray(r, np.float64) for r in rings[1:]]
+    return shapely.Polygon(shell, holes or None)
+
+
+def _seam_pairs(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64],
+                cls: npt.NDArray[np.int64], connectivity: int
+                ) -> npt.NDArray[np.int64]:
+    """Pairs of global piece ids that are neighbours across a seam (a above/left of b)."""
+    out = []
+    shifts = (0, -1, 1) if connectivity == 8 else (0,)
+    for s in shifts:
+        if s == 0:
+            x, y = a, b
+        elif s > 0:
+            x, y = a[:-s], b[s:]
+        else:
+            x, y = a[-s:], b[:s]
+        ok = (x > 0) & (y > 0)
+        x, y = x[ok], y[ok]
+        same = cls[x] == cls[y]
+        out.append(np.stack([x[same], y[same]], axis=1))
+    return np.unique(np.concatenate(out), axis=0) if out else np.empty((0, 2), np.int64)
+
+
+@dataclass(slots=True)
+class MergedPieces:
+    """Whole-map features after the seam merge (pixel coordinates)."""
+
+    geoms: npt.NDArray[np.object_]
+    class_ids: npt.NDArray[np.int64]
+    pixels: npt.NDArray[np.int64]
+    mean_prob: npt.NDArray[np.float64] | None
+
+
+def merge_pieces(chunks: list[ChunkPieces], grid_shape: tuple[int, int],
+                 connectivity: int) -> MergedPieces:
+    """Union the pieces that are connected across chunk seams; keep the others as they are."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    by_pos = {(c.spec.row, c.spec.col): c for c in chunks}
+    offsets: dict[tuple[int, int], int] = {}
+    total = 0
+    for key in sorted(by_pos):
+        offsets[key] = total
+        total += len(by_pos[key].geoms)
+    if total == 0:
+        empty = np.empty(0, object)
+        return MergedPieces(empty, np.empty(0, np.int64), np.empty(0, np.int64), None)
+    cls = np.concatenate([[-1]] + [by_pos[k].class_ids for k in sorted(by_pos)])
+    geoms = np.concatenate([by_pos[k].geoms for k in sorted(by_pos)])
+    pixels = np.concatenate([by_pos[k].pixels for k in sorted(by_pos)])
+    has_prob = chunks[0].prob_sum is not None
+
+    def strip(key: tuple[int, int], side: int) -> npt.NDArray[np.int64]:
+        e = by_pos[key].edges[side]
+        return np.where(e > 0, e + offsets[key], 0)   # global ids start at 1
+
+    n_rows, n_cols = grid_shape
+    pairs = [np.empty((0, 2), np.int64)]
+    for i in range(n_rows - 1):      # horizontal seams: whole map width at once, so
+        a = np.concatenate([strip((i, j), 1) for j in range(n_cols)])  # diagonal pairs
+        b = np.concatenate([strip((i + 1, j), 0) for j in range(n_cols)])  # at corners too
+        pairs.append(_seam_pairs(a, b, cls, connectivity))
+    for j in range(n_cols - 1):      # vertical seams
+        a = np.concatenate([strip((i, j), 3) for i in range(n_rows)])
+        b = np.concatenate([strip((i, j + 1), 2) for i in range(n_rows)])
+        pairs.append(_seam_pairs(a, b, cls, connectivity))
+    edges = np.concatenate(pairs) - 1
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
+                       shape=(total, total))
+    n_groups, group = connected_components(graph, directed=False)
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+    out_geoms = np.empty(n_groups, object)
+    for g in range(n_groups):
+        members = order[bounds[g]:bounds[g + 1]]
+        if len(members) == 1:
+            out_geoms[g] = geoms[members[0]]
+        else:
+            out_geoms[g] = shapely.union_all(geoms[members])
+    out_cls = np.zeros(n_groups, np.int64)
+    out_cls[group] = cls[1:]
+    out_pixels = np.bincount(group, weights=pixels, minlength=n_groups).astype(np.int64)
+    mean_prob = None
+    if has_prob:
+        psum = np.concatenate([by_pos[k].prob_sum for k in sorted(by_pos)])  # type: ignore[arg-type]
+        pn = np.concatenate([by_pos[k].prob_n for k in sorted(by_pos)])  # type: ignore[arg-type]
+        s = np.bincount(group, weights=psum, minlength=n_groups)
+        c = np.bincount(group, weights=pn, minlength=n_groups)
+        mean_prob = np.divide(s, c, out=np.full(n_groups, np.nan), where=c > 0)
+    return MergedPieces(out_geoms, out_cls, out_pixels, mean_prob)
+
+
+def skeleton_lines_chunk(spec: ChunkSpec, road: npt.NDArray[np.bool_], halo: int,
+                         map_shape: tuple[int, int]) -> npt.NDArray[np.object_]:
+    """Centre lines of the ``road`` classes in one chunk, as pixel-centre LineStrings.
+
+    The chunk is read with a ``halo`` of extra pixels on each side and skeletonized
+    (``skimage.morphology.skeletonize``); only skeleton edges that start inside the chunk
+    are kept, so neighbouring chunks produce disjoint segments that ``shapely.line_merge``
+    joins later. Thinning is local: where roads are narrower than about twice the halo, the
+    skeleton inside the chunk equals that of the whole map.
+    """
+    from rasterio.windows import Window
+    from skimage.morphology import skeletonize
+
+    from geoseg.io import _dataset
+
+    h, w = map_shape
+    r0, c0 = max(spec.row_off - halo, 0), max(spec.col_off - halo, 0)
+    r1 = min(spec.row_off + spec.height + halo, h)
+    c1 = min(spec.col_off + spec.width + halo, w)
+    arr = _dataset(spec.path).read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    mask = road[arr.astype(np.int64)]
+    if not mask.any():
+        return np.empty(0, object)
+    sk = np.pad(skeletonize(mask), 1)          # pad: neighbours of border pixels exist
+    core = np.zeros_like(sk)
+    y0, x0 = spec.row_off - r0 + 1, spec.col_off - c0 + 1
+    core[y0:y0 + spec.height, x0:x0 + spec.width] = True
+    segs = []
+    # Edges of the 8-neighbour pixel graph, without the diagonal of an L-corner (which
+    # would make a small triangle): the hand-written part, as skimage has no vectorizer.
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        nb = np.roll(sk, (-dy, -dx), axis=(0, 1))
+        edge = sk & nb & core
+        if dy and dx:
+            edge &= ~np.roll(sk, -dx, axis=1) & ~np.roll(sk, -dy, axis=0)
+        ys, xs = np.nonzero(edge)
+        if len(ys):
+            gy, gx = ys - 1 + r0 + 0.5, xs - 1 + c0 + 0.5
+            segs.append(np.stack([np.stack([gx, gy], 1), np.stack([gx + dx, gy + dy], 1)], 1))
+    # Isolated single skeleton pixels (dots) carry no line and are dropped.
+    if not segs:
+        return np.empty(0, object)
+    lines = shapely.linestrings(np.concatenate(segs))
+    merged = shapely.line_merge(shapely.multilinestrings(lines))
+    return np.asarray(shapely.get_parts(merged), dtype=object)

@@ -484,10 +484,10 @@ def vectorize(class_map: str | os.PathLike[str], *,
         }, geometry=series)
         if mean_prob is not None:
             frame["mean_confidence"] = mean_prob
+        frame["feature"] = "polygon"
         frame = _postprocess(frame, scene, table, selected, simplify=simplify,
                              min_area=min_area, fill_holes=fill_holes,
                              regularize=regularize, coverage=coverage)
-        frame["feature"] = "polygon"
         if roads:
             lines = _centerline_frame(scene, table, roads, simplify=simplify,
                                       chunk_size=chunk_size, workers=workers,
@@ -587,7 +587,7 @@ def _pixel_metres(scene: Scene, metric: _Metric) -> float:
         return float(math.sqrt(abs(scene.transform.a * scene.transform.e
                                    - scene.transform.b * scene.transform.d)))
     t = scene.transform
-    cx, cy = t * (scene.width / 2, scene.height / 2)
+    cx, cy = t @ (scene.width / 2, scene.height / 2)
     box = shapely.box(cx, cy, cx + abs(t.a), cy + abs(t.e))
     area = gpd.GeoSeries([box], crs=scene.crs).to_crs(metric.series.crs).area.iloc[0]
     return float(math.sqrt(area))

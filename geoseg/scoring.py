@@ -439,7 +439,7 @@ def _window_of_bounds(grid: _Grid, bounds: tuple[float, float, float, float]
     xs, ys = [], []
     for x in (bounds[0], bounds[2]):
         for y in (bounds[1], bounds[3]):
-            c, r = inv * (x, y)
+            c, r = inv @ (x, y)
             xs.append(c)
             ys.append(r)
     eps = 1e-6
@@ -710,9 +710,9 @@ def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
 
     def read_codes(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[Any]:
         shape = (rows[1] - rows[0], cols[1] - cols[0])
-        transform = grid.transform * Affine.translation(cols[0], rows[0])
-        x0, y0 = transform * (0, 0)
-        x1, y1 = transform * (shape[1], shape[0])
+        transform = grid.transform @ Affine.translation(cols[0], rows[0])
+        x0, y0 = transform @ (0, 0)
+        x1, y1 = transform @ (shape[1], shape[0])
         hits = np.sort(tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1),
                                               max(y0, y1))))
         if hits.size == 0:

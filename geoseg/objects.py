@@ -198,7 +198,8 @@ def _metric_crs(pred: Any, truth: Any) -> Any:
 
 
 def score_objects(pred: str | os.PathLike[str] | Any,
-                  truth: str | os.PathLike[str] | Any, *, iou_threshold: float = 0.5, label_field: str | None = None,
+                  truth: str | os.PathLike[str] | Any, *, iou_threshold: float = 0.5,
+                  label_field: str | None = None,
                   classes: Sequence[str | int] | None = None,
                   workers: int | None = None) -> ObjectScore:
     """Match predicted and true polygons one-to-one and score them (SpaceNet metric).

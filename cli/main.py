@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "bundle": "geoseg.cli.bundle:bundle",
     "models": "geoseg.cli.models:models",
     "predict": "geoseg.cli.predict:predict",
+    "score": "geoseg.cli.score:score",
     "vectorize": "geoseg.cli.vectorize:vectorize",
 }
 

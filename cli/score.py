@@ -1,0 +1,108 @@
+"""``geoseg score``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from geoseg.cli import options
+
+
+def _names(ctx: click.Context, param: click.Parameter, value: str | None
+           ) -> list[str] | None:
+    if value is None:
+        return None
+    out = [v.strip() for v in value.split(",") if v.strip()]
+    if not out:
+        raise click.BadParameter("no class name given")
+    return out
+
+
+@click.command()
+@click.argument("pred", type=click.Path(path_type=str))
+@click.option("-l", "--labels", required=True, type=click.Path(path_type=str),
+              help="Label raster, vector file, or directory of label tiles "
+                   "(with --objects: true polygons).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the confusion matrix as CSV (rows truth, columns "
+                   "prediction).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Draw the row-normalised confusion matrix (PNG, SVG, PDF).")
+@click.option("--ignore-index", type=int, metavar="N",
+              help="Label value to exclude from scoring (counted as ignored).")
+@click.option("--classes", callback=_names, metavar="NAME,NAME,...",
+              help="Class names in id order (for maps without class tags); with "
+                   "--objects: the object classes to keep.")
+@click.option("--label-field", metavar="FIELD",
+              help="Vector labels: attribute holding class ids or names.")
+@click.option("--label-fill", metavar="CLASS",
+              help="Vector labels: class (id or name) of pixels no feature covers "
+                   "(default: unlabeled, not scored).")
+@click.option("--objects", is_flag=True,
+              help="Object level: match polygons one-to-one (SpaceNet F1).")
+@click.option("--iou-threshold", type=click.FloatRange(0, 1, min_open=True),
+              default=0.5, show_default=True,
+              help="With --objects: minimum IoU of a match.")
+@click.option("--chunk-size", type=click.IntRange(16), default=1024, show_default=True,
+              help="Chunk side, px (memory grows with its square).")
+@click.option("--workers", type=click.IntRange(1),
+              help="Threads (default: one per core).")
+@options.overwrite_opt
+@options.quiet_opt
+@options.progress_opt
+def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
+          plot: Path | None, ignore_index: int | None, classes: list[str] | None,
+          label_field: str | None, label_fill: str | None, objects: bool,
+          iou_threshold: float, chunk_size: int, workers: int | None, overwrite: bool,
+          quiet: bool, progress_kind: str) -> None:
+    """Score the class map PRED against LABELS: per-class IoU, mIoU, F1, kappa.
+
+    Classes absent from both labels and prediction are NaN and skipped by the means
+    (mIoU averages the classes present in the labels or the prediction).
+
+    \b
+    geoseg score map.tif --labels truth.tif -o report.json --csv cm.csv
+    geoseg score map.tif --labels fields.gpkg --label-field crop --ignore-index 0
+    geoseg score map.tif --labels tiles/ --plot cm.png
+    geoseg score pred.geojson --labels truth.geojson --objects
+    """
+    from geoseg._atomic import atomic_path, check_output
+    from geoseg.progress import make_progress
+
+    if objects and (csv_path or plot):
+        raise click.UsageError("--csv and --plot are for pixel scores, not --objects")
+    for dst in (output, csv_path, plot):  # fail before any compute
+        if dst is not None:
+            check_output(dst, overwrite=overwrite)
+    if objects:
+        from geoseg.objects import score_objects
+
+        result = score_objects(pred, labels, iou_threshold=iou_threshold,
+                               label_field=label_field, classes=classes,
+                               workers=workers)
+        data, text = result.to_dict(), result.table()
+    else:
+        from geoseg.scoring import plot_confusion, write_confusion_csv
+        from geoseg.scoring import score as run
+
+        progress = make_progress("none" if quiet and progress_kind == "bar"
+                                 else progress_kind)
+        try:
+            report = run(pred, labels, classes=classes, ignore_index=ignore_index,
+                         label_field=label_field, label_fill=label_fill,
+                         chunk_size=chunk_size, num_workers=workers, progress=progress)
+        finally:
+            progress.close()
+        data, text = report.to_dict(), report.table()
+        if csv_path is not None:
+            write_confusion_csv(report, csv_path, overwrite=overwrite)
+        if plot is not None:
+            plot_confusion(report, plot, overwrite=overwrite)
+    if output is not None:
+        with atomic_path(output, overwrite=overwrite) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    if not quiet:
+        click.echo(text)

@@ -185,6 +185,8 @@ def _run_tasks(tasks: list[Any], workers: int | None, progress: Progress, desc: 
 
     ``rasterio.features.shapes`` holds the GIL, so threads would not run in parallel.
     """
+    import multiprocessing as mp
+
     import dask
     from dask.callbacks import Callback
 
@@ -200,7 +202,11 @@ def _run_tasks(tasks: list[Any], workers: int | None, progress: Progress, desc: 
     with Callback(posttask=_posttask):
         if workers <= 1 or n <= 1:
             return list(dask.compute(*tasks, scheduler="sync"))
-        return list(dask.compute(*tasks, scheduler="processes", num_workers=workers))
+        # fork (where there is one) starts workers in milliseconds; spawn re-imports.
+        ctx = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with dask.config.set({"multiprocessing.context": ctx}):
+            return list(dask.compute(*tasks, scheduler="processes",
+                                     num_workers=workers))
 
 
 # --------------------------------------------------------------------------- metres
@@ -469,9 +475,6 @@ def vectorize(class_map: str | os.PathLike[str], *,
             mean_prob = merged.mean_prob
         else:
             geoms, cls, mean_prob = np.empty(0, object), np.empty(0, np.int64), None
-        bad = ~shapely.is_valid(geoms)          # 8-connected corners self-touch
-        if bad.any():
-            geoms[bad] = shapely.make_valid(geoms[bad])
         coverage = len(np.unique(cls)) > 1      # neighbours of different classes
         if simplify > 0 and coverage:
             # Shared edges must hold the same vertices for coverage_simplify (GDAL leaves

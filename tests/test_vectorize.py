@@ -92,6 +92,20 @@ def test_chunked_equals_whole_map(tricky, connectivity, chunk):
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])
+def test_chunked_equals_whole_with_probabilities(tricky, tmp_path, connectivity):
+    """The labelled path (used with a probability raster) merges seams exactly too."""
+    path, m = tricky
+    prob = np.full((4, *m.shape), 200, np.uint8)
+    ppath = make_geotiff(tmp_path / "p.tif", prob, dtype="uint8", nodata=255)
+    with rasterio.open(path) as src:
+        transform = src.transform
+    gdf = vectorize(path, all_classes=True, chunk_size=37, connectivity=connectivity,
+                    probabilities=ppath, workers=1)
+    assert _same_set(list(gdf.geometry), _whole(m, transform, connectivity))
+    assert np.allclose(gdf.mean_confidence, 200 / 254)
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
 def test_round_trip_rasterize_gives_class_map(tricky, connectivity):
     path, m = tricky
     with rasterio.open(path) as src:

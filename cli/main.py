@@ -25,6 +25,8 @@ _COMMANDS: dict[str, str] = {
     "models": "geoseg.cli.models:models",
     "predict": "geoseg.cli.predict:predict",
     "score": "geoseg.cli.score:score",
+    "tile": "geoseg.cli.tile:tile",
+    "train": "geoseg.cli.train:train",
     "vectorize": "geoseg.cli.vectorize:vectorize",
 }
 

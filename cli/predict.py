@@ -29,6 +29,8 @@ from geoseg.cli import options
               show_default=True, help="Weight window for overlapping tiles.")
 @click.option("--probabilities", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write per-class probabilities (uint8, p = value/254).")
+@click.option("--preview", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a PNG preview (scene, class map, legend).")
 @click.option("--workers", "num_workers", type=click.IntRange(1), default=2,
               show_default=True, help="Threads reading/blending alongside the model.")
 @options.overwrite_opt
@@ -37,7 +39,7 @@ from geoseg.cli import options
 def predict(scene: str, output: Path, model: str, bands: tuple[int, ...] | None,
             tile_size: int | None, overlap: int | None, batch_size: int, chunk_tiles: int,
             device: str, precision: str, engine: str, blend: str,
-            probabilities: Path | None, num_workers: int, overwrite: bool, quiet: bool,
+            probabilities: Path | None, preview: Path | None, num_workers: int, overwrite: bool, quiet: bool,
             progress_kind: str) -> None:
     """Predict a georeferenced class map for SCENE.
 
@@ -52,7 +54,7 @@ def predict(scene: str, output: Path, model: str, bands: tuple[int, ...] | None,
     result = run(scene, output, model=model, bands=bands, tile_size=tile_size,
                  overlap=overlap, batch_size=batch_size, chunk_tiles=chunk_tiles,
                  device=device, precision=precision, engine=engine, blend=blend,
-                 probabilities=probabilities, overwrite=overwrite, num_workers=num_workers,
+                 probabilities=probabilities, preview=preview, overwrite=overwrite, num_workers=num_workers,
                  progress=progress)
     if not quiet and progress_kind != "json":
         click.echo(result.summary(), err=True)

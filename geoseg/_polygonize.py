@@ -69,34 +69,47 @@ def read_band(path: str, spec: ChunkSpec, band: int = 1) -> npt.NDArray[Any]:
     """Read one band over the chunk's window (per-thread handle, see ``geoseg.io``)."""
     from geoseg.io import read_window
 
-    data, _ = read_window(path, [band], (spec.row_off, spec.row_off + spec.height),
-                          (spec.col_off, spec.col_off + spec.width), with_mask=False)
+    data, _ = read_window(
+        path,
+        [band],
+        (spec.row_off, spec.row_off + spec.height),
+        (spec.col_off, spec.col_off + spec.width),
+        with_mask=False,
+    )
     out: npt.NDArray[Any] = data[0]
     return out
 
 
-def label_classes(arr: npt.NDArray[Any], selected: npt.NDArray[np.bool_],
-                  connectivity: int
-                  ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+def label_classes(
+    arr: npt.NDArray[Any], selected: npt.NDArray[np.bool_], connectivity: int
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
     """Number the connected regions of equal selected class 1..n, in one pass.
 
     Returns the label image and ``lut`` with ``lut[label] = class id`` (``lut[0] = -1``).
     """
     from skimage.measure import label
 
-    off = selected.size        # a value no class has: background for the labelling
+    off = selected.size  # a value no class has: background for the labelling
     work = np.where(selected[arr], arr.astype(np.int32), off)
-    labels, n = label(work, background=off, connectivity=1 if connectivity == 4 else 2,
-                      return_num=True)
+    labels, n = label(
+        work,
+        background=off,
+        connectivity=1 if connectivity == 4 else 2,
+        return_num=True,
+    )
     lut = np.full(n + 1, -1, np.int64)
     lut[labels.ravel()] = work.ravel()
     lut[0] = -1
     return labels.astype(np.int32, copy=False), lut
 
 
-def polygonize_chunk(spec: ChunkSpec, selected: npt.NDArray[np.bool_], connectivity: int,
-                     prob_path: str | None = None,
-                     prob_bands: dict[int, int] | None = None) -> ChunkPieces:
+def polygonize_chunk(
+    spec: ChunkSpec,
+    selected: npt.NDArray[np.bool_],
+    connectivity: int,
+    prob_path: str | None = None,
+    prob_bands: dict[int, int] | None = None,
+) -> ChunkPieces:
     """Polygonize one chunk (pixel coordinates) and find its pieces' seam strips.
 
     Without probabilities the class array is polygonized directly and the edge strips are
@@ -112,22 +125,30 @@ def polygonize_chunk(spec: ChunkSpec, selected: npt.NDArray[np.bool_], connectiv
     shift = Affine.translation(spec.col_off, spec.row_off)
     if prob_path is None or prob_bands is None:
         geoms_l, cls_l = [], []
-        for geom, value in shapes(arr, mask=selected[arr], connectivity=connectivity,
-                                  transform=shift):
+        for geom, value in shapes(
+            arr, mask=selected[arr], connectivity=connectivity, transform=shift
+        ):
             geoms_l.append(_polygon(geom["coordinates"]))
             cls_l.append(int(value))
         geoms = np.asarray(geoms_l + [None], dtype=object)[:-1]
         _make_valid(geoms, connectivity)
-        return ChunkPieces(spec=spec, geoms=geoms, class_ids=np.asarray(cls_l, np.int64),
-                           pixels=np.rint(shapely.area(geoms)).astype(np.int64),
-                           prob_sum=None, prob_n=None, edges=_edge_strips(geoms, spec))
+        return ChunkPieces(
+            spec=spec,
+            geoms=geoms,
+            class_ids=np.asarray(cls_l, np.int64),
+            pixels=np.rint(shapely.area(geoms)).astype(np.int64),
+            prob_sum=None,
+            prob_n=None,
+            edges=_edge_strips(geoms, spec),
+        )
     labels, lut = label_classes(arr, selected, connectivity)
     n = len(lut) - 1
     pixels = np.bincount(labels.ravel(), minlength=n + 1).astype(np.int64)
     geoms = np.empty(n + 1, dtype=object)
     if n:
-        for geom, value in shapes(labels, mask=labels > 0, connectivity=connectivity,
-                                  transform=shift):
+        for geom, value in shapes(
+            labels, mask=labels > 0, connectivity=connectivity, transform=shift
+        ):
             geoms[int(value)] = _polygon(geom["coordinates"])
         _make_valid(geoms[1:], connectivity)
     prob_sum = np.zeros(n + 1, np.float64)
@@ -143,10 +164,21 @@ def polygonize_chunk(spec: ChunkSpec, selected: npt.NDArray[np.bool_], connectiv
             lab = labels[where][ok]
             prob_sum += np.bincount(lab, weights=p[ok] / 254.0, minlength=n + 1)
             prob_n += np.bincount(lab, minlength=n + 1)
-    edges = (labels[0].astype(np.int64), labels[-1].astype(np.int64),
-             labels[:, 0].astype(np.int64), labels[:, -1].astype(np.int64))
-    return ChunkPieces(spec=spec, geoms=geoms[1:], class_ids=lut[1:], pixels=pixels[1:],
-                       prob_sum=prob_sum[1:], prob_n=prob_n[1:], edges=edges)
+    edges = (
+        labels[0].astype(np.int64),
+        labels[-1].astype(np.int64),
+        labels[:, 0].astype(np.int64),
+        labels[:, -1].astype(np.int64),
+    )
+    return ChunkPieces(
+        spec=spec,
+        geoms=geoms[1:],
+        class_ids=lut[1:],
+        pixels=pixels[1:],
+        prob_sum=prob_sum[1:],
+        prob_n=prob_n[1:],
+        edges=edges,
+    )
 
 
 def _make_valid(geoms: npt.NDArray[np.object_], connectivity: int) -> None:
@@ -161,8 +193,9 @@ def _make_valid(geoms: npt.NDArray[np.object_], connectivity: int) -> None:
             geoms[bad] = shapely.make_valid(geoms[bad])
 
 
-def _edge_strips(geoms: npt.NDArray[np.object_], spec: ChunkSpec
-                 ) -> tuple[npt.NDArray[np.int64], ...]:
+def _edge_strips(
+    geoms: npt.NDArray[np.object_], spec: ChunkSpec
+) -> tuple[npt.NDArray[np.int64], ...]:
     """Piece ids (1-based, 0 = none) along the top, bottom, left and right pixel lines.
 
     Only pieces whose bounds reach a border are intersected with that border's
@@ -182,15 +215,16 @@ def _edge_strips(geoms: npt.NDArray[np.object_], spec: ChunkSpec
         strip = np.zeros(w if axis == 0 else h, np.int64)
         cand = np.flatnonzero(touch)
         if len(cand):
-            parts, idx = shapely.get_parts(shapely.intersection(geoms[cand], box),
-                                           return_index=True)
+            parts, idx = shapely.get_parts(
+                shapely.intersection(geoms[cand], box), return_index=True
+            )
             area = shapely.area(parts) > 0
             pb = np.rint(shapely.bounds(parts[area])).astype(np.int64)
             for (minx, miny, maxx, maxy), k in zip(pb, idx[area], strict=True):
                 if axis == 0:
-                    strip[minx - c0:maxx - c0] = cand[k] + 1
+                    strip[minx - c0 : maxx - c0] = cand[k] + 1
                 else:
-                    strip[miny - r0:maxy - r0] = cand[k] + 1
+                    strip[miny - r0 : maxy - r0] = cand[k] + 1
         out.append(strip)
     return tuple(out)
 
@@ -203,9 +237,12 @@ def _polygon(rings: list[list[tuple[float, float]]]) -> shapely.Polygon:
     return shapely.Polygon(shell, holes or None)
 
 
-def _seam_pairs(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64],
-                cls: npt.NDArray[np.int64], connectivity: int
-                ) -> npt.NDArray[np.int64]:
+def _seam_pairs(
+    a: npt.NDArray[np.int64],
+    b: npt.NDArray[np.int64],
+    cls: npt.NDArray[np.int64],
+    connectivity: int,
+) -> npt.NDArray[np.int64]:
     """Pairs of global piece ids that are neighbours across a seam (a above/left of b)."""
     out = []
     shifts = (0, -1, 1) if connectivity == 8 else (0,)
@@ -233,8 +270,9 @@ class MergedPieces:
     mean_prob: npt.NDArray[np.float64] | None
 
 
-def merge_pieces(chunks: list[ChunkPieces], grid_shape: tuple[int, int],
-                 connectivity: int) -> MergedPieces:
+def merge_pieces(
+    chunks: list[ChunkPieces], grid_shape: tuple[int, int], connectivity: int
+) -> MergedPieces:
     """Union the pieces that are connected across chunk seams; keep the others as they are."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -255,27 +293,30 @@ def merge_pieces(chunks: list[ChunkPieces], grid_shape: tuple[int, int],
 
     def strip(key: tuple[int, int], side: int) -> npt.NDArray[np.int64]:
         e = by_pos[key].edges[side]
-        return np.where(e > 0, e + offsets[key], 0)   # global ids start at 1
+        return np.where(e > 0, e + offsets[key], 0)  # global ids start at 1
 
     n_rows, n_cols = grid_shape
     pairs = [np.empty((0, 2), np.int64)]
-    for i in range(n_rows - 1):      # horizontal seams: whole map width at once, so
+    for i in range(n_rows - 1):  # horizontal seams: whole map width at once, so
         a = np.concatenate([strip((i, j), 1) for j in range(n_cols)])  # diagonal pairs
-        b = np.concatenate([strip((i + 1, j), 0) for j in range(n_cols)])  # at corners too
+        b = np.concatenate(
+            [strip((i + 1, j), 0) for j in range(n_cols)]
+        )  # at corners too
         pairs.append(_seam_pairs(a, b, cls, connectivity))
-    for j in range(n_cols - 1):      # vertical seams
+    for j in range(n_cols - 1):  # vertical seams
         a = np.concatenate([strip((i, j), 3) for i in range(n_rows)])
         b = np.concatenate([strip((i, j + 1), 2) for i in range(n_rows)])
         pairs.append(_seam_pairs(a, b, cls, connectivity))
     edges = np.concatenate(pairs) - 1
-    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
-                       shape=(total, total))
+    graph = coo_matrix(
+        (np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(total, total)
+    )
     n_groups, group = connected_components(graph, directed=False)
     order = np.argsort(group, kind="stable")
     bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
     out_geoms = np.empty(n_groups, object)
     for g in range(n_groups):
-        members = order[bounds[g]:bounds[g + 1]]
+        members = order[bounds[g] : bounds[g + 1]]
         if len(members) == 1:
             out_geoms[g] = geoms[members[0]]
         else:
@@ -293,8 +334,9 @@ def merge_pieces(chunks: list[ChunkPieces], grid_shape: tuple[int, int],
     return MergedPieces(out_geoms, out_cls, out_pixels, mean_prob)
 
 
-def skeleton_lines_chunk(spec: ChunkSpec, road: npt.NDArray[np.bool_], halo: int,
-                         map_shape: tuple[int, int]) -> npt.NDArray[np.object_]:
+def skeleton_lines_chunk(
+    spec: ChunkSpec, road: npt.NDArray[np.bool_], halo: int, map_shape: tuple[int, int]
+) -> npt.NDArray[np.object_]:
     """Centre lines of the ``road`` classes in one chunk, as pixel-centre LineStrings.
 
     The chunk is read with a ``halo`` of extra pixels on each side and skeletonized
@@ -316,10 +358,10 @@ def skeleton_lines_chunk(spec: ChunkSpec, road: npt.NDArray[np.bool_], halo: int
     mask = road[arr.astype(np.int64)]
     if not mask.any():
         return np.empty(0, object)
-    sk = np.pad(skeletonize(mask), 1)          # pad: neighbours of border pixels exist
+    sk = np.pad(skeletonize(mask), 1)  # pad: neighbours of border pixels exist
     core = np.zeros_like(sk)
     y0, x0 = spec.row_off - r0 + 1, spec.col_off - c0 + 1
-    core[y0:y0 + spec.height, x0:x0 + spec.width] = True
+    core[y0 : y0 + spec.height, x0 : x0 + spec.width] = True
     segs = []
     # Edges of the 8-neighbour pixel graph, without the diagonal of an L-corner (which
     # would make a small triangle): the hand-written part, as skimage has no vectorizer.
@@ -331,7 +373,9 @@ def skeleton_lines_chunk(spec: ChunkSpec, road: npt.NDArray[np.bool_], halo: int
         ys, xs = np.nonzero(edge)
         if len(ys):
             gy, gx = ys - 1 + r0 + 0.5, xs - 1 + c0 + 0.5
-            segs.append(np.stack([np.stack([gx, gy], 1), np.stack([gx + dx, gy + dy], 1)], 1))
+            segs.append(
+                np.stack([np.stack([gx, gy], 1), np.stack([gx + dx, gy + dy], 1)], 1)
+            )
     # Isolated single skeleton pixels (dots) carry no line and are dropped.
     if not segs:
         return np.empty(0, object)

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 # Predictors live here, once per process, keyed by run: dask tasks look them up by key, so
 # the task graph carries a short string instead of a model.
 _PREDICTORS: dict[str, Predictor] = {}
+_PROGRESS: dict[str, Progress] = {}
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ def _stage1(job: _ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
                 acc[:c, y:y + t, xo:xo + t] += p * v
                 acc[c, y:y + t, xo:xo + t] += window * v
     acc = acc[:, :fh, :fw]
+    progress = _PROGRESS.get(job.run_key)
+    if progress is not None:
+        progress.advance(len(offsets))
     ch, cw = job.row.core_size, job.col.core_size
     return (acc[:, :ch, :cw], np.ascontiguousarray(acc[:, ch:, :cw]),
             np.ascontiguousarray(acc[:, :ch, cw:]), np.ascontiguousarray(acc[:, ch:, cw:]))
@@ -230,8 +234,8 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             overlap: int | None = None, batch_size: int = 4, chunk_tiles: int = 4,
             device: str = "auto", precision: str = "auto", engine: str = "auto",
             blend: str = "cosine", probabilities: str | os.PathLike[str] | None = None,
-            overwrite: bool = False, num_workers: int = 2,
-            progress: Progress | None = None) -> PredictResult:
+            preview: str | os.PathLike[str] | None = None, overwrite: bool = False,
+            num_workers: int = 2, progress: Progress | None = None) -> PredictResult:
     """Predict a georeferenced class map for ``scene`` and write it to ``output``.
 
     Parameters
@@ -257,6 +261,8 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Blend window, ``cosine`` (default) or ``flat``.
     probabilities : path, optional
         Also write per-class probabilities, uint8, ``p = value / 254`` (255 = nodata).
+    preview : path, optional
+        Also write a PNG preview: the scene, the coloured class map and a legend.
     overwrite : bool
         Replace existing outputs.
     num_workers : int
@@ -282,6 +288,7 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     out_path = check_output(output, overwrite=overwrite)
     prob_path = None if probabilities is None else check_output(probabilities,
                                                                  overwrite=overwrite)
+    preview_path = None if preview is None else check_output(preview, overwrite=overwrite)
     if prob_path is not None and prob_path == out_path:
         raise OutputError("--probabilities must differ from the class-map output")
     src = open_scene(scene)
@@ -301,17 +308,10 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
                  f"[{predictor.info.describe()}]")
     run_key = f"{bundle.sha256[:12]}-{os.getpid()}-{id(predictor):x}"
     _PREDICTORS[run_key] = predictor
+    _PROGRESS[run_key] = progress
     class_ids = [c.id for c in spec.classes]
     arr = predict_array(src, grid, chosen, run_key, class_ids,
                         probabilities=prob_path is not None)
-
-    tile_counts = {f"geoseg-tiles-{run_key}-{r.index}-{c.index}": grid.chunk_tile_count(r, c)
-                   for r in grid.rows for c in grid.cols}
-
-    def _posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        n = tile_counts.get(key if isinstance(key, str) else str(key))
-        if n:
-            progress.advance(n)
 
     tmp_class = partial_path(out_path, "tmp")
     tmp_prob = None if prob_path is None else partial_path(prob_path, "tmp")
@@ -340,8 +340,7 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
                     dst_p = rasterio.open(tmp_prob, "w",
                                           **_gtiff_profile(src, len(class_ids)))
                     targets.append((dst_p, slice(1, None)))
-                with dask.config.set(scheduler="threads", num_workers=num_workers), \
-                        dask.callbacks.Callback(posttask=_posttask):
+                with dask.config.set(scheduler="threads", num_workers=num_workers):
                     da_store(arr, _RasterTarget(targets))
                 dst_c.write_colormap(1, class_colormap([c.color for c in spec.classes]))
                 dst_c.set_band_description(1, "class")
@@ -360,10 +359,17 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             _cog_copy(tmp_prob, final_prob, categorical=False)
             os.replace(final_prob, prob_path)
         os.replace(final_class, out_path)
-        progress.finish([str(p) for p in (out_path, prob_path) if p is not None])
+        if preview_path is not None:
+            from geoseg.preview import render_preview
+
+            render_preview(src.path, out_path, preview_path, bands=chosen[:3],
+                           overwrite=overwrite)
+        progress.finish([str(p) for p in (out_path, prob_path, preview_path)
+                         if p is not None])
     finally:
         progress.close()
         _PREDICTORS.pop(run_key, None)
+        _PROGRESS.pop(run_key, None)
         for p in tmps:
             p.unlink(missing_ok=True)
             p.with_name(p.name + ".aux.xml").unlink(missing_ok=True)

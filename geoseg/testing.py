@@ -30,14 +30,15 @@ def make_class_map(shape: tuple[int, int] = (256, 256), *, n_classes: int = 4,
 
 
 def make_scene(class_map: npt.NDArray[np.uint8], *, bands: int = 3, noise: float = 8.0,
-               seed: int = 0, dtype: str = "uint8") -> npt.NDArray[Any]:
+               seed: int = 0, dtype: str = "uint8", palette_seed: int = 0) -> npt.NDArray[Any]:
     """Image whose pixels depend on the class (a learnable scene): ``(bands, h, w)``.
 
-    Each class has its own mean per band plus a texture, with Gaussian noise.
+    Each class has its own mean per band (fixed by ``palette_seed``, so scenes made with
+    different ``seed`` look alike) plus a texture, with Gaussian noise drawn from ``seed``.
     """
+    n_classes = max(int(class_map.max()) + 1, 8)
+    means = np.random.default_rng(palette_seed).uniform(30, 220, size=(n_classes, bands))
     rng = np.random.default_rng(seed)
-    n_classes = int(class_map.max()) + 1
-    means = rng.uniform(30, 220, size=(n_classes, bands))
     img = means[class_map].transpose(2, 0, 1).astype(np.float64)
     yy, xx = np.mgrid[: class_map.shape[0], : class_map.shape[1]]
     img += 10 * np.sin((yy + 3 * class_map) / 3.0)[None] * (class_map % 2)[None]

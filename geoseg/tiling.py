@@ -63,8 +63,14 @@ def _axis_chunks(n: int, origins: tuple[int, ...], tile: int, per_chunk: int
                  ) -> tuple[AxisChunk, ...]:
     chunks = []
     n_tiles = len(origins)
-    for index, first in enumerate(range(0, n_tiles, per_chunk)):
-        last = min(first + per_chunk, n_tiles)
+    firsts = list(range(0, n_tiles, per_chunk))
+    if len(firsts) > 1 and firsts[-1] == n_tiles - 1:
+        # A last chunk of one tile: that tile is usually shifted back to end at the scene
+        # edge, and as a chunk of its own it would leave the previous chunk a core thinner
+        # than the tail spilling into it. Give it to the previous chunk instead.
+        firsts.pop()
+    for index, first in enumerate(firsts):
+        last = firsts[index + 1] if index + 1 < len(firsts) else n_tiles
         start = origins[first]
         stop = origins[last] if last < n_tiles else n
         foot_stop = min(origins[last - 1] + tile, n)

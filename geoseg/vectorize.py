@@ -52,8 +52,12 @@ log = logging.getLogger(__name__)
 
 #: Output extension -> GDAL/OGR driver (``.parquet`` is GeoParquet, written by geopandas).
 VECTOR_FORMATS: dict[str, str] = {
-    ".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf",
-    ".parquet": "GeoParquet", ".shp": "ESRI Shapefile",
+    ".gpkg": "GPKG",
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
+    ".fgb": "FlatGeobuf",
+    ".parquet": "GeoParquet",
+    ".shp": "ESRI Shapefile",
 }
 _SHP_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix")
 #: Pixels of halo read around each chunk for centre lines (roads narrower than twice this
@@ -66,8 +70,8 @@ CENTERLINE_HALO = 64
 
 @dataclass(frozen=True)
 class _ClassTable:
-    names: dict[int, str]          # id -> name for the classes the map (or user) names
-    named: bool                    # False: the map has no class names; any id is allowed
+    names: dict[int, str]  # id -> name for the classes the map (or user) names
+    named: bool  # False: the map has no class names; any id is allowed
 
     def name(self, cid: int) -> str:
         return self.names.get(cid, f"class_{cid}")
@@ -75,7 +79,9 @@ class _ClassTable:
     def known(self) -> str:
         if not self.named:
             return "this map has no class names; use class ids or pass --class-names"
-        return "known: " + ", ".join(f"{n} ({i})" for i, n in sorted(self.names.items()))
+        return "known: " + ", ".join(
+            f"{n} ({i})" for i, n in sorted(self.names.items())
+        )
 
 
 def _class_table(scene: Scene, class_names: Sequence[str] | None) -> _ClassTable:
@@ -90,7 +96,9 @@ def _class_table(scene: Scene, class_names: Sequence[str] | None) -> _ClassTable
     names = [n.strip() for n in tag_names.split(",")]
     tag_ids = scene.tags.get("class_ids", "")
     try:
-        ids = [int(i) for i in tag_ids.split(",")] if tag_ids else list(range(len(names)))
+        ids = (
+            [int(i) for i in tag_ids.split(",")] if tag_ids else list(range(len(names)))
+        )
     except ValueError:
         ids = list(range(len(names)))
     if len(ids) != len(names):
@@ -105,18 +113,28 @@ def _resolve(table: _ClassTable, items: Sequence[str | int]) -> list[int]:
         text = str(item).strip()
         if text.lower() in by_name:
             out.append(by_name[text.lower()])
-        elif text.isdigit() and int(text) < NODATA_CLASS and \
-                (not table.named or int(text) in table.names):
+        elif (
+            text.isdigit()
+            and int(text) < NODATA_CLASS
+            and (not table.named or int(text) in table.names)
+        ):
             out.append(int(text))
         else:
             raise UnknownNameError(f"unknown class {text!r}; {table.known()}")
     return sorted(set(out))
 
 
-def _selection(table: _ClassTable, classes: Sequence[str | int] | None, all_classes: bool,
-               nodata: int | None, lut_size: int) -> npt.NDArray[np.bool_]:
+def _selection(
+    table: _ClassTable,
+    classes: Sequence[str | int] | None,
+    all_classes: bool,
+    nodata: int | None,
+    lut_size: int,
+) -> npt.NDArray[np.bool_]:
     if classes is not None and all_classes:
-        raise InputError("give either classes (--classes) or all_classes (--all), not both")
+        raise InputError(
+            "give either classes (--classes) or all_classes (--all), not both"
+        )
     selected = np.zeros(lut_size, bool)
     if classes is not None:
         ids = _resolve(table, classes)
@@ -125,8 +143,13 @@ def _selection(table: _ClassTable, classes: Sequence[str | int] | None, all_clas
         selected[[i for i in ids if i < lut_size]] = True
     elif table.named and not all_classes:
         # Default: every named class but "background" (--all includes it).
-        selected[[i for i, n in table.names.items()
-                  if n.lower() != "background" and i < lut_size]] = True
+        selected[
+            [
+                i
+                for i, n in table.names.items()
+                if n.lower() != "background" and i < lut_size
+            ]
+        ] = True
     elif table.named:
         selected[[i for i in table.names if i < lut_size]] = True
     else:
@@ -136,13 +159,18 @@ def _selection(table: _ClassTable, classes: Sequence[str | int] | None, all_clas
     return selected
 
 
-def _road_classes(table: _ClassTable, centerlines: bool | Sequence[str | int]) -> list[int]:
+def _road_classes(
+    table: _ClassTable, centerlines: bool | Sequence[str | int]
+) -> list[int]:
     if not isinstance(centerlines, bool):
         return _resolve(table, centerlines)
-    ids = [i for i, n in table.names.items() if n.lower().startswith(("road", "street"))]
+    ids = [
+        i for i, n in table.names.items() if n.lower().startswith(("road", "street"))
+    ]
     if not ids:
-        raise UnknownNameError(f"centre lines need a road class and none is named 'road'; "
-                               f"{table.known()}")
+        raise UnknownNameError(
+            f"centre lines need a road class and none is named 'road'; {table.known()}"
+        )
     return ids
 
 
@@ -153,13 +181,21 @@ def _building_classes(table: _ClassTable, selected: npt.NDArray[np.bool_]) -> li
 
 def _open_class_map(class_map: str | os.PathLike[str]) -> Scene:
     scene = open_scene(class_map)
-    if not np.issubdtype(np.dtype(scene.dtype), np.integer) or \
-            np.dtype(scene.dtype).itemsize > 2 or np.dtype(scene.dtype).kind == "i":
-        raise InputError(f"{scene.path} has dtype {scene.dtype}; a class map holds unsigned "
-                         "integer class ids (uint8, as geoseg predict writes)")
+    if (
+        not np.issubdtype(np.dtype(scene.dtype), np.integer)
+        or np.dtype(scene.dtype).itemsize > 2
+        or np.dtype(scene.dtype).kind == "i"
+    ):
+        raise InputError(
+            f"{scene.path} has dtype {scene.dtype}; a class map holds unsigned "
+            "integer class ids (uint8, as geoseg predict writes)"
+        )
     if scene.count != 1:
-        warnings.warn(f"{scene.path} has {scene.count} bands; vectorizing band 1",
-                      GeosegWarning, stacklevel=3)
+        warnings.warn(
+            f"{scene.path} has {scene.count} bands; vectorizing band 1",
+            GeosegWarning,
+            stacklevel=3,
+        )
     return scene
 
 
@@ -173,14 +209,25 @@ def _chunks(scene: Scene, chunk_size: int) -> tuple[list[Any], tuple[int, int]]:
         raise InputError(f"chunk_size must be at least 2 pixels, got {chunk_size}")
     rows = list(range(0, scene.height, chunk_size))
     cols = list(range(0, scene.width, chunk_size))
-    specs = [ChunkSpec(scene.path, i, j, r, c, min(chunk_size, scene.height - r),
-                       min(chunk_size, scene.width - c))
-             for i, r in enumerate(rows) for j, c in enumerate(cols)]
+    specs = [
+        ChunkSpec(
+            scene.path,
+            i,
+            j,
+            r,
+            c,
+            min(chunk_size, scene.height - r),
+            min(chunk_size, scene.width - c),
+        )
+        for i, r in enumerate(rows)
+        for j, c in enumerate(cols)
+    ]
     return specs, (len(rows), len(cols))
 
 
-def _run_tasks(tasks: list[Any], workers: int | None, progress: Progress, desc: str
-               ) -> list[Any]:
+def _run_tasks(
+    tasks: list[Any], workers: int | None, progress: Progress, desc: str
+) -> list[Any]:
     """Compute dask delayed tasks; several processes when the map has several chunks.
 
     ``rasterio.features.shapes`` holds the GIL, so threads would not run in parallel.
@@ -205,14 +252,17 @@ def _run_tasks(tasks: list[Any], workers: int | None, progress: Progress, desc: 
         # fork (where there is one) starts workers in milliseconds; spawn re-imports.
         ctx = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         with dask.config.set({"multiprocessing.context": ctx}):
-            return list(dask.compute(*tasks, scheduler="processes",
-                                     num_workers=workers))
+            return list(
+                dask.compute(*tasks, scheduler="processes", num_workers=workers)
+            )
 
 
 # --------------------------------------------------------------------------- metres
 
 
-def _pixel_to_crs(geoms: npt.NDArray[np.object_], scene: Scene) -> npt.NDArray[np.object_]:
+def _pixel_to_crs(
+    geoms: npt.NDArray[np.object_], scene: Scene
+) -> npt.NDArray[np.object_]:
     t = scene.transform
 
     def apply(xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -227,7 +277,7 @@ class _Metric:
     """Geometries in a frame where lengths are metres times ``factor`` (per map unit)."""
 
     series: gpd.GeoSeries
-    factor: float                  # metres per unit of ``series``
+    factor: float  # metres per unit of ``series``
     geographic: bool
 
     def back(self, crs: Any) -> gpd.GeoSeries:
@@ -259,12 +309,17 @@ def _fill_holes(geom: Any, max_area: float) -> Any:
 
 def _dominant_angle(ring: npt.NDArray[np.float64]) -> float:
     """Dominant edge direction (radians, modulo 90 degrees): the length-weighted circular
-    mean of four times each edge's angle, so perpendicular edges vote together."""
+    mean of four times each edge's angle, so perpendicular edges vote together.
+    """
     d = np.diff(ring, axis=0)
     length = np.hypot(d[:, 0], d[:, 1])
     theta = np.arctan2(d[:, 1], d[:, 0])
-    return float(np.arctan2((length * np.sin(4 * theta)).sum(),
-                            (length * np.cos(4 * theta)).sum()) / 4)
+    return float(
+        np.arctan2(
+            (length * np.sin(4 * theta)).sum(), (length * np.cos(4 * theta)).sum()
+        )
+        / 4
+    )
 
 
 def _orthogonal_ring(ring: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
@@ -283,7 +338,7 @@ def _orthogonal_ring(ring: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] |
     horiz = np.abs(d[:, 0]) >= np.abs(d[:, 1])
     if len(horiz) < 4 or horiz.all() or not horiz.any():
         return None
-    start = int(np.flatnonzero(horiz != np.roll(horiz, 1))[0])   # a run boundary
+    start = int(np.flatnonzero(horiz != np.roll(horiz, 1))[0])  # a run boundary
     idx = np.roll(np.arange(len(horiz)), -start)
     runs: list[tuple[bool, float]] = []
     k = 0
@@ -340,8 +395,11 @@ def regularize_polygon(poly: shapely.Polygon, tolerance: float) -> shapely.Polyg
     shell = _orthogonal_ring(np.asarray(rot.exterior.coords))
     if shell is None:
         return shapely.minimum_rotated_rectangle(poly)
-    holes = [h for h in (_orthogonal_ring(np.asarray(r.coords)) for r in rot.interiors)
-             if h is not None]
+    holes = [
+        h
+        for h in (_orthogonal_ring(np.asarray(r.coords)) for r in rot.interiors)
+        if h is not None
+    ]
     square = shapely.Polygon(shell, holes)
     if not square.is_valid:
         square = shapely.Polygon(shell)
@@ -368,18 +426,29 @@ class VectorizeResult:
         """One line: what was written, how many features, how long."""
         per = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
         lines = f" and {self.n_lines} centre lines" if self.n_lines else ""
-        return (f"wrote {', '.join(map(str, self.outputs))}: {self.n_polygons} polygons"
-                f"{lines}{f' ({per})' if per else ''} in {self.seconds:.1f} s")
+        return (
+            f"wrote {', '.join(map(str, self.outputs))}: {self.n_polygons} polygons"
+            f"{lines}{f' ({per})' if per else ''} in {self.seconds:.1f} s"
+        )
 
 
-def vectorize(class_map: str | os.PathLike[str], *,
-              classes: Sequence[str | int] | None = None, all_classes: bool = False,
-              class_names: Sequence[str] | None = None, simplify: float = 0.0,
-              min_area: float = 0.0, fill_holes: float = 0.0, connectivity: int = 4,
-              regularize: bool = False, centerlines: bool | Sequence[str | int] = False,
-              probabilities: str | os.PathLike[str] | None = None, chunk_size: int = 2048,
-              workers: int | None = None, progress: Progress | None = None
-              ) -> gpd.GeoDataFrame:
+def vectorize(
+    class_map: str | os.PathLike[str],
+    *,
+    classes: Sequence[str | int] | None = None,
+    all_classes: bool = False,
+    class_names: Sequence[str] | None = None,
+    simplify: float = 0.0,
+    min_area: float = 0.0,
+    fill_holes: float = 0.0,
+    connectivity: int = 4,
+    regularize: bool = False,
+    centerlines: bool | Sequence[str | int] = False,
+    probabilities: str | os.PathLike[str] | None = None,
+    chunk_size: int = 2048,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> gpd.GeoDataFrame:
     """Polygons of the selected classes of a class map, merged exactly across chunks.
 
     Parameters
@@ -449,10 +518,15 @@ def vectorize(class_map: str | os.PathLike[str], *,
     progress = progress or NullProgress()
     if connectivity not in (4, 8):
         raise InputError(f"connectivity must be 4 or 8, got {connectivity}")
-    for name, value in (("simplify", simplify), ("min_area", min_area),
-                        ("fill_holes", fill_holes)):
+    for name, value in (
+        ("simplify", simplify),
+        ("min_area", min_area),
+        ("fill_holes", fill_holes),
+    ):
         if not math.isfinite(value) or value < 0:
-            raise InputError(f"{name} must be a non-negative number of metres, got {value}")
+            raise InputError(
+                f"{name} must be a non-negative number of metres, got {value}"
+            )
     scene = _open_class_map(class_map)
     table = _class_table(scene, class_names)
     nodata = None if scene.nodata is None else int(scene.nodata)
@@ -464,39 +538,66 @@ def vectorize(class_map: str | os.PathLike[str], *,
     prob_path, prob_bands = _probability_bands(scene, table, probabilities)
     specs, grid = _chunks(scene, chunk_size)
 
-    tasks = [dask.delayed(polygonize_chunk, pure=False)(
-        s, selected, connectivity, prob_path, prob_bands,
-        dask_key_name=f"polygonize-{s.row}-{s.col}") for s in specs]
+    tasks = [
+        dask.delayed(polygonize_chunk, pure=False)(
+            s,
+            selected,
+            connectivity,
+            prob_path,
+            prob_bands,
+            dask_key_name=f"polygonize-{s.row}-{s.col}",
+        )
+        for s in specs
+    ]
     try:
         if selected.any():
-            merged = merge_pieces(_run_tasks(tasks, workers, progress, "vectorize"),
-                                  grid, connectivity)
+            merged = merge_pieces(
+                _run_tasks(tasks, workers, progress, "vectorize"), grid, connectivity
+            )
             geoms, cls = merged.geoms, merged.class_ids
             mean_prob = merged.mean_prob
         else:
             geoms, cls, mean_prob = np.empty(0, object), np.empty(0, np.int64), None
-        coverage = len(np.unique(cls)) > 1      # neighbours of different classes
+        coverage = len(np.unique(cls)) > 1  # neighbours of different classes
         if simplify > 0 and coverage:
             # Shared edges must hold the same vertices for coverage_simplify (GDAL leaves
             # out T-junction vertices): a vertex at every pixel corner, exact in pixels.
             geoms = np.asarray(shapely.segmentize(geoms, 1.0), dtype=object)
         series = gpd.GeoSeries(_pixel_to_crs(geoms, scene), crs=scene.crs)
-        frame = gpd.GeoDataFrame({
-            "class_id": cls.astype(np.int64),
-            "class_name": [table.name(int(c)) for c in cls],
-        }, geometry=series)
+        frame = gpd.GeoDataFrame(
+            {
+                "class_id": cls.astype(np.int64),
+                "class_name": [table.name(int(c)) for c in cls],
+            },
+            geometry=series,
+        )
         if mean_prob is not None:
             frame["mean_confidence"] = mean_prob
         frame["feature"] = "polygon"
-        frame = _postprocess(frame, scene, table, selected, simplify=simplify,
-                             min_area=min_area, fill_holes=fill_holes,
-                             regularize=regularize, coverage=coverage)
+        frame = _postprocess(
+            frame,
+            scene,
+            table,
+            selected,
+            simplify=simplify,
+            min_area=min_area,
+            fill_holes=fill_holes,
+            regularize=regularize,
+            coverage=coverage,
+        )
         if roads:
-            lines = _centerline_frame(scene, table, roads, simplify=simplify,
-                                      chunk_size=chunk_size, workers=workers,
-                                      progress=progress)
-            frame = gpd.GeoDataFrame(_concat([frame, lines]), geometry="geometry",
-                                     crs=scene.crs)
+            lines = _centerline_frame(
+                scene,
+                table,
+                roads,
+                simplify=simplify,
+                chunk_size=chunk_size,
+                workers=workers,
+                progress=progress,
+            )
+            frame = gpd.GeoDataFrame(
+                _concat([frame, lines]), geometry="geometry", crs=scene.crs
+            )
     finally:
         progress.close()
     return frame
@@ -508,30 +609,52 @@ def _concat(frames: list[gpd.GeoDataFrame]) -> Any:
     return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
 
 
-def _probability_bands(scene: Scene, table: _ClassTable,
-                       probabilities: str | os.PathLike[str] | None
-                       ) -> tuple[str | None, dict[int, int] | None]:
+def _probability_bands(
+    scene: Scene, table: _ClassTable, probabilities: str | os.PathLike[str] | None
+) -> tuple[str | None, dict[int, int] | None]:
     if probabilities is None:
         return None, None
     prob = open_scene(probabilities)
     if prob.shape != scene.shape:
-        raise InputError(f"probability raster {prob.path} is {prob.width}x{prob.height} px; "
-                         f"the class map is {scene.width}x{scene.height}")
+        raise InputError(
+            f"probability raster {prob.path} is {prob.width}x{prob.height} px; "
+            f"the class map is {scene.width}x{scene.height}"
+        )
     if prob.dtype != "uint8":
-        raise InputError(f"probability raster {prob.path} has dtype {prob.dtype}; expected "
-                         "uint8 (p = value / 254) as written by geoseg predict")
+        raise InputError(
+            f"probability raster {prob.path} has dtype {prob.dtype}; expected "
+            "uint8 (p = value / 254) as written by geoseg predict"
+        )
+    import rasterio
+
+    with rasterio.open(prob.path) as src:
+        count = src.count  # all bands: open_scene hides a 4th band GDAL calls alpha
     tag_ids = prob.tags.get("class_ids") or scene.tags.get("class_ids", "")
-    ids = [int(i) for i in tag_ids.split(",")] if tag_ids else sorted(table.names) or \
-        list(range(prob.count))
-    if len(ids) != prob.count:
-        raise InputError(f"probability raster {prob.path} has {prob.count} bands for "
-                         f"{len(ids)} classes; expected one band per class")
+    ids = (
+        [int(i) for i in tag_ids.split(",")]
+        if tag_ids
+        else sorted(table.names) or list(range(count))
+    )
+    if len(ids) != count:
+        raise InputError(
+            f"probability raster {prob.path} has {count} bands for "
+            f"{len(ids)} classes; expected one band per class"
+        )
     return prob.path, {cid: k + 1 for k, cid in enumerate(ids)}
 
 
-def _postprocess(frame: gpd.GeoDataFrame, scene: Scene, table: _ClassTable,
-                 selected: npt.NDArray[np.bool_], *, simplify: float, min_area: float,
-                 fill_holes: float, regularize: bool, coverage: bool) -> gpd.GeoDataFrame:
+def _postprocess(
+    frame: gpd.GeoDataFrame,
+    scene: Scene,
+    table: _ClassTable,
+    selected: npt.NDArray[np.bool_],
+    *,
+    simplify: float,
+    min_area: float,
+    fill_holes: float,
+    regularize: bool,
+    coverage: bool,
+) -> gpd.GeoDataFrame:
     """Hole filling, minimum area, squaring and simplification in metres; area_m2."""
     metric = _metric(frame.geometry)
     f = metric.factor
@@ -539,8 +662,10 @@ def _postprocess(frame: gpd.GeoDataFrame, scene: Scene, table: _ClassTable,
     keep = np.ones(len(geoms), bool)
     changed = False
     if fill_holes > 0 and len(geoms):
-        holey = np.flatnonzero(shapely.get_num_interior_rings(geoms) > 0
-                               | (shapely.get_type_id(geoms) == 6))
+        holey = np.flatnonzero(
+            shapely.get_num_interior_rings(geoms)
+            > 0 | (shapely.get_type_id(geoms) == 6)
+        )
         filled = [_fill_holes(geoms[i], fill_holes / f**2) for i in holey]
         for i, g in zip(holey, filled, strict=True):
             if not shapely.equals_exact(g, geoms[i], 0):
@@ -556,7 +681,9 @@ def _postprocess(frame: gpd.GeoDataFrame, scene: Scene, table: _ClassTable,
     geoms, frame = geoms[keep], frame[keep].reset_index(drop=True)
     px = _pixel_metres(scene, metric)
     if regularize and len(geoms):
-        todo = np.flatnonzero(frame["class_id"].isin(_building_classes(table, selected)))
+        todo = np.flatnonzero(
+            frame["class_id"].isin(_building_classes(table, selected))
+        )
         tol = max(simplify / f, 1.5 * px)
         for i in todo:
             parts = [regularize_polygon(p, tol) for p in shapely.get_parts(geoms[i])]
@@ -569,14 +696,18 @@ def _postprocess(frame: gpd.GeoDataFrame, scene: Scene, table: _ClassTable,
         if coverage:
             geoms[rest] = shapely.coverage_simplify(geoms[rest], simplify / f)
         else:
-            geoms[rest] = shapely.simplify(geoms[rest], simplify / f, preserve_topology=True)
+            geoms[rest] = shapely.simplify(
+                geoms[rest], simplify / f, preserve_topology=True
+            )
         changed = True
     frame["area_m2"] = shapely.area(geoms) * f**2
     import geopandas as gpd
 
     if changed:
         series = gpd.GeoSeries(geoms, crs=metric.series.crs)
-        frame = frame.set_geometry(_Metric(series, f, metric.geographic).back(scene.crs))
+        frame = frame.set_geometry(
+            _Metric(series, f, metric.geographic).back(scene.crs)
+        )
     cols = ["class_id", "class_name", "area_m2"]
     cols += [c for c in frame.columns if c not in (*cols, "geometry")] + ["geometry"]
     return frame[cols]
@@ -587,8 +718,14 @@ def _pixel_metres(scene: Scene, metric: _Metric) -> float:
     import geopandas as gpd
 
     if not metric.geographic:
-        return float(math.sqrt(abs(scene.transform.a * scene.transform.e
-                                   - scene.transform.b * scene.transform.d)))
+        return float(
+            math.sqrt(
+                abs(
+                    scene.transform.a * scene.transform.e
+                    - scene.transform.b * scene.transform.d
+                )
+            )
+        )
     t = scene.transform
     cx, cy = t @ (scene.width / 2, scene.height / 2)
     box = shapely.box(cx, cy, cx + abs(t.a), cy + abs(t.e))
@@ -596,9 +733,16 @@ def _pixel_metres(scene: Scene, metric: _Metric) -> float:
     return float(math.sqrt(area))
 
 
-def _centerline_frame(scene: Scene, table: _ClassTable, roads: Sequence[int], *,
-                      simplify: float, chunk_size: int, workers: int | None,
-                      progress: Progress) -> gpd.GeoDataFrame:
+def _centerline_frame(
+    scene: Scene,
+    table: _ClassTable,
+    roads: Sequence[int],
+    *,
+    simplify: float,
+    chunk_size: int,
+    workers: int | None,
+    progress: Progress,
+) -> gpd.GeoDataFrame:
     import dask
     import geopandas as gpd
 
@@ -611,37 +755,64 @@ def _centerline_frame(scene: Scene, table: _ClassTable, roads: Sequence[int], *,
     for cid in roads:
         one = np.zeros_like(lut)
         one[cid] = True
-        tasks = [dask.delayed(skeleton_lines_chunk, pure=False)(
-            s, one, CENTERLINE_HALO, scene.shape,
-            dask_key_name=f"skeleton-{cid}-{s.row}-{s.col}") for s in specs]
-        parts = [p for p in _run_tasks(tasks, workers, progress, "centre lines") if len(p)]
+        tasks = [
+            dask.delayed(skeleton_lines_chunk, pure=False)(
+                s,
+                one,
+                CENTERLINE_HALO,
+                scene.shape,
+                dask_key_name=f"skeleton-{cid}-{s.row}-{s.col}",
+            )
+            for s in specs
+        ]
+        parts = [
+            p for p in _run_tasks(tasks, workers, progress, "centre lines") if len(p)
+        ]
         if parts:
-            lines = shapely.get_parts(shapely.line_merge(
-                shapely.multilinestrings(np.concatenate(parts))))
+            lines = shapely.get_parts(
+                shapely.line_merge(shapely.multilinestrings(np.concatenate(parts)))
+            )
         else:
             lines = np.empty(0, object)
-        series = gpd.GeoSeries(_pixel_to_crs(np.asarray(lines, object), scene),
-                               crs=scene.crs)
+        series = gpd.GeoSeries(
+            _pixel_to_crs(np.asarray(lines, object), scene), crs=scene.crs
+        )
         metric = _metric(series)
         geoms = np.asarray(metric.series.values, dtype=object)
         if simplify > 0 and len(geoms):
-            geoms = shapely.simplify(geoms, simplify / metric.factor, preserve_topology=True)
-            series = _Metric(gpd.GeoSeries(geoms, crs=metric.series.crs), metric.factor,
-                             metric.geographic).back(scene.crs)
-        frames.append(gpd.GeoDataFrame({
-            "class_id": np.full(len(geoms), cid, np.int64),
-            "class_name": [table.name(cid)] * len(geoms),
-            "length_m": shapely.length(geoms) * metric.factor,
-            "feature": "centerline",
-        }, geometry=series.values, crs=scene.crs))
+            geoms = shapely.simplify(
+                geoms, simplify / metric.factor, preserve_topology=True
+            )
+            series = _Metric(
+                gpd.GeoSeries(geoms, crs=metric.series.crs),
+                metric.factor,
+                metric.geographic,
+            ).back(scene.crs)
+        frames.append(
+            gpd.GeoDataFrame(
+                {
+                    "class_id": np.full(len(geoms), cid, np.int64),
+                    "class_name": [table.name(cid)] * len(geoms),
+                    "length_m": shapely.length(geoms) * metric.factor,
+                    "feature": "centerline",
+                },
+                geometry=series.values,
+                crs=scene.crs,
+            )
+        )
     return gpd.GeoDataFrame(_concat(frames), geometry="geometry", crs=scene.crs)
 
 
-def centerlines(class_map: str | os.PathLike[str], *,
-                classes: Sequence[str | int] | None = None,
-                class_names: Sequence[str] | None = None, simplify: float = 0.0,
-                chunk_size: int = 2048, workers: int | None = None,
-                progress: Progress | None = None) -> gpd.GeoDataFrame:
+def centerlines(
+    class_map: str | os.PathLike[str],
+    *,
+    classes: Sequence[str | int] | None = None,
+    class_names: Sequence[str] | None = None,
+    simplify: float = 0.0,
+    chunk_size: int = 2048,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> gpd.GeoDataFrame:
     """Road centre lines (LineStrings) from a class map: skeleton pixels joined into lines.
 
     Parameters
@@ -665,8 +836,15 @@ def centerlines(class_map: str | os.PathLike[str], *,
     roads = _road_classes(table, True if classes is None else classes)
     progress = progress or NullProgress()
     try:
-        return _centerline_frame(scene, table, roads, simplify=simplify,
-                                 chunk_size=chunk_size, workers=workers, progress=progress)
+        return _centerline_frame(
+            scene,
+            table,
+            roads,
+            simplify=simplify,
+            chunk_size=chunk_size,
+            workers=workers,
+            progress=progress,
+        )
     finally:
         progress.close()
 
@@ -677,8 +855,10 @@ def centerlines(class_map: str | os.PathLike[str], *,
 def _driver(path: Path) -> str:
     driver = VECTOR_FORMATS.get(path.suffix.lower())
     if driver is None:
-        raise OutputError(f"cannot tell the vector format of {path.name}; use one of "
-                          f"{', '.join(sorted(set(VECTOR_FORMATS)))}")
+        raise OutputError(
+            f"cannot tell the vector format of {path.name}; use one of "
+            f"{', '.join(sorted(set(VECTOR_FORMATS)))}"
+        )
     return driver
 
 
@@ -689,18 +869,28 @@ def _targets(path: Path, gdf: gpd.GeoDataFrame) -> list[tuple[Path, str | None, 
         lines = gdf[gdf["feature"] == "centerline"]
     else:
         polys, lines = gdf, gdf.iloc[:0]
-    polys = polys.drop(columns=[c for c in ("feature", "length_m") if c in polys.columns])
-    lines = lines.drop(columns=[c for c in ("feature", "area_m2", "mean_confidence")
-                                if c in lines.columns])
+    polys = polys.drop(
+        columns=[c for c in ("feature", "length_m") if c in polys.columns]
+    )
+    lines = lines.drop(
+        columns=[
+            c for c in ("feature", "area_m2", "mean_confidence") if c in lines.columns
+        ]
+    )
     if not len(lines):
         return [(path, path.stem if _driver(path) == "GPKG" else None, polys)]
-    if not len(polys) and "feature" in gdf.columns and \
-            not (gdf["feature"] == "polygon").any():
+    if (
+        not len(polys)
+        and "feature" in gdf.columns
+        and not (gdf["feature"] == "polygon").any()
+    ):
         return [(path, path.stem if _driver(path) == "GPKG" else None, lines)]
     if _driver(path) == "GPKG":
         return [(path, path.stem, polys), (path, f"{path.stem}_centerlines", lines)]
-    return [(path, None, polys),
-            (path.with_name(f"{path.stem}_centerlines{path.suffix}"), None, lines)]
+    return [
+        (path, None, polys),
+        (path.with_name(f"{path.stem}_centerlines{path.suffix}"), None, lines),
+    ]
 
 
 def _sidecars(path: Path) -> list[Path]:
@@ -709,8 +899,13 @@ def _sidecars(path: Path) -> list[Path]:
     return [path.with_suffix(ext) for ext in _SHP_SIDECARS]
 
 
-def write_vectors(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], *,
-                  overwrite: bool = False, dst_crs: Any = None) -> list[Path]:
+def write_vectors(
+    gdf: gpd.GeoDataFrame,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    dst_crs: Any = None,
+) -> list[Path]:
     """Write features to a vector file, atomically; the format follows the extension.
 
     ``.gpkg`` (GeoPackage), ``.geojson``/``.json``, ``.fgb`` (FlatGeobuf), ``.parquet``
@@ -756,8 +951,10 @@ def write_vectors(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], *,
                 try:
                     frame.to_parquet(tmp)
                 except ImportError:
-                    raise OutputError("writing GeoParquet needs pyarrow: pip install "
-                                      "pyarrow, or choose .gpkg/.fgb") from None
+                    raise OutputError(
+                        "writing GeoParquet needs pyarrow: pip install "
+                        "pyarrow, or choose .gpkg/.fgb"
+                    ) from None
                 continue
             kw: dict[str, Any] = {"driver": driver, "layer": layer}
             if driver in ("ESRI Shapefile", "FlatGeobuf"):
@@ -766,16 +963,24 @@ def write_vectors(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], *,
                 kw["append"] = False
             try:
                 pyogrio.write_dataframe(frame, tmp, **kw)
-            except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError,
-                    OSError) as exc:
-                raise OutputError(f"cannot write {file}: {str(exc).splitlines()[0]}") \
-                    from None
+            except (
+                pyogrio.errors.DataSourceError,
+                pyogrio.errors.DataLayerError,
+                OSError,
+            ) as exc:
+                raise OutputError(
+                    f"cannot write {file}: {str(exc).splitlines()[0]}"
+                ) from None
         for file, tmp in tmps.items():
             for src, final in zip(_sidecars(tmp), _sidecars(file), strict=True):
                 if src.exists():
                     os.replace(src, final)
-                elif final.exists() and final.suffix.lower() in (".cpg", ".prj", ".qix"):
-                    final.unlink()        # a stale sidecar of an overwritten shapefile
+                elif final.exists() and final.suffix.lower() in (
+                    ".cpg",
+                    ".prj",
+                    ".qix",
+                ):
+                    final.unlink()  # a stale sidecar of an overwritten shapefile
     finally:
         for tmp in tmps.values():
             for leftover in _sidecars(tmp):
@@ -783,9 +988,15 @@ def write_vectors(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], *,
     return [file for file in tmps]
 
 
-def vectorize_to_file(class_map: str | os.PathLike[str], output: str | os.PathLike[str], *,
-                      overwrite: bool = False, dst_crs: Any = None,
-                      progress: Progress | None = None, **options: Any) -> VectorizeResult:
+def vectorize_to_file(
+    class_map: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    dst_crs: Any = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> VectorizeResult:
     """:func:`vectorize` then :func:`write_vectors`; the output is checked before compute.
 
     Parameters
@@ -807,8 +1018,9 @@ def vectorize_to_file(class_map: str | os.PathLike[str], output: str | os.PathLi
     dst = check_output(output, overwrite=overwrite)
     _driver(dst)
     if options.get("centerlines") and dst.suffix.lower() != ".gpkg":
-        check_output(dst.with_name(f"{dst.stem}_centerlines{dst.suffix}"),
-                     overwrite=overwrite)
+        check_output(
+            dst.with_name(f"{dst.stem}_centerlines{dst.suffix}"), overwrite=overwrite
+        )
     progress = progress or NullProgress()
     gdf = vectorize(class_map, progress=progress, **options)
     outputs = write_vectors(gdf, dst, overwrite=overwrite, dst_crs=dst_crs)
@@ -816,6 +1028,10 @@ def vectorize_to_file(class_map: str | os.PathLike[str], output: str | os.PathLi
     kind = gdf["feature"] if len(gdf) else gdf.get("feature", [])
     polys = gdf[np.asarray(kind) == "polygon"] if len(gdf) else gdf
     counts = {str(k): int(v) for k, v in polys["class_name"].value_counts().items()}
-    return VectorizeResult(outputs=outputs, n_polygons=len(polys),
-                           n_lines=len(gdf) - len(polys), seconds=time.perf_counter() - t0,
-                           counts=counts)
+    return VectorizeResult(
+        outputs=outputs,
+        n_polygons=len(polys),
+        n_lines=len(gdf) - len(polys),
+        seconds=time.perf_counter() - t0,
+        counts=counts,
+    )

@@ -1,0 +1,170 @@
+"""``geoseg train``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geoseg.cli import options
+
+
+def _floats(ctx: click.Context, param: click.Parameter, value: str | None
+            ) -> str | tuple[float, ...] | None:
+    if value is None or value in ("auto", "none"):
+        return None if value == "none" else value
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected auto, none or numbers like 1,2.5,1; got {value!r}") \
+            from None
+
+
+def _arch_params(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                 ) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+        if isinstance(out[key], list):
+            out[key] = tuple(out[key])
+    return out
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@click.command()
+@click.argument("data", type=click.Path(exists=True, path_type=str))
+@options.output_opt(help="Model bundle to write (.safetensors): the best epoch.")
+@click.option("--val", type=click.Path(exists=True, path_type=str),
+              help="Validation data (folder of pairs); default: hold out --val-fraction of "
+                   "the tiles/images (or spatial blocks of a scene).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.2, show_default=True)
+@click.option("--labels", type=click.Path(exists=True, path_type=str),
+              help="DATA is a scene: its label raster or vector file.")
+@click.option("--label-field", help="Vector labels: attribute holding the class id.")
+@click.option("--class-colors", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="JSON/CSV mapping mask RGB colours to class id and name.")
+@click.option("--class-names", help="Names of id-mask classes in id order, e.g. bg,building.")
+@click.option("--model", "architecture", default="unet", show_default=True,
+              help="Architecture (geoseg models --architectures).")
+@click.option("--backbone", default="resnet18", show_default=True, help="Encoder name.")
+@click.option("--arch-param", "arch_params", multiple=True, callback=_arch_params,
+              metavar="KEY=VALUE", help="Extra architecture argument (JSON value), e.g. "
+                                        "decoder_channels=[128,64,32,16,16].")
+@click.option("--weights", help="Pretrained backbone weights: a local file or torchgeo name.")
+@click.option("--init", help="A bundle to fine-tune (head replaced when classes differ).")
+@click.option("--freeze-backbone", type=click.IntRange(0), default=0, metavar="EPOCHS",
+              help="Keep the backbone frozen for the first EPOCHS epochs.")
+@options.bands_opt
+@click.option("--band-names", help="Names of the input bands, e.g. red,green,blue.")
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--steps-per-epoch", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--crop-size", type=click.IntRange(32), default=256, show_default=True,
+              help="Random training crop side, px.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(0), default=1e-4, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(0), default=50, show_default=True)
+@click.option("--loss", type=click.Choice(["ce", "dice", "focal", "ce+dice"]),
+              default="ce+dice", show_default=True)
+@click.option("--class-weights", callback=_floats, default="auto", show_default=True,
+              metavar="auto|none|W1,W2,...")
+@click.option("--ignore-index", type=click.IntRange(0, 255),
+              help="Mask value that takes no part in loss and metrics.")
+@click.option("--miou-exclude", help="Class names left out of the macro mIoU.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--patience", type=click.IntRange(1), help="Early stop after N epochs without gain.")
+@click.option("--max-minutes", type=click.FloatRange(0, min_open=True),
+              help="Stop after this much training time (the schedule follows it).")
+@click.option("--tile-size", type=click.IntRange(32), default=512, show_default=True,
+              help="Validation chip side and the bundle's inference tile.")
+@click.option("--overlap", type=click.IntRange(0), default=64, show_default=True)
+@click.option("--val-limit", type=click.IntRange(1), help="Use at most N validation chips.")
+@click.option("--no-augment", is_flag=True, help="No flips/rotations/jitter.")
+@click.option("--half", is_flag=True, help="Store fp16 weights (half the file size).")
+@options.device_opt
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              default="auto", show_default=True,
+              help="auto: AMP on CUDA, bf16 on CPUs with native bf16, else fp32.")
+@click.option("--threads", type=click.IntRange(1), help="torch CPU threads.")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Data-loading worker processes.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into OUTPUT.")
+@options.overwrite_opt
+@options.quiet_opt
+@options.progress_opt
+def train(data: str, output: Path, val: str | None, val_fraction: float, labels: str | None,
+          label_field: str | None, class_colors: str | None, class_names: str | None,
+          architecture: str, backbone: str, arch_params: dict[str, Any], weights: str | None,
+          init: str | None, freeze_backbone: int, bands: tuple[int, ...] | None,
+          band_names: str | None, epochs: int, steps_per_epoch: int, batch_size: int,
+          crop_size: int, lr: float, weight_decay: float, warmup_steps: int, loss: str,
+          class_weights: Any, ignore_index: int | None, miou_exclude: str | None, seed: int,
+          patience: int | None, max_minutes: float | None, tile_size: int, overlap: int,
+          val_limit: int | None, no_augment: bool, half: bool, device: str, precision: str,
+          threads: int | None, workers: int, resume: bool, overwrite: bool, quiet: bool,
+          progress_kind: str) -> None:
+    """Train a segmentation model on labelled tiles (or a scene + labels).
+
+    \b
+    DATA is a folder with images/ and masks/ (also one per sub-folder, e.g. tile_1/),
+    or a georeferenced scene with --labels (label raster or vector file).
+    \b
+    geoseg train tiles/ --class-colors classes.json -o model.safetensors
+    geoseg train scene.tif --labels roads.gpkg --label-field class -o roads.safetensors
+    """
+    from geoseg.errors import InputError
+    from geoseg.models.architectures import ARCHITECTURES, check_backbone
+    from geoseg.progress import make_progress
+    from geoseg.training.augment import Augment
+    from geoseg.training.loop import TrainConfig
+    from geoseg.training.loop import train as run
+
+    ARCHITECTURES.get(architecture)
+    if init is None:
+        check_backbone(backbone)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    augment = Augment(flips=False, rot90=False) if no_augment else \
+        Augment(scale=(0.75, 1.33), brightness=0.2, contrast=0.2)
+    config = TrainConfig(
+        architecture=architecture, backbone=backbone, arch_params=arch_params, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop_size=crop_size, lr=lr,
+        weight_decay=weight_decay, warmup_steps=warmup_steps, loss=loss,
+        class_weights=class_weights, ignore_index=ignore_index, seed=seed, patience=patience,
+        max_minutes=max_minutes, freeze_backbone=freeze_backbone, device=device,
+        precision=precision, tile_size=tile_size, overlap=overlap, val_limit=val_limit,
+        miou_exclude=_names(miou_exclude) or (), augment=augment, half=half,
+        workers=workers)
+    progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
+    kw: dict[str, Any] = {"config": config, "weights": weights, "init": init,
+                          "resume": resume, "overwrite": overwrite, "progress": progress,
+                          "band_names": _names(band_names), "bands": bands}
+    if labels is not None:
+        from geoseg.training.chips import train_scene
+
+        result = train_scene(data, labels, output, label_field=label_field,
+                             class_names=_names(class_names), val=val,
+                             val_fraction=val_fraction, **kw)
+    else:
+        if Path(data).is_file():
+            raise InputError(f"{data} is a file: give a folder of images/ and masks/, or "
+                             "pass the scene's labels with --labels")
+        result = run(data, output, val=val, val_fraction=val_fraction,
+                     class_colors=class_colors, class_names=_names(class_names), **kw)
+    if not quiet and progress_kind != "json":
+        click.echo(result.summary(), err=True)
+    progress.finish([str(result.output)])

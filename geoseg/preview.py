@@ -1,0 +1,84 @@
+"""PNG previews a person can look at: the scene, its class map and a legend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+from rasterio.enums import Resampling
+
+from geoseg._atomic import atomic_path
+from geoseg.io import NODATA_CLASS
+
+__all__ = ["render_preview"]
+
+
+def _stretch(rgb: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+    """2-98 % percentile stretch per band to uint8 (like QGIS's default)."""
+    out = np.zeros(rgb.shape, np.uint8)
+    for b in range(rgb.shape[0]):
+        band = rgb[b].astype(np.float64)
+        vals = band[valid] if valid.any() else band.ravel()
+        lo, hi = np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0)
+        scaled = np.clip((band - lo) / max(hi - lo, 1e-9), 0, 1)
+        out[b] = (scaled * 255).astype(np.uint8)
+    out[:, ~valid] = 0
+    return out
+
+
+def render_preview(scene: str | os.PathLike[str], class_map: str | os.PathLike[str],
+                   output: str | os.PathLike[str], *, bands: Sequence[int] | None = None,
+                   max_size: int = 1024, overwrite: bool = False) -> Path:
+    """Write a PNG: the scene (left), the colour class map (right) and a legend (below).
+
+    Both are read decimated to at most ``max_size`` pixels on the long side, so this is
+    cheap for any scene size. Class names and colours come from the class map's tags and
+    colour table (as written by :func:`geoseg.predict`).
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    with rasterio.open(class_map) as cm:
+        scale = min(1.0, max_size / max(cm.width, cm.height))
+        h, w = max(1, round(cm.height * scale)), max(1, round(cm.width * scale))
+        classes = cm.read(1, out_shape=(h, w), resampling=Resampling.nearest)
+        cmap = cm.colormap(1)
+        tags = cm.tags()
+    names = tags.get("class_names", "").split(",") if tags.get("class_names") else []
+    ids = [int(i) for i in tags.get("class_ids", "").split(",") if i] or list(range(len(names)))
+    with rasterio.open(scene) as src:
+        idx = list(bands) if bands else list(range(1, min(src.count, 3) + 1))
+        img = src.read(idx, out_shape=(len(idx), h, w), resampling=Resampling.bilinear)
+        valid = src.dataset_mask(out_shape=(h, w), resampling=Resampling.nearest) > 0
+    if img.shape[0] < 3:
+        img = np.repeat(img[:1], 3, axis=0)
+    rgb = _stretch(img[:3], valid)
+
+    lut = np.zeros((256, 3), np.uint8)
+    for k, color in cmap.items():
+        lut[k] = color[:3]
+    lut[NODATA_CLASS] = (255, 255, 255)
+    colored = lut[classes]
+
+    pad, swatch, row_h = 8, 14, 20
+    font = ImageFont.load_default()
+    legend_rows = max(1, (len(names) + 2) // 3)
+    canvas = Image.new("RGB", (2 * w + 3 * pad, h + 2 * pad + legend_rows * row_h + pad),
+                       "white")
+    canvas.paste(Image.fromarray(np.moveaxis(rgb, 0, -1)), (pad, pad))
+    canvas.paste(Image.fromarray(colored), (w + 2 * pad, pad))
+    draw = ImageDraw.Draw(canvas)
+    col_w = (2 * w + pad) // 3
+    for i, (cid, name) in enumerate(zip(ids, names, strict=False)):
+        x = pad + (i % 3) * col_w
+        y = h + 2 * pad + (i // 3) * row_h
+        draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(int(v) for v in lut[cid]),
+                       outline="black")
+        draw.text((x + swatch + 6, y), f"{cid}  {name}", fill="black", font=font)
+    with atomic_path(output, overwrite=overwrite) as tmp:
+        canvas.save(tmp, format="PNG")
+    return Path(output)

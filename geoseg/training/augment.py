@@ -1,0 +1,91 @@
+"""Augmentation applied identically to an image and its mask.
+
+Geometric steps (crop, scale jitter, flips, 90-degree rotations) move image and mask
+together; radiometric steps (brightness, contrast) touch the image only. Everything works
+on numpy arrays ``(bands, H, W)`` / ``(H, W)`` and draws from one ``numpy`` Generator,
+so a chip is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from geoseg.training.data import IGNORE
+
+__all__ = ["Augment", "random_chip"]
+
+
+@dataclass(frozen=True, slots=True)
+class Augment:
+    """Augmentation settings.
+
+    Attributes
+    ----------
+    flips, rot90 : bool
+        Random horizontal/vertical flips and 90-degree rotations.
+    scale : tuple of float
+        Range of the scale jitter: a crop of ``size / s`` pixels is resized to ``size``.
+    brightness, contrast : float
+        Relative jitter ranges (0 disables); for optical bands.
+    """
+
+    flips: bool = True
+    rot90: bool = True
+    scale: tuple[float, float] = (1.0, 1.0)
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+
+def _resize(image: npt.NDArray[Any], mask: npt.NDArray[np.uint8], size: int
+            ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    img = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None]
+    msk = torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()
+    img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+    msk = F.interpolate(msk, size=(size, size), mode="nearest")
+    return img[0].numpy(), msk[0, 0].numpy().astype(np.uint8)
+
+
+def random_chip(image: npt.NDArray[Any], mask: npt.NDArray[np.uint8], size: int,
+                rng: np.random.Generator, augment: Augment | None = None
+                ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    """Cut a random ``size`` x ``size`` chip from ``image``/``mask`` and augment it.
+
+    Images smaller than the crop are padded (image 0, mask ``IGNORE``).
+    """
+    aug = augment or Augment(flips=False, rot90=False)
+    scale = float(rng.uniform(*aug.scale)) if aug.scale != (1.0, 1.0) else 1.0
+    crop = max(8, round(size / scale))
+    _, h, w = image.shape
+    ph, pw = max(crop - h, 0), max(crop - w, 0)
+    if ph or pw:
+        image = np.pad(image, ((0, 0), (0, ph), (0, pw)))
+        mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=IGNORE)
+        h, w = mask.shape
+    y = int(rng.integers(0, h - crop + 1))
+    x = int(rng.integers(0, w - crop + 1))
+    img = image[:, y:y + crop, x:x + crop].astype(np.float32)
+    msk = mask[y:y + crop, x:x + crop]
+    if crop != size:
+        img, msk = _resize(img, msk, size)
+    if aug.flips:
+        if rng.random() < 0.5:
+            img, msk = img[:, :, ::-1], msk[:, ::-1]
+        if rng.random() < 0.5:
+            img, msk = img[:, ::-1, :], msk[::-1, :]
+    if aug.rot90:
+        k = int(rng.integers(0, 4))
+        if k:
+            img, msk = np.rot90(img, k, axes=(1, 2)), np.rot90(msk, k)
+    if aug.brightness or aug.contrast:
+        mean = img.mean(axis=(1, 2), keepdims=True)
+        c = 1.0 + float(rng.uniform(-aug.contrast, aug.contrast))
+        b = 1.0 + float(rng.uniform(-aug.brightness, aug.brightness))
+        img = (img - mean) * c + mean * b
+    return np.ascontiguousarray(img, np.float32), np.ascontiguousarray(msk)

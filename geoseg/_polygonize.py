@@ -4,20 +4,21 @@ Everything here works in *pixel* coordinates (column, row of pixel corners), so 
 vertex is an integer held exactly in a float and unions across chunk seams are exact;
 :mod:`geoseg.vectorize` maps the result to the CRS once, at the end.
 
-How the exact seam merge works. Each chunk labels the connected components of every
-selected class (``scipy.ndimage.label``, 4- or 8-connectivity) and polygonizes the label
-image with ``rasterio.features.shapes``, so each polygon ("piece") has an id whose pixels are
-known. A chunk also returns the label ids along its four edges. Two pieces in neighbouring
-chunks belong to the same feature exactly when two of their pixels are neighbours across
-the seam (directly, or diagonally with 8-connectivity) and hold the same class: comparing
-the edge strips finds these pairs without any geometry. Connected groups of pieces
-(``scipy.sparse.csgraph.connected_components``) are then unioned with ``shapely.union_all``;
-pieces that touch no neighbour are kept as they are. The result is the same set of
-polygons as one whole-map ``rasterio.features.shapes`` run.
+How the exact seam merge works. Each chunk polygonizes its selected classes with
+``rasterio.features.shapes`` (4- or 8-connectivity) and returns, for each of its four
+border pixel lines, the id of the polygon ("piece") covering each pixel. Two pieces in
+neighbouring chunks belong to the same feature exactly when two of their pixels are
+neighbours across the seam (directly, or diagonally with 8-connectivity) and hold the
+same class: comparing the border strips finds these pairs without geometry tests.
+Connected groups of pieces (``scipy.sparse.csgraph.connected_components``) are unioned
+with ``shapely.union_all``; pieces that touch no neighbour are kept as they are. The
+result is the same set of polygons as one whole-map ``rasterio.features.shapes`` run.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,33 +66,48 @@ class ChunkPieces:
     edges: tuple[npt.NDArray[np.int64], ...]
 
 
-def read_band(path: str, spec: ChunkSpec, band: int = 1) -> npt.NDArray[Any]:
-    """Read one band over the chunk's window (per-thread handle, see ``geoseg.io``)."""
-    from geoseg.io import read_window
+_local = threading.local()
 
-    data, _ = read_window(
-        path,
-        [band],
-        (spec.row_off, spec.row_off + spec.height),
-        (spec.col_off, spec.col_off + spec.width),
-        with_mask=False,
-    )
-    out: npt.NDArray[Any] = data[0]
+
+def _dataset(path: str) -> Any:
+    """Return this thread's handle on ``path`` (re-opened in a forked worker).
+
+    Like ``geoseg.io``'s cache, but keyed by process id too: a worker forked from a
+    process that had the file open must not share the parent's file offset.
+    """
+    import rasterio
+
+    pid = os.getpid()
+    if getattr(_local, "pid", None) != pid:
+        _local.pid, _local.handles = pid, {}
+    handles: dict[str, Any] = _local.handles
+    src = handles.get(path)
+    if src is None or src.closed:
+        src = handles[path] = rasterio.open(path)
+    return src
+
+
+def read_band(path: str, spec: ChunkSpec, band: int = 1) -> npt.NDArray[Any]:
+    """Read one band over the chunk's window."""
+    from rasterio.windows import Window
+
+    win = Window(spec.col_off, spec.row_off, spec.width, spec.height)
+    out: npt.NDArray[Any] = _dataset(path).read(band, window=win)
     return out
 
 
 def label_classes(
     arr: npt.NDArray[Any], selected: npt.NDArray[np.bool_], connectivity: int
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
-    """Number the connected regions of equal selected class 1..n, in one pass.
+    """Label the connected regions of equal selected class 1..n, in one pass.
 
-    Returns the label image and ``lut`` with ``lut[label] = class id`` (``lut[0] = -1``).
+    Returns the label image and ``lut``: ``lut[label] = class id`` (``lut[0] = -1``).
     """
     from skimage.measure import label
 
     off = selected.size  # a value no class has: background for the labelling
     work = np.where(selected[arr], arr.astype(np.int32), off)
-    labels, n = label(
+    labels, n = label(  # type: ignore[no-untyped-call]
         work,
         background=off,
         connectivity=1 if connectivity == 4 else 2,
@@ -112,9 +128,10 @@ def polygonize_chunk(
 ) -> ChunkPieces:
     """Polygonize one chunk (pixel coordinates) and find its pieces' seam strips.
 
-    Without probabilities the class array is polygonized directly and the edge strips are
-    painted from the pieces' intersections with the chunk's border rows (the fastest
-    path). With probabilities the regions are labelled first, so per-piece sums of the
+    Without probabilities the class array is polygonized directly and the edge strips
+    are painted from the pieces' intersections with the chunk's border rows (the
+    fastest path). With probabilities the regions are labelled first, so per-piece sums
+    of the
     probability bands are one ``bincount`` each.
     """
     from rasterio.features import shapes
@@ -130,7 +147,7 @@ def polygonize_chunk(
         ):
             geoms_l.append(_polygon(geom["coordinates"]))
             cls_l.append(int(value))
-        geoms = np.asarray(geoms_l + [None], dtype=object)[:-1]
+        geoms = np.asarray([*geoms_l, None], dtype=object)[:-1]
         _make_valid(geoms, connectivity)
         return ChunkPieces(
             spec=spec,
@@ -243,7 +260,7 @@ def _seam_pairs(
     cls: npt.NDArray[np.int64],
     connectivity: int,
 ) -> npt.NDArray[np.int64]:
-    """Pairs of global piece ids that are neighbours across a seam (a above/left of b)."""
+    """Pairs of global piece ids that neighbour across a seam (a above/left of b)."""
     out = []
     shifts = (0, -1, 1) if connectivity == 8 else (0,)
     for s in shifts:
@@ -273,7 +290,7 @@ class MergedPieces:
 def merge_pieces(
     chunks: list[ChunkPieces], grid_shape: tuple[int, int], connectivity: int
 ) -> MergedPieces:
-    """Union the pieces that are connected across chunk seams; keep the others as they are."""
+    """Union the pieces connected across chunk seams; keep the others as they are."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -340,15 +357,13 @@ def skeleton_lines_chunk(
     """Centre lines of the ``road`` classes in one chunk, as pixel-centre LineStrings.
 
     The chunk is read with a ``halo`` of extra pixels on each side and skeletonized
-    (``skimage.morphology.skeletonize``); only skeleton edges that start inside the chunk
-    are kept, so neighbouring chunks produce disjoint segments that ``shapely.line_merge``
-    joins later. Thinning is local: where roads are narrower than about twice the halo, the
-    skeleton inside the chunk equals that of the whole map.
+    (``skimage.morphology.skeletonize``); only skeleton edges that start inside the
+    chunk are kept, so neighbouring chunks produce disjoint segments that
+    ``shapely.line_merge`` joins later. Thinning is local: where roads are narrower than
+    about twice the halo, the skeleton inside the chunk equals that of the whole map.
     """
     from rasterio.windows import Window
     from skimage.morphology import skeletonize
-
-    from geoseg.io import _dataset
 
     h, w = map_shape
     r0, c0 = max(spec.row_off - halo, 0), max(spec.col_off - halo, 0)
@@ -358,7 +373,8 @@ def skeleton_lines_chunk(
     mask = road[arr.astype(np.int64)]
     if not mask.any():
         return np.empty(0, object)
-    sk = np.pad(skeletonize(mask), 1)  # pad: neighbours of border pixels exist
+    sk = np.pad(skeletonize(mask), 1)  # type: ignore[no-untyped-call]
+    # (padded: every skeleton pixel has all eight neighbours)
     core = np.zeros_like(sk)
     y0, x0 = spec.row_off - r0 + 1, spec.col_off - c0 + 1
     core[y0 : y0 + spec.height, x0 : x0 + spec.width] = True

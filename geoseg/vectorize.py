@@ -1,16 +1,16 @@
-"""``vectorize``: class map -> GIS-ready polygons (and road centre lines), exactly, at any size.
+"""``vectorize``: class map -> GIS-ready polygons and road centre lines, at any size.
 
 The class map is cut into ``chunk_size`` windows; one dask task per window reads it,
 labels the connected regions of each selected class and polygonizes them with
 ``rasterio.features.shapes``. Pieces that meet across a window seam are then unioned
 (:mod:`geoseg._polygonize` explains how they are found without geometry tests), so the
-result is the same set of polygons as one whole-map polygonization, while memory depends on
-the window size rather than the map size. Nodata pixels are never a polygon.
+result is the same set of polygons as one whole-map polygonization, while memory
+depends on the window size rather than the map size. Nodata pixels are never a polygon.
 
 After the merge, optional steps run in metres (a geographic CRS such as EPSG:4326 is
 projected to its local UTM zone for them, and back): hole filling, a minimum area,
-squaring of building outlines, and simplification. When more than one class is vectorized
-the polygons form a land-cover *coverage*, and simplification uses
+squaring of building outlines, and simplification. When more than one class is
+vectorized the polygons form a land-cover *coverage*, and simplification uses
 ``shapely.coverage_simplify`` so neighbours stay gap- and overlap-free.
 """
 
@@ -50,7 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Output extension -> GDAL/OGR driver (``.parquet`` is GeoParquet, written by geopandas).
+#: Output extension -> OGR driver (``.parquet``: GeoParquet, written by geopandas).
 VECTOR_FORMATS: dict[str, str] = {
     ".gpkg": "GPKG",
     ".geojson": "GeoJSON",
@@ -60,7 +60,8 @@ VECTOR_FORMATS: dict[str, str] = {
     ".shp": "ESRI Shapefile",
 }
 _SHP_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix")
-#: Pixels of halo read around each chunk for centre lines (roads narrower than twice this
+#: Pixels of halo read around each chunk for centre lines (roads narrower than twice
+#: this
 #: skeletonize exactly as on the whole map).
 CENTERLINE_HALO = 64
 
@@ -235,6 +236,7 @@ def _run_tasks(
     import multiprocessing as mp
 
     import dask
+    from dask.base import compute
     from dask.callbacks import Callback
 
     n = len(tasks)
@@ -246,14 +248,16 @@ def _run_tasks(
         if isinstance(key, tuple) or "polygonize" in str(key) or "skeleton" in str(key):
             progress.advance(1)
 
-    with Callback(posttask=_posttask):
+    with Callback(posttask=_posttask):  # type: ignore[no-untyped-call]
         if workers <= 1 or n <= 1:
-            return list(dask.compute(*tasks, scheduler="sync"))
+            return list(compute(*tasks, scheduler="sync"))  # type: ignore[no-untyped-call]
         # fork (where there is one) starts workers in milliseconds; spawn re-imports.
         ctx = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         with dask.config.set({"multiprocessing.context": ctx}):
             return list(
-                dask.compute(*tasks, scheduler="processes", num_workers=workers)
+                compute(  # type: ignore[no-untyped-call]
+                    *tasks, scheduler="processes", num_workers=workers
+                )
             )
 
 
@@ -274,7 +278,7 @@ def _pixel_to_crs(
 
 @dataclass
 class _Metric:
-    """Geometries in a frame where lengths are metres times ``factor`` (per map unit)."""
+    """Geometries in a frame whose unit is ``factor`` metres."""
 
     series: gpd.GeoSeries
     factor: float  # metres per unit of ``series``
@@ -308,8 +312,10 @@ def _fill_holes(geom: Any, max_area: float) -> Any:
 
 
 def _dominant_angle(ring: npt.NDArray[np.float64]) -> float:
-    """Dominant edge direction (radians, modulo 90 degrees): the length-weighted circular
-    mean of four times each edge's angle, so perpendicular edges vote together.
+    """Return the dominant edge direction (radians, modulo 90 degrees).
+
+    It is the length-weighted circular mean of four times each edge's angle, so
+    perpendicular edges vote together.
     """
     d = np.diff(ring, axis=0)
     length = np.hypot(d[:, 0], d[:, 1])
@@ -366,8 +372,9 @@ def regularize_polygon(poly: shapely.Polygon, tolerance: float) -> shapely.Polyg
     """Square a building outline: orthogonal edges along its dominant direction.
 
     The outline is simplified by ``tolerance`` (map units), rotated so that its dominant
-    edge direction is horizontal, every edge is snapped to horizontal or vertical, and the
-    result is rotated back. Holes are squared the same way (or dropped if they vanish).
+    edge direction is horizontal, every edge is snapped to horizontal or vertical, and
+    the result is rotated back. Holes are squared the same way (or dropped if they
+    vanish).
     Where squaring fails (a degenerate or self-intersecting result), the minimum rotated
     rectangle is used instead.
 
@@ -454,8 +461,8 @@ def vectorize(
     Parameters
     ----------
     class_map : path
-        Single-band unsigned-integer class map (as ``geoseg predict`` writes: uint8 class
-        ids, nodata 255, tags ``class_names``/``class_ids``).
+        Single-band unsigned-integer class map (as ``geoseg predict`` writes: uint8
+        class ids, nodata 255, tags ``class_names``/``class_ids``).
     classes : sequence of str or int, optional
         Class names or ids to vectorize. Default: every named class except one named
         ``background`` (every value but nodata when the map names none).
@@ -479,7 +486,7 @@ def vectorize(
         Square building outlines (classes named ``building*``; every selected class if
         none is so named). See :func:`regularize_polygon`.
     centerlines : bool or sequence of str or int
-        Also return centre lines (LineStrings) of the road classes (those named ``road*``,
+        Also return centre lines (LineStrings) of the road classes (named ``road*``,
         or the classes given). Road polygons are kept only when the road class is among
         ``classes``; so ``classes=["building"], centerlines=True`` gives building
         polygons plus road lines.
@@ -510,8 +517,8 @@ def vectorize(
     UnknownNameError
         A class that the map does not name.
     """
-    import dask
     import geopandas as gpd
+    from dask.delayed import delayed
 
     from geoseg._polygonize import merge_pieces, polygonize_chunk
 
@@ -539,7 +546,7 @@ def vectorize(
     specs, grid = _chunks(scene, chunk_size)
 
     tasks = [
-        dask.delayed(polygonize_chunk, pure=False)(
+        delayed(polygonize_chunk, pure=False)(
             s,
             selected,
             connectivity,
@@ -560,8 +567,9 @@ def vectorize(
             geoms, cls, mean_prob = np.empty(0, object), np.empty(0, np.int64), None
         coverage = len(np.unique(cls)) > 1  # neighbours of different classes
         if simplify > 0 and coverage:
-            # Shared edges must hold the same vertices for coverage_simplify (GDAL leaves
-            # out T-junction vertices): a vertex at every pixel corner, exact in pixels.
+            # Shared edges must hold the same vertices for coverage_simplify (GDAL
+            # leaves out T-junction vertices): a vertex at every pixel corner, exact in
+            # pixel coordinates.
             geoms = np.asarray(shapely.segmentize(geoms, 1.0), dtype=object)
         series = gpd.GeoSeries(_pixel_to_crs(geoms, scene), crs=scene.crs)
         frame = gpd.GeoDataFrame(
@@ -743,8 +751,8 @@ def _centerline_frame(
     workers: int | None,
     progress: Progress,
 ) -> gpd.GeoDataFrame:
-    import dask
     import geopandas as gpd
+    from dask.delayed import delayed
 
     from geoseg._polygonize import skeleton_lines_chunk
 
@@ -756,7 +764,7 @@ def _centerline_frame(
         one = np.zeros_like(lut)
         one[cid] = True
         tasks = [
-            dask.delayed(skeleton_lines_chunk, pure=False)(
+            delayed(skeleton_lines_chunk, pure=False)(
                 s,
                 one,
                 CENTERLINE_HALO,
@@ -813,7 +821,7 @@ def centerlines(
     workers: int | None = None,
     progress: Progress | None = None,
 ) -> gpd.GeoDataFrame:
-    """Road centre lines (LineStrings) from a class map: skeleton pixels joined into lines.
+    """Road centre lines (LineStrings) from a class map: skeletons joined into lines.
 
     Parameters
     ----------
@@ -909,9 +917,10 @@ def write_vectors(
     """Write features to a vector file, atomically; the format follows the extension.
 
     ``.gpkg`` (GeoPackage), ``.geojson``/``.json``, ``.fgb`` (FlatGeobuf), ``.parquet``
-    (GeoParquet) and ``.shp`` (Shapefile, with its sidecar files). Centre lines (rows with
-    ``feature == "centerline"``) next to polygons go to a second layer
-    ``<name>_centerlines`` of a GeoPackage, or to a sibling file ``<name>_centerlines.<ext>``.
+    (GeoParquet) and ``.shp`` (Shapefile, with its sidecar files). Centre lines (rows
+    with ``feature == "centerline"``) next to polygons go to a second layer
+    ``<name>_centerlines`` of a GeoPackage, or to a sibling file
+    ``<name>_centerlines.<ext>``.
 
     Parameters
     ----------
@@ -985,7 +994,7 @@ def write_vectors(
         for tmp in tmps.values():
             for leftover in _sidecars(tmp):
                 leftover.unlink(missing_ok=True)
-    return [file for file in tmps]
+    return list(tmps)
 
 
 def vectorize_to_file(
@@ -997,7 +1006,7 @@ def vectorize_to_file(
     progress: Progress | None = None,
     **options: Any,
 ) -> VectorizeResult:
-    """:func:`vectorize` then :func:`write_vectors`; the output is checked before compute.
+    """Run :func:`vectorize` then :func:`write_vectors`; checks the output first.
 
     Parameters
     ----------

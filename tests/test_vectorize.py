@@ -28,7 +28,7 @@ NAMES = "building,road,water,forest"
 
 
 def _tricky_map(seed: int = 3) -> np.ndarray:
-    """Blocky classes plus holes, diagonal touches, thin shapes and nodata over seams."""
+    """Blocky classes, holes, diagonal touches, thin shapes, nodata over seams."""
     m = make_class_map((256, 256), n_classes=4, block=16, seed=seed)
     m[100:110, 20:220] = 255  # a nodata band across many chunks
     m[40:90, 150:210] = 1  # a ring spanning seams at 64 ...
@@ -233,7 +233,8 @@ def test_fill_holes_drops_what_it_covers(tmp_path):
     m[20:23, 20:23] = 1
     path = make_geotiff(tmp_path / "h.tif", m, dtype="uint8", nodata=255)
     gdf = vectorize(path, fill_holes=1000, workers=1)  # the 900 m2 island is filled
-    assert len(gdf) == 1 and gdf.class_id.iloc[0] == 0
+    assert len(gdf) == 1
+    assert gdf.class_id.iloc[0] == 0
     assert gdf.area_m2.iloc[0] == pytest.approx(3600 * 100.0)
 
 
@@ -339,9 +340,11 @@ def test_centerlines_written_as_second_layer(tmp_path):
     res = vectorize_to_file(path, out, centerlines=True, workers=1)
     layers = {name for name, _ in pyogrio.list_layers(out)}
     assert layers == {"roads", "roads_centerlines"}
-    assert res.n_lines > 0 and res.n_polygons == 1
+    assert res.n_lines > 0
+    assert res.n_polygons == 1
     lines = gpd.read_file(out, layer="roads_centerlines")
-    assert set(lines.geom_type) == {"LineString"} and "length_m" in lines
+    assert set(lines.geom_type) == {"LineString"}
+    assert "length_m" in lines
     geojson = tmp_path / "r.geojson"
     got = vectorize_to_file(path, geojson, centerlines=True, workers=1).outputs
     assert got == [geojson, tmp_path / "r_centerlines.geojson"]
@@ -408,7 +411,9 @@ def test_unknown_class_lists_known(tricky):
     with pytest.raises(UnknownNameError) as info:
         vectorize(path, classes=["building", "roof"])
     msg = str(info.value)
-    assert "'roof'" in msg and "building (0)" in msg and "forest (3)" in msg
+    assert "'roof'" in msg
+    assert "building (0)" in msg
+    assert "forest (3)" in msg
     assert "\n" not in msg
 
 
@@ -457,4 +462,5 @@ def test_banepa_buildings_match_whole_map(banepa, tmp_path):
         ref.to_crs(utm).area.sum(), rel=1e-9
     )
     info = pyogrio.read_info(out)
-    assert info["crs"] == "EPSG:4326" and info["features"] == len(ref)
+    assert info["crs"] == "EPSG:4326"
+    assert info["features"] == len(ref)

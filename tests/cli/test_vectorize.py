@@ -10,9 +10,9 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
-from click.testing import CliRunner
-
+from click.testing import CliRunner  # noqa: TID251
 from geoseg.cli.main import cli
+
 from geoseg.testing import make_class_map, make_geotiff
 
 
@@ -41,11 +41,28 @@ def _one_line_error(result) -> str:
 
 def test_vectorize_writes_gpkg(runner, class_map, tmp_path):
     out = tmp_path / "b.gpkg"
-    r = runner.invoke(cli, ["vectorize", str(class_map), "-o", str(out), "--classes",
-                            "building,road", "--simplify", "10", "--min-area", "200",
-                            "--chunk-size", "64", "--workers", "1"])
+    r = runner.invoke(
+        cli,
+        [
+            "vectorize",
+            str(class_map),
+            "-o",
+            str(out),
+            "--classes",
+            "building,road",
+            "--simplify",
+            "10",
+            "--min-area",
+            "200",
+            "--chunk-size",
+            "64",
+            "--workers",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    assert "wrote" in r.output and "polygons" in r.output
+    assert "wrote" in r.output
+    assert "polygons" in r.output
     gdf = gpd.read_file(out)
     assert set(gdf.class_name) == {"building", "road"}
     assert (gdf.area_m2 >= 200).all()
@@ -54,18 +71,47 @@ def test_vectorize_writes_gpkg(runner, class_map, tmp_path):
 
 def test_vectorize_ids_quiet_and_dst_crs(runner, class_map, tmp_path):
     out = tmp_path / "w.geojson"
-    r = runner.invoke(cli, ["vectorize", str(class_map), "-o", str(out), "--classes", "2",
-                            "--dst-crs", "EPSG:4326", "--quiet", "--workers", "1"])
+    r = runner.invoke(
+        cli,
+        [
+            "vectorize",
+            str(class_map),
+            "-o",
+            str(out),
+            "--classes",
+            "2",
+            "--dst-crs",
+            "EPSG:4326",
+            "--quiet",
+            "--workers",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert r.output == ""
     gdf = gpd.read_file(out)
-    assert set(gdf.class_name) == {"water"} and gdf.crs == "EPSG:4326"
+    assert set(gdf.class_name) == {"water"}
+    assert gdf.crs == "EPSG:4326"
 
 
 def test_vectorize_json_progress(runner, class_map, tmp_path):
     out = tmp_path / "all.fgb"
-    r = runner.invoke(cli, ["vectorize", str(class_map), "-o", str(out), "--all",
-                            "--progress", "json", "--chunk-size", "64", "--workers", "1"])
+    r = runner.invoke(
+        cli,
+        [
+            "vectorize",
+            str(class_map),
+            "-o",
+            str(out),
+            "--all",
+            "--progress",
+            "json",
+            "--chunk-size",
+            "64",
+            "--workers",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     events = [json.loads(line) for line in r.output.strip().splitlines()]
     assert events[-1] == {"event": "done", "outputs": [str(out)]}
@@ -77,8 +123,20 @@ def test_class_names_option(runner, tmp_path):
     m[4:12, 4:12] = 1
     path = make_geotiff(tmp_path / "mask.tif", m, dtype="uint8", nodata=255)
     out = tmp_path / "o.gpkg"
-    r = runner.invoke(cli, ["vectorize", str(path), "-o", str(out), "--class-names",
-                            "background,building", "--regularize", "--workers", "1"])
+    r = runner.invoke(
+        cli,
+        [
+            "vectorize",
+            str(path),
+            "-o",
+            str(out),
+            "--class-names",
+            "background,building",
+            "--regularize",
+            "--workers",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     gdf = gpd.read_file(out)
     assert list(gdf.class_name) == ["building"]
@@ -86,10 +144,20 @@ def test_class_names_option(runner, tmp_path):
 
 
 def test_unknown_class(runner, class_map, tmp_path):
-    r = runner.invoke(cli, ["vectorize", str(class_map), "-o", str(tmp_path / "o.gpkg"),
-                            "--classes", "roof"])
+    r = runner.invoke(
+        cli,
+        [
+            "vectorize",
+            str(class_map),
+            "-o",
+            str(tmp_path / "o.gpkg"),
+            "--classes",
+            "roof",
+        ],
+    )
     line = _one_line_error(r)
-    assert "'roof'" in line and "building (0), road (1), water (2)" in line
+    assert "'roof'" in line
+    assert "building (0), road (1), water (2)" in line
 
 
 def test_not_a_raster(runner, tmp_path):
@@ -100,8 +168,9 @@ def test_not_a_raster(runner, tmp_path):
 
 
 def test_float_class_map(runner, tmp_path):
-    path = make_geotiff(tmp_path / "f.tif", np.zeros((1, 8, 8), np.float32),
-                        dtype="float32")
+    path = make_geotiff(
+        tmp_path / "f.tif", np.zeros((1, 8, 8), np.float32), dtype="float32"
+    )
     r = runner.invoke(cli, ["vectorize", str(path), "-o", str(tmp_path / "o.gpkg")])
     assert "float32" in _one_line_error(r)
 
@@ -115,8 +184,9 @@ def test_existing_output_untouched(runner, class_map, tmp_path):
 
 
 def test_unwritable_output(runner, class_map, tmp_path):
-    r = runner.invoke(cli, ["vectorize", str(class_map), "-o",
-                            str(tmp_path / "missing" / "o.gpkg")])
+    r = runner.invoke(
+        cli, ["vectorize", str(class_map), "-o", str(tmp_path / "missing" / "o.gpkg")]
+    )
     assert "does not exist" in _one_line_error(r)
     r = runner.invoke(cli, ["vectorize", str(class_map), "-o", str(tmp_path / "o.txt")])
     assert "vector format" in _one_line_error(r)
@@ -127,10 +197,23 @@ def test_centerlines_flag(runner, tmp_path):
     m[45:52, 5:95] = 1
     path = make_geotiff(tmp_path / "r.tif", m, dtype="uint8", nodata=255)
     out = tmp_path / "r.shp"
-    r = runner.invoke(cli, ["vectorize", str(path), "-o", str(out), "--class-names",
-                            "background,road", "--centerlines", "--workers", "1"])
+    r = runner.invoke(
+        cli,
+        [
+            "vectorize",
+            str(path),
+            "-o",
+            str(out),
+            "--class-names",
+            "background,road",
+            "--centerlines",
+            "--workers",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "centre lines" in r.output
     lines = gpd.read_file(tmp_path / "r_centerlines.shp")
-    assert set(lines.geom_type) == {"LineString"} and len(lines) == 1
+    assert set(lines.geom_type) == {"LineString"}
+    assert len(lines) == 1
     assert lines.length.iloc[0] > 800

@@ -43,10 +43,10 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 
 
 @click.command()
-@click.argument("data", type=click.Path(exists=True, path_type=str))
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
 @options.output_opt(help="Model bundle to write (.safetensors): the best epoch.")
-@click.option("--val", type=click.Path(exists=True, path_type=str),
-              help="Validation data (folder of pairs); default: hold out --val-fraction of "
+@click.option("--val", multiple=True, type=click.Path(exists=True, path_type=str),
+              help="Validation data (folder of pairs, repeatable); default: hold out --val-fraction of "
                    "the tiles/images (or spatial blocks of a scene).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True)
@@ -104,7 +104,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @options.overwrite_opt
 @options.quiet_opt
 @options.progress_opt
-def train(data: str, output: Path, val: str | None, val_fraction: float, labels: str | None,
+def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fraction: float, labels: str | None,
           label_field: str | None, class_colors: str | None, class_names: str | None,
           architecture: str, backbone: str, arch_params: dict[str, Any], weights: str | None,
           init: str | None, freeze_backbone: int, bands: tuple[int, ...] | None,
@@ -118,8 +118,8 @@ def train(data: str, output: Path, val: str | None, val_fraction: float, labels:
     """Train a segmentation model on labelled tiles (or a scene + labels).
 
     \b
-    DATA is a folder with images/ and masks/ (also one per sub-folder, e.g. tile_1/),
-    or a georeferenced scene with --labels (label raster or vector file).
+    DATA is one or more folders with images/ and masks/ (also one per sub-folder,
+    e.g. tile_1/), or a georeferenced scene with --labels (label raster or vector file).
     \b
     geoseg train tiles/ --class-colors classes.json -o model.safetensors
     geoseg train scene.tif --labels roads.gpkg --label-field class -o roads.safetensors
@@ -156,14 +156,17 @@ def train(data: str, output: Path, val: str | None, val_fraction: float, labels:
     if labels is not None:
         from geoseg.training.chips import train_scene
 
-        result = train_scene(data, labels, output, label_field=label_field,
-                             class_names=_names(class_names), val=val,
+        if len(data) != 1:
+            raise InputError(f"--labels goes with one scene, got {len(data)} inputs")
+        result = train_scene(data[0], labels, output, label_field=label_field,
+                             class_names=_names(class_names), val=val[0] if val else None,
                              val_fraction=val_fraction, **kw)
     else:
-        if Path(data).is_file():
-            raise InputError(f"{data} is a file: give a folder of images/ and masks/, or "
+        files = [d for d in data if Path(d).is_file()]
+        if files:
+            raise InputError(f"{files[0]} is a file: give a folder of images/ and masks/, or "
                              "pass the scene's labels with --labels")
-        result = run(data, output, val=val, val_fraction=val_fraction,
+        result = run(list(data), output, val=list(val) or None, val_fraction=val_fraction,
                      class_colors=class_colors, class_names=_names(class_names), **kw)
     if not quiet and progress_kind != "json":
         click.echo(result.summary(), err=True)

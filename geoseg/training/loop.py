@@ -565,8 +565,9 @@ def split_groups(pairs: Sequence[Pair], fraction: float, seed: int
     return train_pairs, val_pairs
 
 
-def train(data: str | os.PathLike[str] | Sequence[Pair], output: str | os.PathLike[str], *,
-          val: str | os.PathLike[str] | Sequence[Pair] | None = None,
+def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair],
+          output: str | os.PathLike[str], *,
+          val: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair] | None = None,
           val_fraction: float = 0.2, class_colors: str | os.PathLike[str] | None = None,
           class_names: Sequence[str] | None = None, bands: Sequence[int] | None = None,
           band_names: Sequence[str] | None = None, config: TrainConfig = TrainConfig(),  # noqa: B008
@@ -576,8 +577,8 @@ def train(data: str | os.PathLike[str] | Sequence[Pair], output: str | os.PathLi
 
     Parameters
     ----------
-    data : path or sequence of Pair
-        A folder with ``images/`` and ``masks/`` (possibly in sub-folders, one per tile),
+    data : path, or sequence of paths or Pairs
+        Folders each with ``images/`` and ``masks/`` (possibly in sub-folders, one per tile),
         or pairs from :func:`geoseg.training.data.find_pairs` / ``tile_scene``.
     val : path or sequence of Pair, optional
         Validation pairs; default: hold out ``val_fraction`` of the tiles (sub-folders)
@@ -592,15 +593,15 @@ def train(data: str | os.PathLike[str] | Sequence[Pair], output: str | os.PathLi
     band_names : sequence of str, optional
         Names of the bands stored in the bundle.
     """
-    from geoseg.training.data import find_pairs, load_pairs, read_class_table
+    from geoseg.training.data import load_pairs, read_class_table
 
     out = check_output(output, overwrite=overwrite or resume)
-    pairs = list(data) if not isinstance(data, (str, os.PathLike)) else find_pairs(data)
+    pairs = _pairs(data)
     if val is None:
         train_pairs, val_pairs = split_groups(pairs, val_fraction, config.seed)
     else:
         train_pairs = pairs
-        val_pairs = list(val) if not isinstance(val, (str, os.PathLike)) else find_pairs(val)
+        val_pairs = _pairs(val)
     table = read_class_table(class_colors) if class_colors is not None else None
     ignore = config.ignore_index
     train_images, table = load_pairs(train_pairs, table, ignore_index=ignore, bands=bands)
@@ -615,8 +616,21 @@ def train(data: str | os.PathLike[str] | Sequence[Pair], output: str | os.PathLi
                progress=progress, provenance=prov)
 
 
+def _pairs(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair]
+           ) -> list[Pair]:
+    from geoseg.training.data import find_pairs
+
+    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    out: list[Pair] = []
+    for item in items:
+        out.extend([item] if isinstance(item, Pair) else find_pairs(item))
+    return out
+
+
 def _describe(pairs: Sequence[Pair], source: Any) -> str:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
+    if source is not None and not any(isinstance(s, Pair) for s in source):
+        return ", ".join(os.fspath(s) for s in source)
     parents = sorted({str(p.image.parent.parent) for p in pairs})
     return ", ".join(parents)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Train geoseg's two default land-cover models on the Dubai aerial tiles.
+#
+# Data: "Semantic segmentation of aerial imagery" by Humans in the Loop, MBRSC imagery of
+# Dubai, CC0 1.0 (see ../shared/data/README.md). Tiles 1-6 train, tiles 7-8 are held out
+# for validation and the reported mIoU. No pretrained weights: trained from scratch.
+#
+# usage: examples/train_dubai.sh [DATA_DIR] [OUT_DIR]    (CPU: ~30 min per model)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+data="${1:-$here/../../shared/data/dubai}"
+out="${2:-$here/../geoseg/models/weights}"
+minutes="${MINUTES:-30}"
+train=("$data"/tile_{1,2,3,4,5,6})
+val=(--val "$data/tile_7" --val "$data/tile_8")
+common=(--class-colors "$here/dubai_classes.json" --band-names red,green,blue
+        --miou-exclude unlabeled --crop-size 256 --batch-size 8 --steps-per-epoch 50
+        --epochs 100 --max-minutes "$minutes" --lr 2e-3 --warmup-steps 30 --loss ce+dice
+        --class-weights auto --tile-size 512 --overlap 64 --val-limit 24 --seed 0 --half
+        --threads 2 --overwrite)
+
+geoseg train "${train[@]}" "${val[@]}" "${common[@]}" \
+    --model deeplab --backbone mobilenet_v2 -o "$out/deeplab.safetensors"
+geoseg train "${train[@]}" "${val[@]}" "${common[@]}" \
+    --model unet --backbone mobilenet_v2 --arch-param 'decoder_channels=[128,64,32,16,16]' \
+    -o "$out/unet.safetensors"

@@ -38,7 +38,9 @@ import numpy.typing as npt
 __all__ = [
     "ConfusionCounts",
     "accuracy",
+    "class_lut",
     "cohen_kappa",
+    "collapse_histogram",
     "confusion_counts",
     "encode",
     "f1_per_class",
@@ -46,6 +48,7 @@ __all__ = [
     "iou_per_class",
     "joint_histogram",
     "mean_defined",
+    "pair_histogram",
     "precision_per_class",
     "recall_per_class",
 ]
@@ -57,6 +60,55 @@ FloatArray = npt.NDArray[np.float64]
 def code_dtype(n_classes: int) -> type[np.unsignedinteger[Any]]:
     """Smallest unsigned dtype holding codes ``0..n_classes+2``."""
     return np.uint8 if n_classes + 3 <= 256 else np.uint16
+
+
+def class_lut(class_ids: Sequence[int], size: int = 256, *, offset: int = 0,
+              nodata: float | None = None, ignore_index: int | None = None
+              ) -> npt.NDArray[Any]:
+    """Code of every value ``offset .. offset+size-1`` (see :func:`encode`)."""
+    n = len(class_ids)
+    dtype = code_dtype(n)
+    ids = np.asarray(class_ids, dtype=np.int64)
+    lut = np.full(size, n + 2, dtype=dtype)
+    inside = (ids >= offset) & (ids - offset < size)
+    lut[ids[inside] - offset] = np.arange(n, dtype=dtype)[inside]
+    for value, code in ((ignore_index, n), (nodata, n + 1)):
+        if (value is not None and float(value).is_integer()
+                and 0 <= value - offset < size):
+            lut[int(value) - offset] = code
+    return lut
+
+
+def pair_histogram(truth: npt.NDArray[Any], pred: npt.NDArray[Any], n_truth: int,
+                   n_pred: int) -> Int64Array:
+    """Count pixels per (truth value, prediction value) pair: ``(n_truth, n_pred)``.
+
+    Values must be integers in ``0..n_truth-1`` and ``0..n_pred-1``. This is the
+    streaming kernel, one ``np.bincount(truth * n_pred + pred)``; histograms of
+    disjoint chunks add up to the histogram of the whole.
+    """
+    wide = np.uint16 if n_truth * n_pred <= 65536 else np.uint32
+    flat: npt.NDArray[Any] = truth.astype(wide).ravel()
+    flat *= n_pred
+    flat += pred.astype(wide, copy=False).ravel()
+    hist = np.bincount(flat, minlength=n_truth * n_pred)
+    return hist.astype(np.int64, copy=False).reshape(n_truth, n_pred)
+
+
+def collapse_histogram(hist: Int64Array, truth_lut: npt.NDArray[Any],
+                       pred_lut: npt.NDArray[Any], n_classes: int) -> Int64Array:
+    """Turn a histogram of raw value pairs into one of codes, ``(C+3, C+3)``.
+
+    ``truth_lut[v]`` / ``pred_lut[v]`` is the code of raw value ``v``. Scoring raw uint8
+    values and encoding the (small) histogram once is exact and saves a pass per pixel.
+    """
+    k = n_classes + 3
+    out = np.zeros((k, k), np.int64)
+    rows = np.asarray(truth_lut, np.intp)[:, None]
+    cols = np.asarray(pred_lut, np.intp)[None, :]
+    index = (np.broadcast_to(rows, hist.shape), np.broadcast_to(cols, hist.shape))
+    np.add.at(out, index, hist)
+    return out
 
 
 def encode(values: npt.NDArray[Any], class_ids: Sequence[int], *,
@@ -86,17 +138,11 @@ def encode(values: npt.NDArray[Any], class_ids: Sequence[int], *,
     ignored, nodata_code, unknown = n, n + 1, n + 2
     dtype = code_dtype(n)
     arr = np.asarray(values)
-    ids = np.asarray(class_ids, dtype=np.int64)
     if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
         # A lookup table over every possible value: one pass, the fast path for rasters.
         lo = int(np.iinfo(arr.dtype).min)
-        lut = np.full(int(np.iinfo(arr.dtype).max) - lo + 1, unknown, dtype=dtype)
-        inside = (ids >= lo) & (ids - lo < lut.size)
-        lut[ids[inside] - lo] = np.arange(n, dtype=dtype)[inside]
-        for value, code in ((ignore_index, ignored), (nodata, nodata_code)):
-            if (value is not None and float(value).is_integer()
-                    and 0 <= value - lo < lut.size):
-                lut[int(value) - lo] = code
+        lut = class_lut(class_ids, int(np.iinfo(arr.dtype).max) - lo + 1, offset=lo,
+                        nodata=nodata, ignore_index=ignore_index)
         out = np.take(lut, arr.astype(np.int64) - lo if lo else arr)
     else:
         out = np.full(arr.shape, unknown, dtype=dtype)
@@ -121,11 +167,7 @@ def joint_histogram(truth_codes: npt.NDArray[Any], pred_codes: npt.NDArray[Any],
     disjoint chunks add up to the histogram of the whole.
     """
     k = n_classes + 3
-    wide = np.uint16 if k * k <= 65536 else np.uint32
-    flat: npt.NDArray[Any] = truth_codes.astype(wide).ravel()
-    flat *= k
-    flat += pred_codes.astype(wide, copy=False).ravel()
-    return np.bincount(flat, minlength=k * k).astype(np.int64).reshape(k, k)
+    return pair_histogram(truth_codes, pred_codes, k, k)
 
 
 @dataclass(frozen=True)

@@ -46,14 +46,16 @@ from geoseg.io import NODATA_CLASS, Scene, open_scene
 from geoseg.metrics import (
     ConfusionCounts,
     accuracy,
+    class_lut,
     code_dtype,
     cohen_kappa,
+    collapse_histogram,
     encode,
     f1_per_class,
     frequency_weighted_iou,
     iou_per_class,
-    joint_histogram,
     mean_defined,
+    pair_histogram,
     precision_per_class,
     recall_per_class,
 )
@@ -292,30 +294,55 @@ def plot_confusion(report: ScoreReport, path: str | os.PathLike[str], *,
 # --------------------------------------------------------------------------- arrays
 
 
-def _hist_block(truth: npt.NDArray[Any], pred: npt.NDArray[Any], n_classes: int,
-                progress: Progress | None = None) -> npt.NDArray[np.int64]:
-    hist = joint_histogram(truth, pred, n_classes)
+def _hist_block(truth: npt.NDArray[Any], pred: npt.NDArray[Any], n_truth: int,
+                n_pred: int, progress: Progress | None = None) -> npt.NDArray[np.int64]:
+    hist = pair_histogram(truth, pred, n_truth, n_pred)
     if progress is not None:
         progress.advance(1)
     return hist.reshape(1, 1, -1)
 
 
-def _reduce(truth_codes: da.Array, pred_codes: da.Array, n_classes: int, *,
-            num_workers: int | None, progress: Progress | None) -> ConfusionCounts:
-    """Sum the per-chunk joint histograms of two encoded dask arrays."""
-    k = n_classes + 3
-    pred_codes = pred_codes.rechunk(  # type: ignore[no-untyped-call]
-        truth_codes.chunks)
-    nby, nbx = truth_codes.numblocks
+def _reduce(truth: da.Array, pred: da.Array, n_truth: int, n_pred: int, *,
+            num_workers: int | None, progress: Progress | None
+            ) -> npt.NDArray[np.int64]:
+    """Sum per-chunk value-pair histograms of two dask arrays: ``(n_truth, n_pred)``.
+
+    Values are raw uint8 class values or codes; the histogram is encoded afterwards
+    (:func:`geoseg.metrics.collapse_histogram`), once, instead of every pixel.
+    """
+    pred = pred.rechunk(truth.chunks)  # type: ignore[no-untyped-call]
+    nby, nbx = truth.numblocks
     hists = da.map_blocks(  # type: ignore[no-untyped-call]
-        _hist_block, truth_codes, pred_codes, n_classes, progress,
-        new_axis=2, chunks=((1,) * nby, (1,) * nbx, (k * k,)), dtype=np.int64)
+        _hist_block, truth, pred, n_truth, n_pred, progress, new_axis=2,
+        chunks=((1,) * nby, (1,) * nbx, (n_truth * n_pred,)), dtype=np.int64)
     if progress is not None:
         progress.start(nby * nbx, "scoring")
     total = hists.sum(axis=(0, 1), dtype=np.int64)
     (hist,) = dask.compute(  # type: ignore[attr-defined,no-untyped-call]
         total, scheduler="threads", num_workers=num_workers)
-    return ConfusionCounts.from_histogram(np.asarray(hist).reshape(k, k))
+    return np.asarray(hist, dtype=np.int64).reshape(n_truth, n_pred)
+
+
+def _space(arr: da.Array, class_ids: Sequence[int], *, nodata: float | None,
+           ignore_index: int | None = None
+           ) -> tuple[da.Array, int, npt.NDArray[Any]]:
+    """Raw uint8 values (256, encoded later) or codes, and the table to codes."""
+    n = len(class_ids)
+    if arr.dtype == np.uint8:
+        return arr, 256, class_lut(class_ids, 256, nodata=nodata,
+                                   ignore_index=ignore_index)
+    codes = arr.map_blocks(encode, class_ids, nodata=nodata,  # type: ignore[arg-type]
+                           ignore_index=ignore_index, dtype=code_dtype(n))
+    return codes, n + 3, np.arange(n + 3)
+
+
+def _unknown_values(hist: npt.NDArray[np.int64], lut: npt.NDArray[Any], n: int,
+                    axis: int) -> set[float]:
+    """Raw values present in the histogram that are no class (only for raw spaces)."""
+    if lut.size < 256:  # a code space: raw values are not known here
+        return set()
+    present = hist.sum(axis=axis) > 0
+    return {float(v) for v in np.flatnonzero(present[:256] & (lut[:256] == n + 2))}
 
 
 def confusion_from_arrays(truth: npt.ArrayLike | da.Array,
@@ -349,12 +376,12 @@ def confusion_from_arrays(truth: npt.ArrayLike | da.Array,
         raise InputError(f"labels and prediction must be 2-D arrays of the same shape; "
                          f"got {t.shape} and {p.shape}")
     ids = tuple(int(i) for i in class_ids)
-    dtype = code_dtype(len(ids))
-    tc = t.map_blocks(encode, ids, nodata=truth_nodata,  # type: ignore[arg-type]
-                      ignore_index=ignore_index, dtype=dtype)
-    pc = p.map_blocks(encode, ids, nodata=pred_nodata,  # type: ignore[arg-type]
-                      dtype=dtype)
-    return _reduce(tc, pc, len(ids), num_workers=num_workers, progress=None)
+    tv, n_truth, truth_lut = _space(t, ids, nodata=truth_nodata,
+                                    ignore_index=ignore_index)
+    pv, n_pred, pred_lut = _space(p, ids, nodata=pred_nodata)
+    hist = _reduce(tv, pv, n_truth, n_pred, num_workers=num_workers, progress=None)
+    return ConfusionCounts.from_histogram(
+        collapse_histogram(hist, truth_lut, pred_lut, len(ids)))
 
 
 def score_arrays(truth: npt.ArrayLike | da.Array, pred: npt.ArrayLike | da.Array,
@@ -489,6 +516,7 @@ class _RasterLabels:
     aligned: tuple[int, int] | None  # (row, col) offset of pred pixel (0,0) in the file
     nodata: float | None
     needs_mask: bool
+    dtype: str
 
     def read(self, handles: _Handles, grid: _Grid, rows: tuple[int, int],
              cols: tuple[int, int]
@@ -525,7 +553,7 @@ def _raster_labels(path: str, grid: _Grid, n_classes: int, *, tile: bool = False
             with rasterio.open(path) as src:
                 crs, transform = src.crs, src.transform
                 bounds, nodata, tags = src.bounds, src.nodata, src.tags()
-                count = src.count
+                count, dtype = src.count, src.dtypes[0]
                 flags = src.mask_flag_enums[0]
         except RasterioIOError as exc:
             msg = str(exc).splitlines()[0] if str(exc) else "unreadable"
@@ -566,7 +594,7 @@ def _raster_labels(path: str, grid: _Grid, n_classes: int, *, tile: bool = False
             aligned = None
             needs_mask = True
     return _RasterLabels(path=path, window=window, aligned=aligned, nodata=nodata,
-                         needs_mask=needs_mask)
+                         needs_mask=needs_mask, dtype=dtype)
 
 
 def _offset_if_aligned(crs: CRS, transform: Affine, grid: _Grid
@@ -589,11 +617,18 @@ def _offset_if_aligned(crs: CRS, transform: Affine, grid: _Grid
 
 @dataclass
 class _Labels:
-    """Labels brought onto the prediction grid: a block reader returning codes."""
+    """Labels brought onto the prediction grid: a block reader.
+
+    ``read`` returns values in ``0..n_values-1`` that ``lut`` maps to codes: raw uint8
+    class values (plus 256 for masked pixels) for one uint8 raster, codes otherwise.
+    """
 
     description: str
     window: tuple[int, int, int, int]
-    read_codes: Callable[[tuple[int, int], tuple[int, int]], npt.NDArray[Any]]
+    read: Callable[[tuple[int, int], tuple[int, int]], npt.NDArray[Any]]
+    n_values: int
+    lut: npt.NDArray[Any]
+    dtype: Any
     close: Callable[[], None] = lambda: None
     values_seen: set[float] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
@@ -625,8 +660,28 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
     handles = _Handles()
     nodata_code = n + 1
     dtype = code_dtype(n)
-    labels = _Labels(description=description, window=_union([f.window for f in found]),
-                     read_codes=lambda rows, cols: np.empty(0), close=handles.close)
+    window = _union([f.window for f in found])
+    if len(items) == 1 and found[0].dtype == "uint8":
+        # Raw values: the histogram is encoded once at the end, not every pixel.
+        item = found[0]
+        lut = np.concatenate([class_lut(class_ids, 256, nodata=item.nodata,
+                                        ignore_index=ignore_index),
+                              np.array([nodata_code], dtype=dtype)])
+        raw_dtype = np.uint16 if item.needs_mask else np.uint8
+
+        def read_raw(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[Any]:
+            data, valid = item.read(handles, grid, rows, cols)
+            if valid is None:
+                return data
+            out = data.astype(np.uint16)
+            out[~valid] = 256
+            return out
+
+        return _Labels(description=description, window=window, read=read_raw,
+                       n_values=257, lut=lut, dtype=raw_dtype, close=handles.close)
+    labels = _Labels(description=description, window=window,
+                     read=lambda rows, cols: np.empty(0), n_values=n + 3,
+                     lut=np.arange(n + 3), dtype=dtype, close=handles.close)
     if tiles and len(found) < len(items):
         labels.notes.append(f"{len(items) - len(found)} of {len(items)} label tiles do "
                             f"not overlap the prediction and were skipped")
@@ -654,7 +709,7 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
                 dst[free] = codes[free]
         return out
 
-    labels.read_codes = read_codes
+    labels.read = read_codes
     return labels
 
 
@@ -723,7 +778,8 @@ def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
         block: npt.NDArray[Any] = out.astype(dtype, copy=False)
         return block
 
-    return _Labels(description=description, window=window, read_codes=read_codes)
+    return _Labels(description=description, window=window, read=read_codes,
+                   n_values=n + 3, lut=np.arange(n + 3), dtype=dtype)
 
 
 def _any_overlap(geoms: npt.NDArray[Any], grid: _Grid) -> bool:
@@ -883,39 +939,38 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
         warnings.warn(note, GeosegWarning, stacklevel=2)
     row0, row1, col0, col1 = source.window
     chunks = (_chunks(row0, row1, chunk_size), _chunks(col0, col1, chunk_size))
-    dtype = code_dtype(n)
-    pred_values: set[float] = set()
-    lock = threading.Lock()
     pred_handles = _Handles()
 
     def truth_block(block_info: dict[Any, Any] | None = None) -> npt.NDArray[Any]:
         (r0, r1), (c0, c1) = block_info[None]["array-location"]  # type: ignore[index]
-        return source.read_codes((r0 + row0, r1 + row0), (c0 + col0, c1 + col0))
+        return source.read((r0 + row0, r1 + row0), (c0 + col0, c1 + col0))
 
     def pred_block(block_info: dict[Any, Any] | None = None) -> npt.NDArray[Any]:
         (r0, r1), (c0, c1) = block_info[None]["array-location"]  # type: ignore[index]
         src = pred_handles.get(scene.path, lambda: [rasterio.open(scene.path)])
-        data = src.read(1, window=Window(c0 + col0, r0 + row0, c1 - c0, r1 - r0))
-        codes = encode(data, class_ids, nodata=scene.nodata)
-        if codes.max() == n + 2:
-            with lock:
-                pred_values.update(np.unique(data[codes == n + 2])[:8].tolist())
-        return codes
+        data: npt.NDArray[Any] = src.read(
+            1, window=Window(c0 + col0, r0 + row0, c1 - c0, r1 - r0))
+        return data
 
-    meta = np.empty((0, 0), dtype=dtype)
-    truth_codes = da.map_blocks(  # type: ignore[no-untyped-call]
-        truth_block, chunks=chunks, dtype=dtype, meta=meta)
-    pred_codes = da.map_blocks(  # type: ignore[no-untyped-call]
-        pred_block, chunks=chunks, dtype=dtype, meta=meta)
+    map_blocks: Callable[..., da.Array] = da.map_blocks
+    truth = map_blocks(truth_block, chunks=chunks, dtype=source.dtype,
+                       meta=np.empty((0, 0), dtype=source.dtype))
+    pred_raw = map_blocks(pred_block, chunks=chunks, dtype=np.dtype(scene.dtype),
+                          meta=np.empty((0, 0), dtype=scene.dtype))
+    pred_values, n_pred, pred_lut = _space(pred_raw, class_ids, nodata=scene.nodata)
     progress = progress or NullProgress()
     try:
-        counts = _reduce(truth_codes, pred_codes, n, num_workers=num_workers,
-                         progress=progress)
+        hist = _reduce(truth, pred_values, source.n_values, n_pred,
+                       num_workers=num_workers, progress=progress)
     finally:
         source.close()
         pred_handles.close()
+    counts = ConfusionCounts.from_histogram(
+        collapse_histogram(hist, source.lut, pred_lut, n))
     _check_unknown(counts, class_ids, labels=source.description, pred=scene.path,
-                   label_values=source.values_seen, pred_values=pred_values)
+                   label_values=source.values_seen | _unknown_values(
+                       hist, source.lut, n, axis=1),
+                   pred_values=_unknown_values(hist, pred_lut, n, axis=0))
     if counts.scored == 0:
         raise InputError(
             f"no pixel to score: of {counts.total:,} overlapping pixels, "

@@ -232,14 +232,32 @@ def _run_tasks(
     """Compute dask delayed tasks; several processes when the map has several chunks.
 
     ``rasterio.features.shapes`` holds the GIL, so threads would not run in parallel.
+    A ``dask.distributed`` client that is already running is used when there is one.
+    The local schedulers are passed as functions: naming them by string makes dask
+    import ``distributed`` (half a second) just to look for a client.
     """
     import multiprocessing as mp
+    import sys
 
     import dask
+    import dask.local
+    import dask.multiprocessing
     from dask.base import compute
     from dask.callbacks import Callback
 
     n = len(tasks)
+    if "distributed" in sys.modules:
+        from distributed import default_client
+
+        try:
+            client = default_client()  # type: ignore[no-untyped-call]
+        except ValueError:
+            client = None
+        if client is not None:
+            progress.start(n, desc=desc)
+            out = list(compute(*tasks, scheduler=client))  # type: ignore[no-untyped-call]
+            progress.advance(n)
+            return out
     if workers is None:
         workers = min(os.cpu_count() or 1, n)
     progress.start(n, desc=desc)
@@ -250,13 +268,17 @@ def _run_tasks(
 
     with Callback(posttask=_posttask):  # type: ignore[no-untyped-call]
         if workers <= 1 or n <= 1:
-            return list(compute(*tasks, scheduler="sync"))  # type: ignore[no-untyped-call]
+            return list(
+                compute(  # type: ignore[no-untyped-call]
+                    *tasks, scheduler=dask.local.get_sync
+                )
+            )
         # fork (where there is one) starts workers in milliseconds; spawn re-imports.
         ctx = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         with dask.config.set({"multiprocessing.context": ctx}):
             return list(
                 compute(  # type: ignore[no-untyped-call]
-                    *tasks, scheduler="processes", num_workers=workers
+                    *tasks, scheduler=dask.multiprocessing.get, num_workers=workers
                 )
             )
 
@@ -273,7 +295,10 @@ def _pixel_to_crs(
         x, y = xy[:, 0], xy[:, 1]
         return np.stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f], axis=1)
 
-    return np.asarray(shapely.transform(geoms, apply), dtype=object)
+    out = np.empty(len(geoms), dtype=object)
+    for i in range(0, len(geoms), 20000):  # batches bound the coordinate arrays
+        out[i : i + 20000] = shapely.transform(geoms[i : i + 20000], apply)
+    return out
 
 
 @dataclass
@@ -563,6 +588,7 @@ def vectorize(
             )
             geoms, cls = merged.geoms, merged.class_ids
             mean_prob = merged.mean_prob
+            del merged
         else:
             geoms, cls, mean_prob = np.empty(0, object), np.empty(0, np.int64), None
         coverage = len(np.unique(cls)) > 1  # neighbours of different classes
@@ -572,6 +598,7 @@ def vectorize(
             # pixel coordinates.
             geoms = np.asarray(shapely.segmentize(geoms, 1.0), dtype=object)
         series = gpd.GeoSeries(_pixel_to_crs(geoms, scene), crs=scene.crs)
+        del geoms  # the pixel-coordinate copy: keep one copy of the output in memory
         frame = gpd.GeoDataFrame(
             {
                 "class_id": cls.astype(np.int64),

@@ -960,8 +960,11 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
     pred_values, n_pred, pred_lut = _space(pred_raw, class_ids, nodata=scene.nodata)
     progress = progress or NullProgress()
     try:
-        hist = _reduce(truth, pred_values, source.n_values, n_pred,
-                       num_workers=num_workers, progress=progress)
+        # Each block is read once: GDAL's block cache (5% of RAM by default) would only
+        # make memory grow with the scene, so keep it small.
+        with rasterio.Env(GDAL_CACHEMAX=64):
+            hist = _reduce(truth, pred_values, source.n_values, n_pred,
+                           num_workers=num_workers, progress=progress)
     finally:
         source.close()
         pred_handles.close()

@@ -83,7 +83,8 @@ def _reference(truth, pred, ignore):
     defined = [v for v in out["iou"] if v is not None]
     out["miou"] = sum(defined) / len(defined)
     out["accuracy"] = Fraction(int(np.sum(t == p)), n)
-    out["fw_iou"] = sum(Fraction(s, n) * v for s, v in zip(out["support"], out["iou"])
+    pairs = zip(out["support"], out["iou"], strict=True)
+    out["fw_iou"] = sum(Fraction(s, n) * v for s, v in pairs
                         if v is not None and s)
     po = out["accuracy"]
     pe = sum(Fraction(int(np.sum(t == c)) * int(np.sum(p == c)), n * n) for c in IDS)
@@ -105,14 +106,16 @@ def _close(a, b):
 
 
 @pytest.mark.parametrize("kind", ["random", "structured"])
-@pytest.mark.parametrize(("ignore", "nodata"), [(None, False), (250, False), (None, True),
+@pytest.mark.parametrize(("ignore", "nodata"), [(None, False), (250, False),
+                                                (None, True),
                                                 (250, True), (1, True)])
 @pytest.mark.parametrize("chunks", [(173, 141), 64, (17, 29)])
 def test_metrics_match_exact_reference(kind, ignore, nodata, chunks):
     truth, pred = _maps(kind, 3, ignore=ignore, nodata=nodata)
     ref = _reference(truth, pred, ignore)
     report = score_arrays(truth, pred, IDS, ignore_index=ignore, chunks=chunks,
-                          truth_nodata=NODATA_T if nodata else None, pred_nodata=NODATA_P)
+                          truth_nodata=NODATA_T if nodata else None,
+                          pred_nodata=NODATA_P)
     for key in ("iou", "precision", "recall", "f1"):
         got = getattr(report, key)
         assert all(_close(g, r) for g, r in zip(got, ref[key], strict=True)), (key, got)
@@ -172,19 +175,23 @@ def test_absent_classes_are_nan_and_skipped():
     # A class predicted but absent from labels counts with IoU 0 in the mean.
     cm2 = np.array([[5, 1], [0, 0]])
     assert iou_per_class(cm2).tolist() == [5 / 6, 0.0]
-    assert math.isnan(recall_per_class(cm2)[1]) and precision_per_class(cm2)[1] == 0.0
+    assert math.isnan(recall_per_class(cm2)[1])
+    assert precision_per_class(cm2)[1] == 0.0
     assert f1_per_class(cm2)[1] == 0.0
 
 
 def test_degenerate_matrices():
     empty = np.zeros((3, 3), np.int64)
-    assert math.isnan(accuracy(empty)) and math.isnan(cohen_kappa(empty))
+    assert math.isnan(accuracy(empty))
+    assert math.isnan(cohen_kappa(empty))
     assert math.isnan(frequency_weighted_iou(empty))
     assert math.isnan(mean_defined(iou_per_class(empty)))
     one = np.array([[7, 0], [0, 0]])  # one class everywhere: kappa undefined
-    assert math.isnan(cohen_kappa(one)) and accuracy(one) == 1.0
+    assert math.isnan(cohen_kappa(one))
+    assert accuracy(one) == 1.0
     perfect = np.diag([3, 4, 5])
-    assert cohen_kappa(perfect) == 1.0 and frequency_weighted_iou(perfect) == 1.0
+    assert cohen_kappa(perfect) == 1.0
+    assert frequency_weighted_iou(perfect) == 1.0
 
 
 def test_encode_codes_and_precedence():
@@ -198,11 +205,14 @@ def test_encode_codes_and_precedence():
     floats = encode(np.array([0.0, 1.0, np.nan, 2.5]), [0, 1])
     assert floats.tolist() == [0, 1, 3, 4]
     valid = np.array([True, False, True])
-    assert encode(np.array([0, 1, 1], np.uint8), [0, 1], valid=valid).tolist() == [0, 3, 1]
+    masked = encode(np.array([0, 1, 1], np.uint8), [0, 1], valid=valid)
+    assert masked.tolist() == [0, 3, 1]
 
 
 def test_counts_from_histogram_keep_unknowns_apart():
     c = confusion_counts(np.array([0, 1, 9, 1]), np.array([0, 8, 1, 1]), [0, 1])
     assert isinstance(c, ConfusionCounts)
-    assert c.unknown_labels == 1 and c.unknown_pred == 1 and c.scored == 2
+    assert c.unknown_labels == 1
+    assert c.unknown_pred == 1
+    assert c.scored == 2
     assert c.total == 4

@@ -84,7 +84,9 @@ def test_empty_inputs_are_nan_not_errors():
     none = _gdf([])
     s = score_objects(none, truth)
     assert (s.tp, s.fp, s.fn) == (0, 0, 1)
-    assert np.isnan(s.precision) and s.recall == 0.0 and s.f1 == 0.0
+    assert np.isnan(s.precision)
+    assert s.recall == 0.0
+    assert s.f1 == 0.0
 
 
 def test_class_map_is_vectorized(tmp_path):
@@ -127,4 +129,5 @@ def test_invalid_polygons_are_repaired():
 @pytest.mark.parametrize("module", [geoseg.metrics, geoseg.objects])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
+    assert result.attempted > 0
+    assert result.failed == 0

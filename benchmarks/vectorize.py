@@ -190,7 +190,8 @@ def main() -> None:
             for name, r in (("whole-map shapes+geopandas", whole), (label, ours)):
                 worker = f"{r['child_rss_mb']:9.0f}" if name == label else f"{'-':>9}"
                 print(
-                    f"{size:>7} {name:<28} {r['features']:>9.0f} {r['vertices']:>10.0f} "
+                    f"{size:>7} {name:<28} {r['features']:>9.0f} "
+                    f"{r['vertices']:>10.0f} "
                     f"{r['seconds']:>8.2f} {r['import_s']:>8.2f} {r['rss_mb']:>8.0f} "
                     f"{worker}"
                 )

@@ -20,18 +20,26 @@ import logging
 import math
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 import shapely
 
-from geoseg._atomic import check_output, partial_path
-from geoseg.errors import GeosegWarning, InputError, OutputError, UnknownNameError
+from geoseg._atomic import check_output
+from geoseg._classmap import (
+    ClassTable,
+    class_table,
+    open_class_map,
+    road_classes,
+    selection,
+)
+from geoseg._regularize import regularize_polygon
+from geoseg._vector_io import VECTOR_FORMATS, vector_driver, write_vectors
+from geoseg._vector_ops import Metric, metric_frame, pixel_to_crs, postprocess
+from geoseg.errors import InputError
 from geoseg.io import NODATA_CLASS, Scene, open_scene
 from geoseg.progress import NullProgress, Progress
 
@@ -50,154 +58,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Output extension -> OGR driver (``.parquet``: GeoParquet, written by geopandas).
-VECTOR_FORMATS: dict[str, str] = {
-    ".gpkg": "GPKG",
-    ".geojson": "GeoJSON",
-    ".json": "GeoJSON",
-    ".fgb": "FlatGeobuf",
-    ".parquet": "GeoParquet",
-    ".shp": "ESRI Shapefile",
-}
-_SHP_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix")
 #: Pixels of halo read around each chunk for centre lines (roads narrower than twice
 #: this
 #: skeletonize exactly as on the whole map).
 CENTERLINE_HALO = 64
-
-
-# --------------------------------------------------------------------------- classes
-
-
-@dataclass(frozen=True)
-class _ClassTable:
-    names: dict[int, str]  # id -> name for the classes the map (or user) names
-    named: bool  # False: the map has no class names; any id is allowed
-
-    def name(self, cid: int) -> str:
-        return self.names.get(cid, f"class_{cid}")
-
-    def known(self) -> str:
-        if not self.named:
-            return "this map has no class names; use class ids or pass --class-names"
-        return "known: " + ", ".join(
-            f"{n} ({i})" for i, n in sorted(self.names.items())
-        )
-
-
-def _class_table(scene: Scene, class_names: Sequence[str] | None) -> _ClassTable:
-    if class_names is not None:
-        names = [str(n).strip() for n in class_names]
-        if not names or any(not n for n in names):
-            raise InputError(f"class names must be non-empty, got {','.join(names)!r}")
-        return _ClassTable(dict(enumerate(names)), True)
-    tag_names = scene.tags.get("class_names", "")
-    if not tag_names:
-        return _ClassTable({}, False)
-    names = [n.strip() for n in tag_names.split(",")]
-    tag_ids = scene.tags.get("class_ids", "")
-    try:
-        ids = (
-            [int(i) for i in tag_ids.split(",")] if tag_ids else list(range(len(names)))
-        )
-    except ValueError:
-        ids = list(range(len(names)))
-    if len(ids) != len(names):
-        ids = list(range(len(names)))
-    return _ClassTable(dict(zip(ids, names, strict=True)), True)
-
-
-def _resolve(table: _ClassTable, items: Sequence[str | int]) -> list[int]:
-    by_name = {n.lower(): i for i, n in table.names.items()}
-    out: list[int] = []
-    for item in items:
-        text = str(item).strip()
-        if text.lower() in by_name:
-            out.append(by_name[text.lower()])
-        elif (
-            text.isdigit()
-            and int(text) < NODATA_CLASS
-            and (not table.named or int(text) in table.names)
-        ):
-            out.append(int(text))
-        else:
-            raise UnknownNameError(f"unknown class {text!r}; {table.known()}")
-    return sorted(set(out))
-
-
-def _selection(
-    table: _ClassTable,
-    classes: Sequence[str | int] | None,
-    all_classes: bool,
-    nodata: int | None,
-    lut_size: int,
-) -> npt.NDArray[np.bool_]:
-    if classes is not None and all_classes:
-        raise InputError(
-            "give either classes (--classes) or all_classes (--all), not both"
-        )
-    selected = np.zeros(lut_size, bool)
-    if classes is not None:
-        ids = _resolve(table, classes)
-        if not ids:
-            raise InputError("no class selected; name at least one with --classes")
-        selected[[i for i in ids if i < lut_size]] = True
-    elif table.named and not all_classes:
-        # Default: every named class but "background" (--all includes it).
-        selected[
-            [
-                i
-                for i, n in table.names.items()
-                if n.lower() != "background" and i < lut_size
-            ]
-        ] = True
-    elif table.named:
-        selected[[i for i in table.names if i < lut_size]] = True
-    else:
-        selected[:] = True
-    if nodata is not None and 0 <= nodata < lut_size:
-        selected[int(nodata)] = False
-    return selected
-
-
-def _road_classes(
-    table: _ClassTable, centerlines: bool | Sequence[str | int]
-) -> list[int]:
-    if not isinstance(centerlines, bool):
-        return _resolve(table, centerlines)
-    ids = [
-        i for i, n in table.names.items() if n.lower().startswith(("road", "street"))
-    ]
-    if not ids:
-        raise UnknownNameError(
-            f"centre lines need a road class and none is named 'road'; {table.known()}"
-        )
-    return ids
-
-
-def _building_classes(table: _ClassTable, selected: npt.NDArray[np.bool_]) -> list[int]:
-    ids = [i for i, n in table.names.items() if n.lower().startswith("building")]
-    return ids or [int(i) for i in np.flatnonzero(selected)]
-
-
-def _open_class_map(class_map: str | os.PathLike[str]) -> Scene:
-    scene = open_scene(class_map)
-    if (
-        not np.issubdtype(np.dtype(scene.dtype), np.integer)
-        or np.dtype(scene.dtype).itemsize > 2
-        or np.dtype(scene.dtype).kind == "i"
-    ):
-        raise InputError(
-            f"{scene.path} has dtype {scene.dtype}; a class map holds unsigned "
-            "integer class ids (uint8, as geoseg predict writes)"
-        )
-    if scene.count != 1:
-        warnings.warn(
-            f"{scene.path} has {scene.count} bands; vectorizing band 1",
-            GeosegWarning,
-            stacklevel=3,
-        )
-    return scene
 
 
 # --------------------------------------------------------------------------- chunks
@@ -281,164 +145,6 @@ def _run_tasks(
                     *tasks, scheduler=dask.multiprocessing.get, num_workers=workers
                 )
             )
-
-
-# --------------------------------------------------------------------------- metres
-
-
-def _pixel_to_crs(
-    geoms: npt.NDArray[np.object_], scene: Scene
-) -> npt.NDArray[np.object_]:
-    t = scene.transform
-
-    def apply(xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        x, y = xy[:, 0], xy[:, 1]
-        return np.stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f], axis=1)
-
-    out = np.empty(len(geoms), dtype=object)
-    for i in range(0, len(geoms), 20000):  # batches bound the coordinate arrays
-        out[i : i + 20000] = shapely.transform(geoms[i : i + 20000], apply)
-    return out
-
-
-@dataclass
-class _Metric:
-    """Geometries in a frame whose unit is ``factor`` metres."""
-
-    series: gpd.GeoSeries
-    factor: float  # metres per unit of ``series``
-    geographic: bool
-
-    def back(self, crs: Any) -> gpd.GeoSeries:
-        return self.series.to_crs(crs) if self.geographic else self.series
-
-
-def _metric(series: gpd.GeoSeries) -> _Metric:
-    crs = series.crs
-    if crs is None:
-        return _Metric(series, 1.0, False)
-    if crs.is_geographic:
-        utm = series.estimate_utm_crs() if len(series) else None
-        if utm is None:
-            return _Metric(series, 1.0, False)
-        return _Metric(series.to_crs(utm), 1.0, True)
-    factor = float(crs.axis_info[0].unit_conversion_factor) if crs.axis_info else 1.0
-    return _Metric(series, factor, False)
-
-
-def _fill_holes(geom: Any, max_area: float) -> Any:
-    def fill(poly: shapely.Polygon) -> shapely.Polygon:
-        keep = [r for r in poly.interiors if shapely.Polygon(r).area >= max_area]
-        return shapely.Polygon(poly.exterior, keep)
-
-    if isinstance(geom, shapely.MultiPolygon):
-        return shapely.MultiPolygon([fill(p) for p in geom.geoms])
-    return fill(geom)
-
-
-def _dominant_angle(ring: npt.NDArray[np.float64]) -> float:
-    """Return the dominant edge direction (radians, modulo 90 degrees).
-
-    It is the length-weighted circular mean of four times each edge's angle, so
-    perpendicular edges vote together.
-    """
-    d = np.diff(ring, axis=0)
-    length = np.hypot(d[:, 0], d[:, 1])
-    theta = np.arctan2(d[:, 1], d[:, 0])
-    return float(
-        np.arctan2(
-            (length * np.sin(4 * theta)).sum(), (length * np.cos(4 * theta)).sum()
-        )
-        / 4
-    )
-
-
-def _orthogonal_ring(ring: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
-    """Axis-aligned ring through a ring already rotated to its dominant direction.
-
-    Each edge is classed horizontal or vertical; runs of one kind become one straight
-    line at their length-weighted mean offset; corners are where consecutive lines meet.
-    None when fewer than four runs remain.
-    """
-    pts = ring[:-1]
-    nxt = np.roll(pts, -1, axis=0)
-    d = nxt - pts
-    length = np.hypot(d[:, 0], d[:, 1])
-    ok = length > 0
-    pts, nxt, d, length = pts[ok], nxt[ok], d[ok], length[ok]
-    horiz = np.abs(d[:, 0]) >= np.abs(d[:, 1])
-    if len(horiz) < 4 or horiz.all() or not horiz.any():
-        return None
-    start = int(np.flatnonzero(horiz != np.roll(horiz, 1))[0])  # a run boundary
-    idx = np.roll(np.arange(len(horiz)), -start)
-    runs: list[tuple[bool, float]] = []
-    k = 0
-    while k < len(idx):
-        kind = horiz[idx[k]]
-        m = k
-        while m < len(idx) and horiz[idx[m]] == kind:
-            m += 1
-        sel = idx[k:m]
-        mid = (pts[sel] + nxt[sel]) / 2
-        w = length[sel]
-        offset = float((mid[:, 1 if kind else 0] * w).sum() / w.sum())
-        runs.append((bool(kind), offset))
-        k = m
-    if len(runs) < 4 or len(runs) % 2:
-        return None
-    corners = []
-    for (kind, off), (_, off_next) in zip(runs, runs[1:] + runs[:1], strict=True):
-        corners.append((off_next, off) if kind else (off, off_next))
-    corners.append(corners[0])
-    return np.asarray(corners, np.float64)
-
-
-def regularize_polygon(poly: shapely.Polygon, tolerance: float) -> shapely.Polygon:
-    """Square a building outline: orthogonal edges along its dominant direction.
-
-    The outline is simplified by ``tolerance`` (map units), rotated so that its dominant
-    edge direction is horizontal, every edge is snapped to horizontal or vertical, and
-    the result is rotated back. Holes are squared the same way (or dropped if they
-    vanish).
-    Where squaring fails (a degenerate or self-intersecting result), the minimum rotated
-    rectangle is used instead.
-
-    Parameters
-    ----------
-    poly : Polygon
-        A footprint in a metric (projected) frame.
-    tolerance : float
-        Simplification tolerance applied before squaring; a pixel or two.
-
-    Returns
-    -------
-    Polygon
-    """
-    from shapely import affinity
-
-    if poly.is_empty or poly.area == 0:
-        return poly
-    simple = shapely.simplify(poly, tolerance, preserve_topology=True)
-    if not isinstance(simple, shapely.Polygon) or simple.is_empty:
-        return poly
-    angle = _dominant_angle(np.asarray(simple.exterior.coords))
-    origin = simple.centroid
-    rot = affinity.rotate(simple, -angle, origin=origin, use_radians=True)
-    shell = _orthogonal_ring(np.asarray(rot.exterior.coords))
-    if shell is None:
-        return shapely.minimum_rotated_rectangle(poly)
-    holes = [
-        h
-        for h in (_orthogonal_ring(np.asarray(r.coords)) for r in rot.interiors)
-        if h is not None
-    ]
-    square = shapely.Polygon(shell, holes)
-    if not square.is_valid:
-        square = shapely.Polygon(shell)
-    if not square.is_valid or square.area == 0:
-        return shapely.minimum_rotated_rectangle(poly)
-    out = affinity.rotate(square, angle, origin=origin, use_radians=True)
-    return out if isinstance(out, shapely.Polygon) else poly
 
 
 # --------------------------------------------------------------------------- main
@@ -559,14 +265,14 @@ def vectorize(
             raise InputError(
                 f"{name} must be a non-negative number of metres, got {value}"
             )
-    scene = _open_class_map(class_map)
-    table = _class_table(scene, class_names)
+    scene = open_class_map(class_map)
+    table = class_table(scene, class_names)
     nodata = None if scene.nodata is None else int(scene.nodata)
     if nodata is None and scene.dtype == "uint8":
         nodata = NODATA_CLASS
     lut_size = 256 if scene.dtype == "uint8" else 65536
-    selected = _selection(table, classes, all_classes, nodata, lut_size)
-    roads = _road_classes(table, centerlines) if centerlines is not False else []
+    selected = selection(table, classes, all_classes, nodata, lut_size)
+    roads = road_classes(table, centerlines) if centerlines is not False else []
     prob_path, prob_bands = _probability_bands(scene, table, probabilities)
     specs, grid = _chunks(scene, chunk_size)
 
@@ -597,7 +303,7 @@ def vectorize(
             # leaves out T-junction vertices): a vertex at every pixel corner, exact in
             # pixel coordinates.
             geoms = np.asarray(shapely.segmentize(geoms, 1.0), dtype=object)
-        series = gpd.GeoSeries(_pixel_to_crs(geoms, scene), crs=scene.crs)
+        series = gpd.GeoSeries(pixel_to_crs(geoms, scene), crs=scene.crs)
         del geoms  # the pixel-coordinate copy: keep one copy of the output in memory
         frame = gpd.GeoDataFrame(
             {
@@ -609,7 +315,7 @@ def vectorize(
         if mean_prob is not None:
             frame["mean_confidence"] = mean_prob
         frame["feature"] = "polygon"
-        frame = _postprocess(
+        frame = postprocess(
             frame,
             scene,
             table,
@@ -645,7 +351,7 @@ def _concat(frames: list[gpd.GeoDataFrame]) -> Any:
 
 
 def _probability_bands(
-    scene: Scene, table: _ClassTable, probabilities: str | os.PathLike[str] | None
+    scene: Scene, table: ClassTable, probabilities: str | os.PathLike[str] | None
 ) -> tuple[str | None, dict[int, int] | None]:
     if probabilities is None:
         return None, None
@@ -678,99 +384,9 @@ def _probability_bands(
     return prob.path, {cid: k + 1 for k, cid in enumerate(ids)}
 
 
-def _postprocess(
-    frame: gpd.GeoDataFrame,
-    scene: Scene,
-    table: _ClassTable,
-    selected: npt.NDArray[np.bool_],
-    *,
-    simplify: float,
-    min_area: float,
-    fill_holes: float,
-    regularize: bool,
-    coverage: bool,
-) -> gpd.GeoDataFrame:
-    """Hole filling, minimum area, squaring and simplification in metres; area_m2."""
-    metric = _metric(frame.geometry)
-    f = metric.factor
-    geoms = np.asarray(metric.series.values, dtype=object)
-    keep = np.ones(len(geoms), bool)
-    changed = False
-    if fill_holes > 0 and len(geoms):
-        holey = np.flatnonzero(
-            shapely.get_num_interior_rings(geoms)
-            > 0 | (shapely.get_type_id(geoms) == 6)
-        )
-        filled = [_fill_holes(geoms[i], fill_holes / f**2) for i in holey]
-        for i, g in zip(holey, filled, strict=True):
-            if not shapely.equals_exact(g, geoms[i], 0):
-                geoms[i] = g
-                changed = True
-        if len(holey):
-            tree = shapely.STRtree(geoms)
-            src, hit = tree.query(geoms[holey], predicate="covers")
-            inside = hit[holey[src] != hit]
-            keep[inside] = False
-    if min_area > 0:
-        keep &= shapely.area(geoms) * f**2 >= min_area
-    geoms, frame = geoms[keep], frame[keep].reset_index(drop=True)
-    px = _pixel_metres(scene, metric)
-    if regularize and len(geoms):
-        todo = np.flatnonzero(
-            frame["class_id"].isin(_building_classes(table, selected))
-        )
-        tol = max(simplify / f, 1.5 * px)
-        for i in todo:
-            parts = [regularize_polygon(p, tol) for p in shapely.get_parts(geoms[i])]
-            geoms[i] = parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
-        changed = changed or len(todo) > 0
-    else:
-        todo = np.empty(0, np.int64)
-    if simplify > 0 and len(geoms):
-        rest = np.setdiff1d(np.arange(len(geoms)), todo)
-        if coverage:
-            geoms[rest] = shapely.coverage_simplify(geoms[rest], simplify / f)
-        else:
-            geoms[rest] = shapely.simplify(
-                geoms[rest], simplify / f, preserve_topology=True
-            )
-        changed = True
-    frame["area_m2"] = shapely.area(geoms) * f**2
-    import geopandas as gpd
-
-    if changed:
-        series = gpd.GeoSeries(geoms, crs=metric.series.crs)
-        frame = frame.set_geometry(
-            _Metric(series, f, metric.geographic).back(scene.crs)
-        )
-    cols = ["class_id", "class_name", "area_m2"]
-    cols += [c for c in frame.columns if c not in (*cols, "geometry")] + ["geometry"]
-    return frame[cols]
-
-
-def _pixel_metres(scene: Scene, metric: _Metric) -> float:
-    """Side in the metric frame's units of one pixel at the map's centre."""
-    import geopandas as gpd
-
-    if not metric.geographic:
-        return float(
-            math.sqrt(
-                abs(
-                    scene.transform.a * scene.transform.e
-                    - scene.transform.b * scene.transform.d
-                )
-            )
-        )
-    t = scene.transform
-    cx, cy = t @ (scene.width / 2, scene.height / 2)
-    box = shapely.box(cx, cy, cx + abs(t.a), cy + abs(t.e))
-    area = gpd.GeoSeries([box], crs=scene.crs).to_crs(metric.series.crs).area.iloc[0]
-    return float(math.sqrt(area))
-
-
 def _centerline_frame(
     scene: Scene,
-    table: _ClassTable,
+    table: ClassTable,
     roads: Sequence[int],
     *,
     simplify: float,
@@ -810,15 +426,15 @@ def _centerline_frame(
         else:
             lines = np.empty(0, object)
         series = gpd.GeoSeries(
-            _pixel_to_crs(np.asarray(lines, object), scene), crs=scene.crs
+            pixel_to_crs(np.asarray(lines, object), scene), crs=scene.crs
         )
-        metric = _metric(series)
+        metric = metric_frame(series)
         geoms = np.asarray(metric.series.values, dtype=object)
         if simplify > 0 and len(geoms):
             geoms = shapely.simplify(
                 geoms, simplify / metric.factor, preserve_topology=True
             )
-            series = _Metric(
+            series = Metric(
                 gpd.GeoSeries(geoms, crs=metric.series.crs),
                 metric.factor,
                 metric.geographic,
@@ -866,9 +482,9 @@ def centerlines(
         LineString geometry, in the class map's CRS. Lines run through pixel centres and
         meet at junctions.
     """
-    scene = _open_class_map(class_map)
-    table = _class_table(scene, class_names)
-    roads = _road_classes(table, True if classes is None else classes)
+    scene = open_class_map(class_map)
+    table = class_table(scene, class_names)
+    roads = road_classes(table, True if classes is None else classes)
     progress = progress or NullProgress()
     try:
         return _centerline_frame(
@@ -882,146 +498,6 @@ def centerlines(
         )
     finally:
         progress.close()
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _driver(path: Path) -> str:
-    driver = VECTOR_FORMATS.get(path.suffix.lower())
-    if driver is None:
-        raise OutputError(
-            f"cannot tell the vector format of {path.name}; use one of "
-            f"{', '.join(sorted(set(VECTOR_FORMATS)))}"
-        )
-    return driver
-
-
-def _targets(path: Path, gdf: gpd.GeoDataFrame) -> list[tuple[Path, str | None, Any]]:
-    """(file, layer, frame) to write: lines go to a second layer or a sibling file."""
-    if "feature" in gdf.columns:
-        polys = gdf[gdf["feature"] != "centerline"]
-        lines = gdf[gdf["feature"] == "centerline"]
-    else:
-        polys, lines = gdf, gdf.iloc[:0]
-    polys = polys.drop(
-        columns=[c for c in ("feature", "length_m") if c in polys.columns]
-    )
-    lines = lines.drop(
-        columns=[
-            c for c in ("feature", "area_m2", "mean_confidence") if c in lines.columns
-        ]
-    )
-    if not len(lines):
-        return [(path, path.stem if _driver(path) == "GPKG" else None, polys)]
-    if (
-        not len(polys)
-        and "feature" in gdf.columns
-        and not (gdf["feature"] == "polygon").any()
-    ):
-        return [(path, path.stem if _driver(path) == "GPKG" else None, lines)]
-    if _driver(path) == "GPKG":
-        return [(path, path.stem, polys), (path, f"{path.stem}_centerlines", lines)]
-    return [
-        (path, None, polys),
-        (path.with_name(f"{path.stem}_centerlines{path.suffix}"), None, lines),
-    ]
-
-
-def _sidecars(path: Path) -> list[Path]:
-    if path.suffix.lower() != ".shp":
-        return [path]
-    return [path.with_suffix(ext) for ext in _SHP_SIDECARS]
-
-
-def write_vectors(
-    gdf: gpd.GeoDataFrame,
-    path: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
-    dst_crs: Any = None,
-) -> list[Path]:
-    """Write features to a vector file, atomically; the format follows the extension.
-
-    ``.gpkg`` (GeoPackage), ``.geojson``/``.json``, ``.fgb`` (FlatGeobuf), ``.parquet``
-    (GeoParquet) and ``.shp`` (Shapefile, with its sidecar files). Centre lines (rows
-    with ``feature == "centerline"``) next to polygons go to a second layer
-    ``<name>_centerlines`` of a GeoPackage, or to a sibling file
-    ``<name>_centerlines.<ext>``.
-
-    Parameters
-    ----------
-    gdf : GeoDataFrame
-        Features with a CRS (from :func:`vectorize`).
-    path : path
-        Destination.
-    overwrite : bool
-        Replace an existing destination.
-    dst_crs : CRS-like, optional
-        Reproject to this CRS (e.g. ``"EPSG:3857"``) before writing.
-
-    Returns
-    -------
-    list of Path
-        The files written.
-    """
-    import pyogrio
-    from pyproj.exceptions import CRSError
-
-    dst = check_output(path, overwrite=overwrite)
-    driver = _driver(dst)
-    if dst_crs is not None:
-        try:
-            gdf = gdf.to_crs(dst_crs)
-        except (CRSError, ValueError, TypeError) as exc:
-            raise InputError(f"cannot reproject to {dst_crs!r}: {exc}") from None
-    targets = _targets(dst, gdf)
-    for file, _, _ in targets[1:]:
-        if file != dst:
-            check_output(file, overwrite=overwrite)
-    tmps: dict[Path, Path] = {}
-    try:
-        for file, layer, frame in targets:
-            tmp = tmps.setdefault(file, partial_path(file))
-            if driver == "GeoParquet":
-                try:
-                    frame.to_parquet(tmp)
-                except ImportError:
-                    raise OutputError(
-                        "writing GeoParquet needs pyarrow: pip install "
-                        "pyarrow, or choose .gpkg/.fgb"
-                    ) from None
-                continue
-            kw: dict[str, Any] = {"driver": driver, "layer": layer}
-            if driver in ("ESRI Shapefile", "FlatGeobuf"):
-                kw["promote_to_multi"] = True
-            if layer is not None and tmp.exists():
-                kw["append"] = False
-            try:
-                pyogrio.write_dataframe(frame, tmp, **kw)
-            except (
-                pyogrio.errors.DataSourceError,
-                pyogrio.errors.DataLayerError,
-                OSError,
-            ) as exc:
-                raise OutputError(
-                    f"cannot write {file}: {str(exc).splitlines()[0]}"
-                ) from None
-        for file, tmp in tmps.items():
-            for src, final in zip(_sidecars(tmp), _sidecars(file), strict=True):
-                if src.exists():
-                    os.replace(src, final)
-                elif final.exists() and final.suffix.lower() in (
-                    ".cpg",
-                    ".prj",
-                    ".qix",
-                ):
-                    final.unlink()  # a stale sidecar of an overwritten shapefile
-    finally:
-        for tmp in tmps.values():
-            for leftover in _sidecars(tmp):
-                leftover.unlink(missing_ok=True)
-    return list(tmps)
 
 
 def vectorize_to_file(
@@ -1052,7 +528,7 @@ def vectorize_to_file(
     """
     t0 = time.perf_counter()
     dst = check_output(output, overwrite=overwrite)
-    _driver(dst)
+    vector_driver(dst)
     if options.get("centerlines") and dst.suffix.lower() != ".gpkg":
         check_output(
             dst.with_name(f"{dst.stem}_centerlines{dst.suffix}"), overwrite=overwrite

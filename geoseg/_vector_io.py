@@ -1,0 +1,163 @@
+"""Writing vector features atomically, in the format the file extension names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geoseg._atomic import check_output, partial_path
+from geoseg.errors import InputError, OutputError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+__all__ = ["VECTOR_FORMATS", "vector_driver", "write_vectors"]
+
+#: Output extension -> OGR driver (``.parquet``: GeoParquet, written by geopandas).
+VECTOR_FORMATS: dict[str, str] = {
+    ".gpkg": "GPKG",
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
+    ".fgb": "FlatGeobuf",
+    ".parquet": "GeoParquet",
+    ".shp": "ESRI Shapefile",
+}
+_SHP_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix")
+
+
+def vector_driver(path: Path) -> str:
+    driver = VECTOR_FORMATS.get(path.suffix.lower())
+    if driver is None:
+        raise OutputError(
+            f"cannot tell the vector format of {path.name}; use one of "
+            f"{', '.join(sorted(set(VECTOR_FORMATS)))}"
+        )
+    return driver
+
+
+def _targets(path: Path, gdf: gpd.GeoDataFrame) -> list[tuple[Path, str | None, Any]]:
+    """(file, layer, frame) to write: lines go to a second layer or a sibling file."""
+    if "feature" in gdf.columns:
+        polys = gdf[gdf["feature"] != "centerline"]
+        lines = gdf[gdf["feature"] == "centerline"]
+    else:
+        polys, lines = gdf, gdf.iloc[:0]
+    polys = polys.drop(
+        columns=[c for c in ("feature", "length_m") if c in polys.columns]
+    )
+    lines = lines.drop(
+        columns=[
+            c for c in ("feature", "area_m2", "mean_confidence") if c in lines.columns
+        ]
+    )
+    if not len(lines):
+        return [(path, path.stem if vector_driver(path) == "GPKG" else None, polys)]
+    if (
+        not len(polys)
+        and "feature" in gdf.columns
+        and not (gdf["feature"] == "polygon").any()
+    ):
+        return [(path, path.stem if vector_driver(path) == "GPKG" else None, lines)]
+    if vector_driver(path) == "GPKG":
+        return [(path, path.stem, polys), (path, f"{path.stem}_centerlines", lines)]
+    return [
+        (path, None, polys),
+        (path.with_name(f"{path.stem}_centerlines{path.suffix}"), None, lines),
+    ]
+
+
+def _sidecars(path: Path) -> list[Path]:
+    if path.suffix.lower() != ".shp":
+        return [path]
+    return [path.with_suffix(ext) for ext in _SHP_SIDECARS]
+
+
+def write_vectors(
+    gdf: gpd.GeoDataFrame,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    dst_crs: Any = None,
+) -> list[Path]:
+    """Write features to a vector file, atomically; the format follows the extension.
+
+    ``.gpkg`` (GeoPackage), ``.geojson``/``.json``, ``.fgb`` (FlatGeobuf), ``.parquet``
+    (GeoParquet) and ``.shp`` (Shapefile, with its sidecar files). Centre lines (rows
+    with ``feature == "centerline"``) next to polygons go to a second layer
+    ``<name>_centerlines`` of a GeoPackage, or to a sibling file
+    ``<name>_centerlines.<ext>``.
+
+    Parameters
+    ----------
+    gdf : GeoDataFrame
+        Features with a CRS (from :func:`vectorize`).
+    path : path
+        Destination.
+    overwrite : bool
+        Replace an existing destination.
+    dst_crs : CRS-like, optional
+        Reproject to this CRS (e.g. ``"EPSG:3857"``) before writing.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    import pyogrio
+    from pyproj.exceptions import CRSError
+
+    dst = check_output(path, overwrite=overwrite)
+    driver = vector_driver(dst)
+    if dst_crs is not None:
+        try:
+            gdf = gdf.to_crs(dst_crs)
+        except (CRSError, ValueError, TypeError) as exc:
+            raise InputError(f"cannot reproject to {dst_crs!r}: {exc}") from None
+    targets = _targets(dst, gdf)
+    for file, _, _ in targets[1:]:
+        if file != dst:
+            check_output(file, overwrite=overwrite)
+    tmps: dict[Path, Path] = {}
+    try:
+        for file, layer, frame in targets:
+            tmp = tmps.setdefault(file, partial_path(file))
+            if driver == "GeoParquet":
+                try:
+                    frame.to_parquet(tmp)
+                except ImportError:
+                    raise OutputError(
+                        "writing GeoParquet needs pyarrow: pip install "
+                        "pyarrow, or choose .gpkg/.fgb"
+                    ) from None
+                continue
+            kw: dict[str, Any] = {"driver": driver, "layer": layer}
+            if driver in ("ESRI Shapefile", "FlatGeobuf"):
+                kw["promote_to_multi"] = True
+            if layer is not None and tmp.exists():
+                kw["append"] = False
+            try:
+                pyogrio.write_dataframe(frame, tmp, **kw)
+            except (
+                pyogrio.errors.DataSourceError,
+                pyogrio.errors.DataLayerError,
+                OSError,
+            ) as exc:
+                raise OutputError(
+                    f"cannot write {file}: {str(exc).splitlines()[0]}"
+                ) from None
+        for file, tmp in tmps.items():
+            for src, final in zip(_sidecars(tmp), _sidecars(file), strict=True):
+                if src.exists():
+                    os.replace(src, final)
+                elif final.exists() and final.suffix.lower() in (
+                    ".cpg",
+                    ".prj",
+                    ".qix",
+                ):
+                    final.unlink()  # a stale sidecar of an overwritten shapefile
+    finally:
+        for tmp in tmps.values():
+            for leftover in _sidecars(tmp):
+                leftover.unlink(missing_ok=True)
+    return list(tmps)

@@ -1,0 +1,160 @@
+"""Geometry steps after the seam merge, in metres.
+
+Hole filling, minimum area, squaring, simplification and ``area_m2``; a geographic CRS
+is projected to its local UTM zone for them and back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from geoseg._classmap import ClassTable, building_classes
+from geoseg._regularize import regularize_polygon
+from geoseg.io import Scene
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+__all__ = ["Metric", "metric_frame", "pixel_to_crs", "postprocess"]
+
+
+def pixel_to_crs(
+    geoms: npt.NDArray[np.object_], scene: Scene
+) -> npt.NDArray[np.object_]:
+    t = scene.transform
+
+    def apply(xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        x, y = xy[:, 0], xy[:, 1]
+        return np.stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f], axis=1)
+
+    out = np.empty(len(geoms), dtype=object)
+    for i in range(0, len(geoms), 20000):  # batches bound the coordinate arrays
+        out[i : i + 20000] = shapely.transform(geoms[i : i + 20000], apply)
+    return out
+
+
+@dataclass
+class Metric:
+    """Geometries in a frame whose unit is ``factor`` metres."""
+
+    series: gpd.GeoSeries
+    factor: float  # metres per unit of ``series``
+    geographic: bool
+
+    def back(self, crs: Any) -> gpd.GeoSeries:
+        return self.series.to_crs(crs) if self.geographic else self.series
+
+
+def metric_frame(series: gpd.GeoSeries) -> Metric:
+    crs = series.crs
+    if crs is None:
+        return Metric(series, 1.0, False)
+    if crs.is_geographic:
+        utm = series.estimate_utm_crs() if len(series) else None
+        if utm is None:
+            return Metric(series, 1.0, False)
+        return Metric(series.to_crs(utm), 1.0, True)
+    factor = float(crs.axis_info[0].unit_conversion_factor) if crs.axis_info else 1.0
+    return Metric(series, factor, False)
+
+
+def _fill_holes(geom: Any, max_area: float) -> Any:
+    def fill(poly: shapely.Polygon) -> shapely.Polygon:
+        keep = [r for r in poly.interiors if shapely.Polygon(r).area >= max_area]
+        return shapely.Polygon(poly.exterior, keep)
+
+    if isinstance(geom, shapely.MultiPolygon):
+        return shapely.MultiPolygon([fill(p) for p in geom.geoms])
+    return fill(geom)
+
+
+def postprocess(
+    frame: gpd.GeoDataFrame,
+    scene: Scene,
+    table: ClassTable,
+    selected: npt.NDArray[np.bool_],
+    *,
+    simplify: float,
+    min_area: float,
+    fill_holes: float,
+    regularize: bool,
+    coverage: bool,
+) -> gpd.GeoDataFrame:
+    """Hole filling, minimum area, squaring and simplification in metres; area_m2."""
+    metric = metric_frame(frame.geometry)
+    f = metric.factor
+    geoms = np.asarray(metric.series.values, dtype=object)
+    keep = np.ones(len(geoms), bool)
+    changed = False
+    if fill_holes > 0 and len(geoms):
+        holey = np.flatnonzero(
+            shapely.get_num_interior_rings(geoms)
+            > 0 | (shapely.get_type_id(geoms) == 6)
+        )
+        filled = [_fill_holes(geoms[i], fill_holes / f**2) for i in holey]
+        for i, g in zip(holey, filled, strict=True):
+            if not shapely.equals_exact(g, geoms[i], 0):
+                geoms[i] = g
+                changed = True
+        if len(holey):
+            tree = shapely.STRtree(geoms)
+            src, hit = tree.query(geoms[holey], predicate="covers")
+            inside = hit[holey[src] != hit]
+            keep[inside] = False
+    if min_area > 0:
+        keep &= shapely.area(geoms) * f**2 >= min_area
+    geoms, frame = geoms[keep], frame[keep].reset_index(drop=True)
+    px = _pixel_metres(scene, metric)
+    if regularize and len(geoms):
+        todo = np.flatnonzero(frame["class_id"].isin(building_classes(table, selected)))
+        tol = max(simplify / f, 1.5 * px)
+        for i in todo:
+            parts = [regularize_polygon(p, tol) for p in shapely.get_parts(geoms[i])]
+            geoms[i] = parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
+        changed = changed or len(todo) > 0
+    else:
+        todo = np.empty(0, np.int64)
+    if simplify > 0 and len(geoms):
+        rest = np.setdiff1d(np.arange(len(geoms)), todo)
+        if coverage:
+            geoms[rest] = shapely.coverage_simplify(geoms[rest], simplify / f)
+        else:
+            geoms[rest] = shapely.simplify(
+                geoms[rest], simplify / f, preserve_topology=True
+            )
+        changed = True
+    frame["area_m2"] = shapely.area(geoms) * f**2
+    import geopandas as gpd
+
+    if changed:
+        series = gpd.GeoSeries(geoms, crs=metric.series.crs)
+        frame = frame.set_geometry(Metric(series, f, metric.geographic).back(scene.crs))
+    cols = ["class_id", "class_name", "area_m2"]
+    cols += [c for c in frame.columns if c not in (*cols, "geometry")] + ["geometry"]
+    return frame[cols]
+
+
+def _pixel_metres(scene: Scene, metric: Metric) -> float:
+    """Side in the metric frame's units of one pixel at the map's centre."""
+    import geopandas as gpd
+
+    if not metric.geographic:
+        return float(
+            math.sqrt(
+                abs(
+                    scene.transform.a * scene.transform.e
+                    - scene.transform.b * scene.transform.d
+                )
+            )
+        )
+    t = scene.transform
+    cx, cy = t @ (scene.width / 2, scene.height / 2)
+    box = shapely.box(cx, cy, cx + abs(t.a), cy + abs(t.e))
+    area = gpd.GeoSeries([box], crs=scene.crs).to_crs(metric.series.crs).area.iloc[0]
+    return float(math.sqrt(area))

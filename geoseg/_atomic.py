@@ -43,9 +43,13 @@ def check_output(dst: str | os.PathLike[str], *, overwrite: bool) -> Path:
     parent = path.parent
     if not parent.is_dir():
         raise OutputError(f"cannot write {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not _writable(parent):
         raise OutputError(f"cannot write {path}: directory {parent} is not writable")
     return path
+
+
+def _writable(directory: Path) -> bool:
+    return os.access(directory, os.W_OK | os.X_OK)
 
 
 def partial_path(dst: Path, tag: str = "") -> Path:

@@ -70,6 +70,13 @@ class ModelSpec:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        # JSON has no tuples: normalise sequences so a spec equals its round trip.
+        object.__setattr__(self, "bands", tuple(self.bands))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "arch_params", {
+            k: tuple(v) if isinstance(v, list) else v for k, v in self.arch_params.items()})
         n = len(self.bands)
         if n == 0:
             raise BundleError("a model needs at least one input band")

@@ -17,8 +17,6 @@ result is the same set of polygons as one whole-map ``rasterio.features.shapes``
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,25 +64,18 @@ class ChunkPieces:
     edges: tuple[npt.NDArray[np.int64], ...]
 
 
-_local = threading.local()
+def _read(path: str, band: int, window: Any) -> npt.NDArray[Any]:
+    """Read one window from a freshly opened dataset, closed straight after.
 
-
-def _dataset(path: str) -> Any:
-    """Return this thread's handle on ``path`` (re-opened in a forked worker).
-
-    Like ``geoseg.io``'s cache, but keyed by process id too: a worker forked from a
-    process that had the file open must not share the parent's file offset.
+    Each window is read once, so GDAL's block cache would only grow with the map (to
+    the whole decompressed raster); closing the dataset drops its cached blocks. Opening
+    per task also keeps forked workers off their parent's file handles.
     """
     import rasterio
 
-    pid = os.getpid()
-    if getattr(_local, "pid", None) != pid:
-        _local.pid, _local.handles = pid, {}
-    handles: dict[str, Any] = _local.handles
-    src = handles.get(path)
-    if src is None or src.closed:
-        src = handles[path] = rasterio.open(path)
-    return src
+    with rasterio.open(path) as src:
+        out: npt.NDArray[Any] = src.read(band, window=window)
+    return out
 
 
 def read_band(path: str, spec: ChunkSpec, band: int = 1) -> npt.NDArray[Any]:
@@ -92,8 +83,7 @@ def read_band(path: str, spec: ChunkSpec, band: int = 1) -> npt.NDArray[Any]:
     from rasterio.windows import Window
 
     win = Window(spec.col_off, spec.row_off, spec.width, spec.height)
-    out: npt.NDArray[Any] = _dataset(path).read(band, window=win)
-    return out
+    return _read(path, band, win)
 
 
 def label_classes(
@@ -369,7 +359,7 @@ def skeleton_lines_chunk(
     r0, c0 = max(spec.row_off - halo, 0), max(spec.col_off - halo, 0)
     r1 = min(spec.row_off + spec.height + halo, h)
     c1 = min(spec.col_off + spec.width + halo, w)
-    arr = _dataset(spec.path).read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    arr = _read(spec.path, 1, Window(c0, r0, c1 - c0, r1 - r0))
     mask = road[arr.astype(np.int64)]
     if not mask.any():
         return np.empty(0, object)

@@ -464,3 +464,14 @@ def test_banepa_buildings_match_whole_map(banepa, tmp_path):
     info = pyogrio.read_info(out)
     assert info["crs"] == "EPSG:4326"
     assert info["features"] == len(ref)
+
+
+@pytest.mark.timeout(60)
+def test_uses_a_running_distributed_client(tricky):
+    distributed = pytest.importorskip("distributed")
+    path, _ = tricky
+    local = vectorize(path, all_classes=True, chunk_size=64, workers=1)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=None):
+        remote = vectorize(path, all_classes=True, chunk_size=64)
+    assert _same_set(list(remote.geometry), list(local.geometry))

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EpochResult", "TrainConfig", "TrainResult", "checkpoint_paths",
            "confusion_matrix", "evaluate_images", "fit", "iou_from_confusion",
-           "split_groups", "train"]
+           "split_blocks", "split_groups", "train"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,6 +563,22 @@ def split_groups(pairs: Sequence[Pair], fraction: float, seed: int
     train_pairs = [p for k in keys if k not in val_keys for p in by_key[k]]
     val_pairs = [p for k in keys if k in val_keys for p in by_key[k]]
     return train_pairs, val_pairs
+
+
+def split_blocks(blocks: Sequence[LabeledImage], fraction: float, seed: int
+                 ) -> tuple[list[LabeledImage], list[LabeledImage]]:
+    """Hold out a seeded ``fraction`` of spatial blocks (whole, non-overlapping) for
+    validation."""
+    if not 0 < fraction < 1:
+        raise InputError(f"--val-fraction must be between 0 and 1, got {fraction}")
+    if len(blocks) < 2:
+        raise InputError("the scene gives only one block: too small to split into training "
+                         "and validation without overlap; give --val, or a smaller --crop-size")
+    order = np.random.default_rng(seed).permutation(len(blocks))
+    n_val = min(max(1, round(len(blocks) * fraction)), len(blocks) - 1)
+    held = set(order[len(blocks) - n_val:].tolist())
+    return ([b for i, b in enumerate(blocks) if i not in held],
+            [b for i, b in enumerate(blocks) if i in held])
 
 
 def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair],

@@ -1,0 +1,49 @@
+"""``geoseg tile``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geoseg.cli import options
+
+
+@click.command()
+@click.argument("scene", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--labels", required=True, type=click.Path(exists=True, path_type=str),
+              help="Label raster (class ids) or vector file (with --label-field).")
+@click.option("-o", "--output", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write images/ and masks/ chip pairs into.")
+@click.option("--size", type=click.IntRange(8), default=512, show_default=True,
+              help="Chip side, px.")
+@click.option("--stride", type=click.IntRange(1), help="Step between chips (default: size).")
+@click.option("--label-field", help="Vector labels: attribute holding the class id "
+                                    "(default: every feature is class 1).")
+@options.bands_opt
+@click.option("--background", type=click.IntRange(0, 254), default=0, show_default=True,
+              help="Class id of unlabelled pixels for vector labels.")
+@click.option("--keep-nodata", is_flag=True, help="Keep chips that are all nodata.")
+@click.option("--skip-background", is_flag=True,
+              help="Skip chips whose labels are all background.")
+@options.overwrite_opt
+@options.quiet_opt
+def tile(scene: str, labels: str, output: Path, size: int, stride: int | None,
+         label_field: str | None, bands: tuple[int, ...] | None, background: int,
+         keep_nodata: bool, skip_background: bool, overwrite: bool, quiet: bool) -> None:
+    """Cut SCENE and its labels into chip pairs for training.
+
+    \b
+    geoseg tile scene.tif --labels buildings.gpkg -o chips/ --size 512 --skip-background
+    geoseg train chips/ -o model.safetensors
+    """
+    from geoseg.training.chips import tile_scene
+
+    pairs = tile_scene(scene, labels, output, size=size, stride=stride,
+                       label_field=label_field, bands=bands, background=background,
+                       skip_nodata=not keep_nodata, skip_background=skip_background,
+                       overwrite=overwrite)
+    if not quiet:
+        click.echo(f"wrote {len(pairs)} chip pairs to {output}/images and {output}/masks",
+                   err=True)

@@ -125,14 +125,23 @@ def child(args: argparse.Namespace) -> None:
         out = run_geoseg(args.path, args.chunk, args.workers)
     out["seconds"] = time.perf_counter() - t1
     out["import_s"] = t1 - t0
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["cpu_s"] = (
+        me.ru_utime
+        + me.ru_stime
+        + kids.ru_utime
+        + kids.ru_stime
+        - (
+            out["import_s"]  # roughly: imports are single-threaded CPU work
+        )
+    )
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["child_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(out))
 
 
-def measure(
-    run: str, path: Path, chunk: int, workers: int, repeat: int
-) -> dict[str, float]:
+def measure(run: str, path: Path, chunk: int, workers: int, repeat: int) -> dict[str, float]:
     """Best time and largest peak memory over ``repeat`` fresh subprocesses."""
     runs = [_measure_once(run, path, chunk, workers) for _ in range(repeat)]
     best = min(runs, key=lambda r: r["seconds"])
@@ -164,9 +173,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=2048)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2, help="Runs per approach (best).")
-    ap.add_argument(
-        "--keep", type=Path, help="Folder for the maps (default: a temp dir)."
-    )
+    ap.add_argument("--keep", type=Path, help="Folder for the maps (default: a temp dir).")
     ap.add_argument("--run", choices=["whole", "geoseg"], help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -178,7 +185,8 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         print(
             f"{'size':>7} {'approach':<28} {'features':>9} {'vertices':>10} "
-            f"{'seconds':>8} {'import s':>8} {'peak MB':>8} {'worker MB':>9}"
+            f"{'seconds':>8} {'cpu s':>6} {'import s':>8} {'peak MB':>8} "
+            f"{'worker MB':>9}"
         )
         for size in args.sizes:
             path = folder / f"classmap_{size}.tif"
@@ -186,13 +194,17 @@ def main() -> None:
                 write_map(path, size)
             whole = measure("whole", path, args.chunk, args.workers, args.repeat)
             ours = measure("geoseg", path, args.chunk, args.workers, args.repeat)
+            one = measure("geoseg", path, args.chunk, 1, args.repeat)
             label = f"geoseg chunk {args.chunk}, {args.workers} proc"
-            for name, r in (("whole-map shapes+geopandas", whole), (label, ours)):
+            rows = [("whole-map shapes+geopandas", whole), (label, ours)]
+            rows.append((f"geoseg chunk {args.chunk}, in-process", one))
+            for name, r in rows:
                 worker = f"{r['child_rss_mb']:9.0f}" if name == label else f"{'-':>9}"
                 print(
                     f"{size:>7} {name:<28} {r['features']:>9.0f} "
                     f"{r['vertices']:>10.0f} "
-                    f"{r['seconds']:>8.2f} {r['import_s']:>8.2f} {r['rss_mb']:>8.0f} "
+                    f"{r['seconds']:>8.2f} {r['cpu_s']:>6.2f} {r['import_s']:>8.2f} "
+                    f"{r['rss_mb']:>8.0f} "
                     f"{worker}"
                 )
             same = (

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from geoseg.cli import options
 
 
@@ -46,8 +45,8 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
 @options.output_opt(help="Model bundle to write (.safetensors): the best epoch.")
 @click.option("--val", multiple=True, type=click.Path(exists=True, path_type=str),
-              help="Validation data (folder of pairs, repeatable); default: hold out --val-fraction of "
-                   "the tiles/images (or spatial blocks of a scene).")
+              help="Validation data (folder of pairs, repeatable); default: hold out "
+                   "--val-fraction of the tiles/images (or spatial blocks of a scene).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.2, show_default=True)
 @click.option("--labels", type=click.Path(exists=True, path_type=str),
@@ -104,7 +103,8 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @options.overwrite_opt
 @options.quiet_opt
 @options.progress_opt
-def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fraction: float, labels: str | None,
+def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fraction: float,
+          labels: str | None,
           label_field: str | None, class_colors: str | None, class_names: str | None,
           architecture: str, backbone: str, arch_params: dict[str, Any], weights: str | None,
           init: str | None, freeze_backbone: int, bands: tuple[int, ...] | None,

@@ -43,7 +43,7 @@ class Augment:
 def _resize(image: npt.NDArray[Any], mask: npt.NDArray[np.uint8], size: int
             ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
     import torch
-    from torch.nn import functional as F  # noqa: N812
+    from torch.nn import functional as F
 
     img = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None]
     msk = torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()

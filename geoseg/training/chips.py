@@ -141,11 +141,13 @@ class LabelSource:
             part = self._gdf.iloc[hits]
             if part.empty:
                 return np.full((win.height, win.width), self.background, np.uint8)
-            return rasterize(zip(part.geometry, part["_id"], strict=True),
-                             out_shape=(win.height, win.width), transform=transform,
-                             fill=self.background, dtype="uint8")
-        data = self._vrt.read(1, window=Window(win.col, win.row, win.width, win.height),
-                              boundless=True, fill_value=IGNORE)
+            burnt: npt.NDArray[np.uint8] = rasterize(
+                zip(part.geometry, part["_id"], strict=True), out_shape=(win.height, win.width),
+                transform=transform, fill=self.background, dtype="uint8")
+            return burnt
+        window = Window(win.col, win.row, win.width, win.height)
+        data: npt.NDArray[Any] = self._vrt.read(1, window=window, boundless=True,
+                                                fill_value=IGNORE)
         nodata = self._vrt.nodata
         if nodata is not None and nodata != IGNORE:
             data = np.where(data == nodata, IGNORE, data)

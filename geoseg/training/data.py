@@ -319,7 +319,7 @@ def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None 
             raise InputError(f"mask {pair.mask} holds values outside 0..255 ({ids.dtype}); "
                              "class ids must be integers 0..254")
         ids = ids.astype(np.uint8)
-        present = [int(v) for v in np.unique(ids) if v != IGNORE and v != ignore_index]
+        present = [int(v) for v in np.unique(ids) if v not in (IGNORE, ignore_index)]
         if table is None:
             out_table = ClassTable.from_ids(present)
         else:

@@ -107,7 +107,7 @@ class TrainResult:
 
 
 def checkpoint_paths(output: Path) -> tuple[Path, Path]:
-    """The resumable checkpoint (weights + optimiser, safetensors) and its JSON state."""
+    """Return the resumable checkpoint (weights + optimiser, safetensors) and its JSON state."""
     return (output.with_name(output.name + ".last.safetensors"),
             output.with_name(output.name + ".state.json"))
 
@@ -125,8 +125,10 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -
 
 def iou_from_confusion(cm: npt.NDArray[np.int64], include: Sequence[int] | None = None
                        ) -> tuple[npt.NDArray[np.float64], float]:
-    """IoU per class (NaN where a class is absent from truth and prediction) and the
-    macro mIoU over ``include`` (default: all classes), NaN classes skipped."""
+    """IoU per class and the macro mIoU over ``include`` (default: all classes).
+
+    IoU is NaN where a class is absent from truth and prediction; mIoU skips NaN classes.
+    """
     tp = np.diag(cm).astype(np.float64)
     denom = cm.sum(0) + cm.sum(1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -155,8 +157,11 @@ def _autocast(device: torch.device, precision: str) -> Any:
 def _val_chips(images: Sequence[LabeledImage], size: int, mean: npt.NDArray[np.float32],
                std: npt.NDArray[np.float32], limit: int | None
                ) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]]:
-    """Non-overlapping chips covering the validation images (edges padded with IGNORE),
-    every pixel counted once; ``limit`` keeps an evenly spaced subset."""
+    """Cut non-overlapping chips covering the validation images.
+
+    Edges are padded with IGNORE, so every pixel counts once; ``limit`` keeps an evenly
+    spaced subset.
+    """
     windows = []
     for k, im in enumerate(images):
         h, w = im.mask.shape
@@ -314,7 +319,7 @@ def _build(config: TrainConfig, spec: ModelSpec, weights: str | None,
 
 def fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage],
         table: ClassTable, output: str | os.PathLike[str], *,
-        config: TrainConfig = TrainConfig(), bands: Sequence[str] | None = None,  # noqa: B008
+        config: TrainConfig = TrainConfig(), bands: Sequence[str] | None = None,
         weights: str | None = None, init: str | None = None, resume: bool = False,
         overwrite: bool = False, progress: Progress | None = None,
         provenance: dict[str, Any] | None = None) -> TrainResult:
@@ -434,22 +439,23 @@ def fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage]
                     p.requires_grad_(not frozen)
             dataset.set_epoch(epoch)
             torch.manual_seed(config.seed * 100_003 + epoch)
-            loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size,
-                                                 shuffle=False, num_workers=config.workers,
-                                                 drop_last=True)
+            loader: Any = torch.utils.data.DataLoader(
+                dataset,  # type: ignore[arg-type]  # a map-style dataset (duck-typed)
+                batch_size=config.batch_size, shuffle=False, num_workers=config.workers,
+                drop_last=True)
             model.train()
             losses: list[float] = []
             lr = config.lr
             progress.start(config.steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}")
             timed_out = False
-            for x, y in loader:
+            for xb, yb in loader:
                 frac = state["step"] / max(total_steps, 1)
                 if max_s:
                     frac = max(frac, (time.monotonic() - t_start) / max_s)
                 lr = config.lr * _lr_factor(frac, warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x, y = x.to(device), y.to(device)
+                x, y = xb.to(device), yb.to(device)
                 if config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with _autocast(device, precision):
@@ -537,7 +543,8 @@ def fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage]
 def _config_json(config: TrainConfig) -> dict[str, Any]:
     d = asdict(config)
     d["augment"] = asdict(config.augment)
-    return json.loads(json.dumps(d, default=list))
+    out: dict[str, Any] = json.loads(json.dumps(d, default=list))
+    return out
 
 
 def split_groups(pairs: Sequence[Pair], fraction: float, seed: int
@@ -567,8 +574,7 @@ def split_groups(pairs: Sequence[Pair], fraction: float, seed: int
 
 def split_blocks(blocks: Sequence[LabeledImage], fraction: float, seed: int
                  ) -> tuple[list[LabeledImage], list[LabeledImage]]:
-    """Hold out a seeded ``fraction`` of spatial blocks (whole, non-overlapping) for
-    validation."""
+    """Hold out a seeded ``fraction`` of whole, non-overlapping spatial blocks."""
     if not 0 < fraction < 1:
         raise InputError(f"--val-fraction must be between 0 and 1, got {fraction}")
     if len(blocks) < 2:
@@ -586,7 +592,7 @@ def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair]
           val: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair] | None = None,
           val_fraction: float = 0.2, class_colors: str | os.PathLike[str] | None = None,
           class_names: Sequence[str] | None = None, bands: Sequence[int] | None = None,
-          band_names: Sequence[str] | None = None, config: TrainConfig = TrainConfig(),  # noqa: B008
+          band_names: Sequence[str] | None = None, config: TrainConfig = TrainConfig(),
           weights: str | None = None, init: str | None = None, resume: bool = False,
           overwrite: bool = False, progress: Progress | None = None) -> TrainResult:
     """Train on a folder of image/mask pairs (or a list of pairs) and write a bundle.

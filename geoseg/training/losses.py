@@ -43,7 +43,7 @@ def make_loss(name: str, *, n_classes: int, weights: Sequence[float] | None = No
     """Build the loss ``name`` (one of ``LOSSES``) as a module ``loss(logits, target)``."""
     import torch
     from torch import nn
-    from torch.nn import functional as F  # noqa: N812
+    from torch.nn import functional as F
 
     if name not in LOSSES:
         raise InputError(f"unknown loss {name!r}; use one of {', '.join(LOSSES)}")
@@ -52,6 +52,8 @@ def make_loss(name: str, *, n_classes: int, weights: Sequence[float] | None = No
     w = torch.tensor(list(weights), dtype=torch.float32) if weights is not None else None
 
     class SegLoss(nn.Module):
+        weight: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("weight", w if w is not None else torch.ones(n_classes))

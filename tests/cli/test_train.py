@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from geoseg.cli.main import cli
+
 from geoseg.testing import make_class_map, make_geotiff, make_scene
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from geoseg.cli import options
 
 
@@ -39,8 +38,8 @@ from geoseg.cli import options
 def predict(scene: str, output: Path, model: str, bands: tuple[int, ...] | None,
             tile_size: int | None, overlap: int | None, batch_size: int, chunk_tiles: int,
             device: str, precision: str, engine: str, blend: str,
-            probabilities: Path | None, preview: Path | None, num_workers: int, overwrite: bool, quiet: bool,
-            progress_kind: str) -> None:
+            probabilities: Path | None, preview: Path | None, num_workers: int,
+            overwrite: bool, quiet: bool, progress_kind: str) -> None:
     """Predict a georeferenced class map for SCENE.
 
     \b
@@ -54,7 +53,7 @@ def predict(scene: str, output: Path, model: str, bands: tuple[int, ...] | None,
     result = run(scene, output, model=model, bands=bands, tile_size=tile_size,
                  overlap=overlap, batch_size=batch_size, chunk_tiles=chunk_tiles,
                  device=device, precision=precision, engine=engine, blend=blend,
-                 probabilities=probabilities, preview=preview, overwrite=overwrite, num_workers=num_workers,
-                 progress=progress)
+                 probabilities=probabilities, preview=preview, overwrite=overwrite,
+                 num_workers=num_workers, progress=progress)
     if not quiet and progress_kind != "json":
         click.echo(result.summary(), err=True)

@@ -19,7 +19,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -119,8 +119,11 @@ def _make_head(model: Any, mean: Any, std: Any, window: Any) -> Any:
             self.register_buffer("window", window.view(1, 1, *window.shape))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            logits = self.model((x - self.mean) * self.inv_std)
-            return torch.softmax(logits.float(), dim=1) * self.window
+            mean = cast("torch.Tensor", self.mean)
+            inv_std = cast("torch.Tensor", self.inv_std)
+            window = cast("torch.Tensor", self.window)
+            logits = self.model((x - mean) * inv_std)
+            return torch.softmax(logits.float(), dim=1) * window
 
     return _Head()
 
@@ -221,7 +224,7 @@ class Predictor:
         # must be on while the graph compiles, i.e. during this first call.
         with inductor_config.patch(freezing=True), torch.inference_mode(), \
                 self._amp_context():
-            compiled(dummy)
+            compiled(dummy)  # type: ignore[no-untyped-call]
         return compiled
 
     def _amp_context(self) -> Any:
@@ -267,4 +270,5 @@ class Predictor:
                 memory_format=torch.channels_last)
             with torch.inference_mode(), self._amp_context():
                 y = self._forward(x)
-            return y[:k].float().cpu().numpy()
+            result: npt.NDArray[np.float32] = y[:k].float().cpu().numpy()
+            return result

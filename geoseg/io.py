@@ -163,7 +163,7 @@ def select_bands(scene: Scene, bands: Sequence[int] | None, expected: int,
 
 
 def _dataset(path: str) -> Any:
-    """This thread's open handle on ``path`` (opened on first use, kept)."""
+    """Return this thread's open handle on ``path`` (opened on first use, then kept)."""
     handles: dict[str, Any] | None = getattr(_local, "handles", None)
     if handles is None:
         handles = _local.handles = {}

@@ -163,15 +163,15 @@ def predict_array(scene: Scene, grid: TileGrid, bands: Sequence[int], run_key: s
 
     The predictor must be registered under ``run_key`` in every process that computes it.
     """
-    import dask
     import dask.array as da
+    from dask.delayed import delayed
 
     ids = np.asarray(class_ids, np.uint8)
     n_out = 1 + (len(ids) if probabilities else 0)
     stage1: dict[tuple[int, int], Any] = {}
     blocks: list[list[Any]] = []
-    s1 = dask.delayed(_stage1, pure=True, nout=4)
-    s2 = dask.delayed(_stage2, pure=True)
+    s1 = delayed(_stage1, pure=True, nout=4)
+    s2 = delayed(_stage2, pure=True)
     for row in grid.rows:
         out_row = []
         for col in grid.cols:
@@ -185,10 +185,12 @@ def predict_array(scene: Scene, grid: TileGrid, bands: Sequence[int], run_key: s
             block = s2(parts[0], None if up is None else up[1], None if lf is None else lf[2],
                        None if cr is None else cr[3], ids, probabilities,
                        dask_key_name=f"geoseg-blend-{run_key}-{row.index}-{col.index}")
-            out_row.append(da.from_delayed(block, (n_out, row.core_size, col.core_size),
+            shape = (n_out, row.core_size, col.core_size)
+            out_row.append(da.from_delayed(block, shape,  # type: ignore[no-untyped-call]
                                            dtype=np.uint8))
         blocks.append(out_row)
-    return da.block([[b for b in r] for r in blocks])  # type: ignore[no-any-return]
+    result: da.Array = da.block([list(r) for r in blocks])  # type: ignore[no-untyped-call]
+    return result
 
 
 class _RasterTarget:
@@ -385,6 +387,6 @@ def da_store(arr: da.Array, target: _RasterTarget) -> None:
 
     import dask.array as da
 
-    da.store(arr, target, lock=threading.Lock(), compute=True)
+    da.store(arr, target, lock=threading.Lock(), compute=True)  # type: ignore[arg-type]
 
 

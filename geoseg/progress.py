@@ -40,10 +40,10 @@ class Progress:
         """Display the current count (called with the lock held)."""
 
     def log(self, message: str) -> None:
-        """A human-readable message for the user."""
+        """Show a human-readable message to the user."""
 
     def finish(self, outputs: list[str]) -> None:
-        """The run completed and wrote ``outputs``."""
+        """Report that the run completed and wrote ``outputs``."""
 
     def close(self) -> None:
         """Release the display (always called, also on failure)."""

@@ -70,6 +70,6 @@ def probabilities_u8(acc: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     weight = acc[-1]
     valid = weight > 0
     scale = np.divide(254.0, weight, out=np.zeros_like(weight), where=valid)
-    out = np.rint(acc[:-1] * scale).astype(np.uint8)
+    out: npt.NDArray[np.uint8] = np.rint(acc[:-1] * scale).astype(np.uint8)
     out[:, ~valid] = 255
     return out

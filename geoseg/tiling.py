@@ -142,7 +142,7 @@ class TileGrid:
         return len(self.origins_y) * len(self.origins_x)
 
     def chunk_tile_count(self, row: AxisChunk, col: AxisChunk) -> int:
-        """Number of tiles one chunk runs."""
+        """Return the number of tiles one chunk runs."""
         return len(row.tiles) * len(col.tiles)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -25,7 +27,7 @@ def test_axis_chunks_invariants(n: int, tile: int, overlap: int, k: int) -> None
     assert owned == list(range(len(origins)))
     # cores partition [0, n); footprints start at the core; tails fit in the next core
     assert chunks[0].core[0] == 0 and chunks[-1].core[1] == n
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert a.core[1] == b.core[0]
         assert a.tail <= b.core_size, (a, b)
     for c in chunks:

@@ -68,7 +68,7 @@ for _name, _aliases in _SMP_ARCHITECTURES.items():
 
 
 def backbone_names() -> list[str]:
-    """smp encoder names; any timm model is also accepted with the ``tu-`` prefix."""
+    """Smp encoder names; any timm model is also accepted with the ``tu-`` prefix."""
     import segmentation_models_pytorch as smp
 
     return sorted(smp.encoders.get_encoder_names())

@@ -106,8 +106,6 @@ def load_bundle(path: str | os.PathLike[str], *, name: str | None = None) -> Bun
     BundleError
         Not a bundle, corrupt, unknown format version, or weights that do not fit the spec.
     """
-    import torch
-
     p = Path(path)
     spec = read_spec(p)
     from geoseg.models.architectures import build_model

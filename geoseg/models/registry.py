@@ -98,7 +98,7 @@ class Registry(Generic[T]):
         return key in self._builtin or key in self._aliases or key in self._plugins()
 
     def names(self, *, with_aliases: bool = False) -> list[str]:
-        """Registered names, built-ins first, then plugins."""
+        """Return registered names, built-ins first, then plugins."""
         out = [*self._builtin, *self._plugins()]
         return [*out, *self._aliases] if with_aliases else out
 

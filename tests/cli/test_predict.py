@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from geoseg.cli.main import cli
+
 from geoseg.errors import GeosegError
 from geoseg.pipeline import predict
 from geoseg.testing import assert_same_georef, make_geotiff

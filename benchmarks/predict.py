@@ -99,6 +99,7 @@ scene, out, bundle, bs, prec, eng = sys.argv[1:7]
 r = predict(scene, out, model=bundle, batch_size=int(bs), precision=prec, engine=eng,
             overwrite=True)
 print(json.dumps({"seconds": r.seconds, "mpx_s": r.mpx_per_s, "path": r.path,
+                  "tile_mpx_s": r.tile_mpx_per_s, "n_tiles": r.n_tiles,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -182,8 +183,9 @@ def main() -> None:
         scene = make_scene(work / f"scene_{size}.tif", size)
         r = end_to_end(scene, bundle, args)
         results[size] = r
-        print(f"predict {size:>5}^2: {r['mpx_s']:.2f} Mpx/s end to end "
-              f"({r['mpx_s'] / mo['mpx_s']:.2f}x model only), {r['seconds']:.1f} s, "
+        print(f"predict {size:>5}^2: {r['mpx_s']:.2f} Mpx/s of scene end to end, "
+              f"{r['tile_mpx_s']:.2f} Mpx/s of tiles ({r['tile_mpx_s'] / mo['mpx_s']:.2f}x "
+              f"model only; {r['n_tiles']} tiles), {r['seconds']:.1f} s incl. start-up, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB [{r['path']}]")
     a, b = args.sizes
     print(f"peak RSS ratio {b}^2 / {a}^2: "

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +61,12 @@ class PredictResult:
     seconds: float
     path: str
     model: str
-    class_counts: dict[str, int] = field(default_factory=dict)
+    tile: int = 0
+
+    @property
+    def tile_mpx_per_s(self) -> float:
+        """Megapixels of model input (tiles, overlaps included) per second, end to end."""
+        return self.n_tiles * self.tile**2 / 1e6 / max(self.seconds, 1e-9)
 
     @property
     def mpx_per_s(self) -> float:
@@ -378,7 +383,7 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     seconds = time.perf_counter() - t0
     return PredictResult(output=out_path, probabilities=prob_path, height=src.height,
                          width=src.width, n_tiles=grid.n_tiles, seconds=seconds,
-                         path=predictor.info.describe(), model=bundle.name)
+                         path=predictor.info.describe(), model=bundle.name, tile=tile)
 
 
 def da_store(arr: da.Array, target: _RasterTarget) -> None:

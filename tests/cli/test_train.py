@@ -18,6 +18,16 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _pairs(root: Path, groups: int = 2, n: int = 2, size: int = 64) -> Path:
     k = 0
     for g in range(groups):

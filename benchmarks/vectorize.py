@@ -119,6 +119,7 @@ def child(args: argparse.Namespace) -> None:
 
         import geoseg.vectorize  # noqa: F401
     t1 = time.perf_counter()
+    start = resource.getrusage(resource.RUSAGE_SELF)
     if args.run == "whole":
         out = run_whole(args.path)
     else:
@@ -128,13 +129,7 @@ def child(args: argparse.Namespace) -> None:
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     out["cpu_s"] = (
-        me.ru_utime
-        + me.ru_stime
-        + kids.ru_utime
-        + kids.ru_stime
-        - (
-            out["import_s"]  # roughly: imports are single-threaded CPU work
-        )
+        me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime - start.ru_utime - start.ru_stime
     )
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["child_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -132,8 +132,14 @@ def polygonize_chunk(
     shift = Affine.translation(spec.col_off, spec.row_off)
     if prob_path is None or prob_bands is None:
         geoms_l, cls_l = [], []
+        mask = selected[arr]
+        # A mask makes GDAL about a quarter slower: leave it out where every pixel is
+        # selected (the mask changes no polygon of a selected class, only skips others).
         for geom, value in shapes(
-            arr, mask=selected[arr], connectivity=connectivity, transform=shift
+            arr,
+            mask=None if mask.all() else mask,
+            connectivity=connectivity,
+            transform=shift,
         ):
             geoms_l.append(_polygon(geom["coordinates"]))
             cls_l.append(int(value))
@@ -306,9 +312,7 @@ def merge_pieces(
     pairs = [np.empty((0, 2), np.int64)]
     for i in range(n_rows - 1):  # horizontal seams: whole map width at once, so
         a = np.concatenate([strip((i, j), 1) for j in range(n_cols)])  # diagonal pairs
-        b = np.concatenate(
-            [strip((i + 1, j), 0) for j in range(n_cols)]
-        )  # at corners too
+        b = np.concatenate([strip((i + 1, j), 0) for j in range(n_cols)])  # at corners too
         pairs.append(_seam_pairs(a, b, cls, connectivity))
     for j in range(n_cols - 1):  # vertical seams
         a = np.concatenate([strip((i, j), 3) for i in range(n_rows)])
@@ -379,9 +383,7 @@ def skeleton_lines_chunk(
         ys, xs = np.nonzero(edge)
         if len(ys):
             gy, gx = ys - 1 + r0 + 0.5, xs - 1 + c0 + 0.5
-            segs.append(
-                np.stack([np.stack([gx, gy], 1), np.stack([gx + dx, gy + dy], 1)], 1)
-            )
+            segs.append(np.stack([np.stack([gx, gy], 1), np.stack([gx + dx, gy + dy], 1)], 1))
     # Isolated single skeleton pixels (dots) carry no line and are dropped.
     if not segs:
         return np.empty(0, object)

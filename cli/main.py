@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
 import sys
 import warnings
 from typing import Any
@@ -39,6 +41,14 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
         logging.getLogger("py.warnings").debug("%s:%s: %s", filename, lineno, message)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so every ``finally`` removes partial outputs."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 class GeosegGroup(click.Group):
     """A group that loads commands lazily and maps ``GeosegError`` to one line."""
 
@@ -54,13 +64,27 @@ class GeosegGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            if threading_is_main():
+                signal.signal(signal.SIGTERM, _on_sigterm)
             return super().invoke(ctx)
         except GeosegError as exc:
             raise click.ClickException(str(exc).splitlines()[0] if str(exc) else
                                        type(exc).__name__) from None
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            # Partial outputs are already removed (``finally`` blocks ran). Exit now rather
+            # than wait for worker threads to finish the batch they are in.
+            terminated = isinstance(exc, _Terminated)
+            click.echo("Terminated." if terminated else "Interrupted.", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(143 if terminated else 130)
+
+
+def threading_is_main() -> bool:
+    """Signal handlers can only be installed from the main thread."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 @click.group(name="geoseg", cls=GeosegGroup)

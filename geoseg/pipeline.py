@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 # the task graph carries a short string instead of a model.
 _PREDICTORS: dict[str, Predictor] = {}
 _PROGRESS: dict[str, Progress] = {}
+# Runs being abandoned (error, Ctrl-C, SIGTERM): their chunk tasks stop at the next batch.
+_CANCELLED: set[str] = set()
+
+
+class _RunCancelled(Exception):
+    """Raised inside a chunk task of a run that is being abandoned."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,8 @@ def _stage1(job: _ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
     window = predictor.window_np
     bs = predictor.batch_size
     for start in range(0, len(offsets), bs):
+        if job.run_key in _CANCELLED:
+            raise _RunCancelled(job.run_key)
         group = offsets[start:start + bs]
         batch = np.stack([x[:, y:y + t, xo:xo + t] for y, xo in group])
         probs = predictor.forward_tiles(batch)
@@ -373,6 +381,9 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
                            overwrite=overwrite)
         progress.finish([str(p) for p in (out_path, prob_path, preview_path)
                          if p is not None])
+    except BaseException:
+        _CANCELLED.add(run_key)  # stop the other chunk tasks at their next batch
+        raise
     finally:
         progress.close()
         _PREDICTORS.pop(run_key, None)

@@ -30,6 +30,9 @@ from geoseg.cli import options
               help="Also write per-class probabilities (uint8, p = value/254).")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a PNG preview (scene, class map, legend).")
+@click.option("--vectorize", "vectorize_to", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write polygons of every class (.gpkg, .geojson, .fgb, .parquet, "
+                   ".shp); geoseg vectorize has the finer options.")
 @click.option("--workers", "num_workers", type=click.IntRange(1), default=2,
               show_default=True, help="Threads reading/blending alongside the model.")
 @options.overwrite_opt
@@ -38,7 +41,8 @@ from geoseg.cli import options
 def predict(scene: str, output: Path, model: str, bands: tuple[int, ...] | None,
             tile_size: int | None, overlap: int | None, batch_size: int, chunk_tiles: int,
             device: str, precision: str, engine: str, blend: str,
-            probabilities: Path | None, preview: Path | None, num_workers: int,
+            probabilities: Path | None, preview: Path | None, vectorize_to: Path | None,
+            num_workers: int,
             overwrite: bool, quiet: bool, progress_kind: str) -> None:
     """Predict a georeferenced class map for SCENE.
 
@@ -53,7 +57,7 @@ def predict(scene: str, output: Path, model: str, bands: tuple[int, ...] | None,
     result = run(scene, output, model=model, bands=bands, tile_size=tile_size,
                  overlap=overlap, batch_size=batch_size, chunk_tiles=chunk_tiles,
                  device=device, precision=precision, engine=engine, blend=blend,
-                 probabilities=probabilities, preview=preview, overwrite=overwrite,
-                 num_workers=num_workers, progress=progress)
+                 probabilities=probabilities, preview=preview, vectorize=vectorize_to,
+                 overwrite=overwrite, num_workers=num_workers, progress=progress)
     if not quiet and progress_kind != "json":
         click.echo(result.summary(), err=True)

@@ -16,12 +16,16 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0+unknown"
 
-__all__ = ["GeosegError", "__version__", "load_bundle", "open_scene", "predict"]
+__all__ = ["GeosegError", "__version__", "load_bundle", "open_scene", "predict", "score",
+           "score_objects", "vectorize"]
 
 _LAZY = {
     "predict": "geoseg.pipeline",
     "load_bundle": "geoseg.models.bundle",
     "open_scene": "geoseg.io",
+    "score": "geoseg.scoring",
+    "score_objects": "geoseg.objects",
+    "vectorize": "geoseg.vectorize",
 }
 
 

@@ -249,7 +249,8 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             overlap: int | None = None, batch_size: int = 4, chunk_tiles: int = 4,
             device: str = "auto", precision: str = "auto", engine: str = "auto",
             blend: str = "cosine", probabilities: str | os.PathLike[str] | None = None,
-            preview: str | os.PathLike[str] | None = None, overwrite: bool = False,
+            preview: str | os.PathLike[str] | None = None,
+            vectorize: str | os.PathLike[str] | None = None, overwrite: bool = False,
             num_workers: int = 2, progress: Progress | None = None) -> PredictResult:
     """Predict a georeferenced class map for ``scene`` and write it to ``output``.
 
@@ -278,6 +279,9 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Also write per-class probabilities, uint8, ``p = value / 254`` (255 = nodata).
     preview : path, optional
         Also write a PNG preview: the scene, the coloured class map and a legend.
+    vectorize : path, optional
+        Also polygonize the class map (all classes; see :func:`geoseg.vectorize.vectorize`)
+        into this vector file (format from the extension).
     overwrite : bool
         Replace existing outputs.
     num_workers : int
@@ -304,6 +308,7 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     prob_path = None if probabilities is None else check_output(probabilities,
                                                                  overwrite=overwrite)
     preview_path = None if preview is None else check_output(preview, overwrite=overwrite)
+    vector_path = None if vectorize is None else check_output(vectorize, overwrite=overwrite)
     if prob_path is not None and prob_path == out_path:
         raise OutputError("--probabilities must differ from the class-map output")
     src = open_scene(scene)
@@ -379,7 +384,12 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
 
             render_preview(src.path, out_path, preview_path, bands=chosen[:3],
                            overwrite=overwrite)
-        progress.finish([str(p) for p in (out_path, prob_path, preview_path)
+        if vector_path is not None:
+            from geoseg.vectorize import vectorize_to_file
+
+            progress.log(f"vectorizing {out_path.name} -> {vector_path.name}")
+            vectorize_to_file(out_path, vector_path, overwrite=overwrite, all_classes=True)
+        progress.finish([str(p) for p in (out_path, prob_path, preview_path, vector_path)
                          if p is not None])
     except BaseException:
         _CANCELLED.add(run_key)  # stop the other chunk tasks at their next batch

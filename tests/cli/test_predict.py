@@ -183,3 +183,24 @@ def test_version() -> None:
 
     code, output = _cli(["--version"])
     assert code == 0 and __version__ in output
+
+
+def test_predict_vectorize(tiny_bundle: Path, scene_path: Path, tmp_path: Path) -> None:
+    """--vectorize writes polygons that rasterize back to the class map exactly."""
+    import geopandas as gpd
+    import numpy as np
+    import rasterio
+    from rasterio.features import rasterize
+
+    out, vec = tmp_path / "m.tif", tmp_path / "m.gpkg"
+    code, output = _cli(["predict", str(scene_path), "-o", str(out), "-m", str(tiny_bundle),
+                         "--vectorize", str(vec), "--progress", "none"])
+    assert code == 0, output
+    gdf = gpd.read_file(vec)
+    with rasterio.open(out) as src:
+        classes, transform, shape = src.read(1), src.transform, src.shape
+        assert gdf.crs == src.crs
+    burned = rasterize(zip(gdf.geometry, gdf.class_id, strict=True), out_shape=shape,
+                       transform=transform, fill=255, dtype="uint8")
+    np.testing.assert_array_equal(burned, classes)
+    assert set(gdf.class_name) <= {"class0", "class1", "class2"}

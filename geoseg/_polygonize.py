@@ -132,7 +132,7 @@ def polygonize_chunk(
     shift = Affine.translation(spec.col_off, spec.row_off)
     if prob_path is None or prob_bands is None:
         geoms_l, cls_l = [], []
-        mask = selected[arr]
+        mask = _selected_mask(arr, selected)
         # A mask makes GDAL about a quarter slower: leave it out where every pixel is
         # selected (the mask changes no polygon of a selected class, only skips others).
         for geom, value in shapes(
@@ -192,6 +192,14 @@ def polygonize_chunk(
         prob_n=prob_n[1:],
         edges=edges,
     )
+
+
+def _selected_mask(arr: npt.NDArray[Any], selected: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """``selected[arr]``; one comparison when a single value (nodata) is left out."""
+    off = np.flatnonzero(~selected)
+    if len(off) == 1:
+        return arr != off[0]  # type: ignore[no-any-return]
+    return selected[arr]  # type: ignore[no-any-return]
 
 
 def _make_valid(geoms: npt.NDArray[np.object_], connectivity: int) -> None:

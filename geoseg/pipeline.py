@@ -1,16 +1,15 @@
 """``predict``: scene -> tiles -> model -> blended, georeferenced class map.
 
-The scene is never whole in memory. It is cut into chunks of ``chunk_tiles x chunk_tiles``
-model tiles; one dask task per chunk reads the chunk's footprint, runs its tiles through
-the model in batches and accumulates blend-weighted probabilities. A second task per chunk
-adds the overlapping tails its upper/left neighbours spilled into it (overlap-add, see
-:mod:`geoseg.tiling`), takes the argmax and yields the final uint8 block, which
-``dask.array.store`` writes straight into the output. Every tile runs exactly once, and the
-result does not depend on the chunk size.
+The scene is never whole in memory: it is cut into chunks of ``chunk_tiles x chunk_tiles``
+model tiles, and a small dask graph (:mod:`geoseg._chunks`) runs each chunk's tiles once,
+blends them with their neighbours' by overlap-add and yields the chunk's final uint8 block,
+which is written into a temporary GeoTIFF and journaled (:mod:`geoseg._output`) so an
+interrupted run can resume. The finished file is copied to a Cloud-Optimized GeoTIFF and
+renamed onto the destination.
 
-Why a hand-built overlap-add rather than ``dask.array.map_overlap``: ``map_overlap``
-recomputes the halo of every chunk from its neighbours' *inputs*, so each halo tile would
-run through the model twice; overlap-add shares the *outputs* instead.
+It runs on dask's local thread pool (the default: reading, blending and writing overlap the
+model, which uses all cores), or on a ``dask.distributed`` cluster: pass ``client``, and each
+worker builds the model once (a worker plugin) while this process writes the results.
 """
 
 from __future__ import annotations
@@ -23,36 +22,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
-from geoseg._atomic import check_output, partial_path
-from geoseg.errors import OutputError
-from geoseg.io import NODATA_CLASS, Scene, open_scene, read_window, select_bands
+from geoseg._atomic import check_output
+from geoseg._chunks import (
+    CANCELLED,
+    PROGRESS,
+    ChunkJob,
+    ModelRef,
+    build_blocks,
+    register_predictor,
+)
+from geoseg._output import PartialOutput
+from geoseg.errors import InputError, OutputError
+from geoseg.io import NODATA_CLASS, open_scene, select_bands
 from geoseg.progress import NullProgress, Progress
-from geoseg.stitching import combine_chunk, probabilities_u8
-from geoseg.tiling import AxisChunk, TileGrid, plan_tiles
+from geoseg.tiling import plan_tiles
 
 if TYPE_CHECKING:
-    import dask.array as da
-
-    from geoseg.inference import Predictor
     from geoseg.models.bundle import Bundle
 
-__all__ = ["PredictResult", "predict", "predict_array"]
+__all__ = ["PredictResult", "predict"]
 
 log = logging.getLogger(__name__)
-
-# Predictors live here, once per process, keyed by run: dask tasks look them up by key, so
-# the task graph carries a short string instead of a model.
-_PREDICTORS: dict[str, Predictor] = {}
-_PROGRESS: dict[str, Progress] = {}
-# Runs being abandoned (error, Ctrl-C, SIGTERM): their chunk tasks stop at the next batch.
-_CANCELLED: set[str] = set()
-
-
-class _RunCancelled(Exception):
-    """Raised inside a chunk task of a run that is being abandoned."""
 
 
 @dataclass(frozen=True)
@@ -68,179 +58,79 @@ class PredictResult:
     path: str
     model: str
     tile: int = 0
-
-    @property
-    def tile_mpx_per_s(self) -> float:
-        """Megapixels of model input (tiles, overlaps included) per second, end to end."""
-        return self.n_tiles * self.tile**2 / 1e6 / max(self.seconds, 1e-9)
+    chunks_total: int = 0
+    chunks_computed: int = 0
 
     @property
     def mpx_per_s(self) -> float:
         """Megapixels of scene per second, end to end."""
         return self.height * self.width / 1e6 / max(self.seconds, 1e-9)
 
+    @property
+    def tile_mpx_per_s(self) -> float:
+        """Megapixels of model input (tiles, overlaps included) per second, end to end."""
+        return self.n_tiles * self.tile**2 / 1e6 / max(self.seconds, 1e-9)
+
     def summary(self) -> str:
         """One line: output, pixels, seconds, Mpx/s, and the compute path used."""
-        return (f"wrote {self.output} ({self.width}x{self.height} px, {self.n_tiles} tiles) "
-                f"in {self.seconds:.1f} s, {self.mpx_per_s:.2f} Mpx/s [{self.model}; "
-                f"{self.path}]")
+        resumed = "" if self.chunks_computed == self.chunks_total else \
+            f", resumed: {self.chunks_computed}/{self.chunks_total} chunks computed"
+        return (f"wrote {self.output} ({self.width}x{self.height} px, {self.n_tiles} tiles"
+                f"{resumed}) in {self.seconds:.1f} s, {self.mpx_per_s:.2f} Mpx/s "
+                f"[{self.model}; {self.path}]")
 
 
-@dataclass(frozen=True, slots=True)
-class _ChunkJob:
-    run_key: str
-    path: str
-    bands: tuple[int, ...]
-    with_mask: bool
-    row: AxisChunk
-    col: AxisChunk
-    origins_y: tuple[int, ...]
-    origins_x: tuple[int, ...]
-    tile: int
+class _ModelPlugin:
+    """dask.distributed worker plugin: build the model once when a worker starts."""
+
+    def __init__(self, ref: ModelRef, devices: Sequence[str] = ()) -> None:
+        self.ref = ref
+        self.devices = tuple(devices)
+        self.name = f"geoseg-model-{ref.key}"
+
+    def setup(self, worker: Any) -> None:
+        from geoseg._chunks import WORKER_DEVICE, get_predictor
+
+        if self.devices:
+            try:
+                index = int(worker.name)
+            except (TypeError, ValueError):
+                index = abs(hash(worker.address))
+            WORKER_DEVICE["device"] = self.devices[index % len(self.devices)]
+        get_predictor(self.ref)
+
+    def teardown(self, worker: Any) -> None:
+        return None
 
 
-def _stage1(job: _ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
-    """Run one chunk's tiles; return its accumulator split into core and three tails."""
-    predictor = _PREDICTORS[job.run_key]
-    t = job.tile
-    (fy0, fy1), (fx0, fx1) = job.row.footprint, job.col.footprint
-    data, valid = read_window(job.path, job.bands, (fy0, fy1), (fx0, fx1),
-                              with_mask=job.with_mask)
-    fh, fw = fy1 - fy0, fx1 - fx0
-    ph, pw = max(fh, t), max(fw, t)
-    x = np.empty((data.shape[0], ph, pw), np.float32)
-    x[:, :fh, :fw] = data
-    mean = np.asarray(predictor.spec.mean, np.float32)[:, None]
-    if ph > fh or pw > fw:  # scene smaller than a tile: pad, and give the pad no weight
-        x[:, fh:, :] = mean[:, :, None]
-        x[:, :, fw:] = mean[:, :, None]
-        full = np.zeros((ph, pw), bool)
-        full[:fh, :fw] = True if valid is None else valid
-        valid = full
-    if valid is not None and not valid.all():
-        # Nodata pixels become the band mean (0 after normalisation) so they do not
-        # disturb their valid neighbours, and get zero blend weight below.
-        x[:, ~valid] = mean
-    c = predictor.n_classes
-    acc = np.zeros((c + 1, ph, pw), np.float32)
-    offsets = [(oy - fy0, ox - fx0) for oy in job.origins_y[job.row.tiles.start:
-                                                            job.row.tiles.stop]
-               for ox in job.origins_x[job.col.tiles.start:job.col.tiles.stop]]
-    window = predictor.window_np
-    bs = predictor.batch_size
-    for start in range(0, len(offsets), bs):
-        if job.run_key in _CANCELLED:
-            raise _RunCancelled(job.run_key)
-        group = offsets[start:start + bs]
-        batch = np.stack([x[:, y:y + t, xo:xo + t] for y, xo in group])
-        probs = predictor.forward_tiles(batch)
-        for (y, xo), p in zip(group, probs, strict=True):
-            if valid is None:
-                acc[:c, y:y + t, xo:xo + t] += p
-                acc[c, y:y + t, xo:xo + t] += window
-            else:
-                v = valid[y:y + t, xo:xo + t]
-                acc[:c, y:y + t, xo:xo + t] += p * v
-                acc[c, y:y + t, xo:xo + t] += window * v
-    acc = acc[:, :fh, :fw]
-    progress = _PROGRESS.get(job.run_key)
-    if progress is not None:
-        progress.advance(len(offsets))
-    ch, cw = job.row.core_size, job.col.core_size
-    return (acc[:, :ch, :cw], np.ascontiguousarray(acc[:, ch:, :cw]),
-            np.ascontiguousarray(acc[:, :ch, cw:]), np.ascontiguousarray(acc[:, ch:, cw:]))
-
-
-def _stage2(core: npt.NDArray[np.float32], top: npt.NDArray[np.float32] | None,
-            left: npt.NDArray[np.float32] | None, corner: npt.NDArray[np.float32] | None,
-            class_ids: npt.NDArray[np.uint8], probabilities: bool) -> npt.NDArray[np.uint8]:
-    """Add neighbours' tails, then argmax -> ``(1 [+ C], h, w)`` uint8 block."""
-    acc = combine_chunk(core.copy(), top, left, corner)
-    c = acc.shape[0] - 1
-    best = acc[0].copy()
-    idx = np.zeros(best.shape, np.uint8)
-    for k in range(1, c):  # argmax over a short axis: C vectorised passes beat np.argmax
-        better = acc[k] > best
-        idx[better] = k
-        np.maximum(best, acc[k], out=best)
-    classes = class_ids[idx]
-    classes[acc[c] <= 0] = NODATA_CLASS
-    if not probabilities:
-        return classes[None]
-    return np.concatenate([classes[None], probabilities_u8(acc)])
-
-
-def predict_array(scene: Scene, grid: TileGrid, bands: Sequence[int], run_key: str,
-                  class_ids: Sequence[int], *, probabilities: bool = False) -> da.Array:
-    """Lazy ``(1 [+ C], H, W)`` uint8 dask array: class ids, then optional probabilities.
-
-    The predictor must be registered under ``run_key`` in every process that computes it.
-    """
-    import dask.array as da
+def _execute_local(blocks: dict[tuple[int, int], Any], partial: PartialOutput, grid: Any,
+                   num_workers: int) -> None:
+    import dask
     from dask.delayed import delayed
 
-    ids = np.asarray(class_ids, np.uint8)
-    n_out = 1 + (len(ids) if probabilities else 0)
-    stage1: dict[tuple[int, int], Any] = {}
-    blocks: list[list[Any]] = []
-    s1 = delayed(_stage1, pure=True, nout=4)
-    s2 = delayed(_stage2, pure=True)
-    for row in grid.rows:
-        out_row = []
-        for col in grid.cols:
-            job = _ChunkJob(run_key, scene.path, tuple(bands), scene.has_mask, row, col,
-                            grid.origins_y, grid.origins_x, grid.tile)
-            parts = stage1[row.index, col.index] = s1(
-                job, dask_key_name=f"geoseg-tiles-{run_key}-{row.index}-{col.index}")
-            up = stage1.get((row.index - 1, col.index))
-            lf = stage1.get((row.index, col.index - 1))
-            cr = stage1.get((row.index - 1, col.index - 1))
-            block = s2(parts[0], None if up is None else up[1], None if lf is None else lf[2],
-                       None if cr is None else cr[3], ids, probabilities,
-                       dask_key_name=f"geoseg-blend-{run_key}-{row.index}-{col.index}")
-            shape = (n_out, row.core_size, col.core_size)
-            out_row.append(da.from_delayed(block, shape,  # type: ignore[no-untyped-call]
-                                           dtype=np.uint8))
-        blocks.append(out_row)
-    result: da.Array = da.block([list(r) for r in blocks])  # type: ignore[no-untyped-call]
-    return result
+    write = delayed(partial.write, pure=False)
+    writes = [write(a, b, grid.rows[a].core, grid.cols[b].core, block,
+                    dask_key_name=f"geoseg-write-{id(partial):x}-{a}-{b}")
+              for (a, b), block in blocks.items()]
+    dask.compute(*writes, scheduler="threads", num_workers=num_workers)
 
 
-class _RasterTarget:
-    """``dask.array.store`` target writing blocks of ``(k, h, w)`` into open datasets."""
+def _execute_distributed(client: Any, blocks: dict[tuple[int, int], Any],
+                         partial: PartialOutput, grid: Any, progress: Progress) -> None:
+    from distributed import as_completed
 
-    def __init__(self, datasets: Sequence[tuple[Any, slice]]) -> None:
-        self._datasets = datasets
-
-    def __setitem__(self, key: tuple[slice, slice, slice], value: npt.NDArray[Any]) -> None:
-        from rasterio.windows import Window
-
-        _, rows, cols = key
-        win = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-        for dataset, band_slice in self._datasets:
-            part = value[band_slice]
-            dataset.write(part, window=win)
-
-
-def _gtiff_profile(scene: Scene, count: int) -> dict[str, Any]:
-    profile: dict[str, Any] = {
-        "driver": "GTiff", "width": scene.width, "height": scene.height, "count": count,
-        "dtype": "uint8", "nodata": NODATA_CLASS, "tiled": True, "blockxsize": 512,
-        "blockysize": 512, "BIGTIFF": "IF_SAFER", "interleave": "band",
-    }
-    if scene.crs is not None:
-        profile["crs"] = scene.crs
-    profile["transform"] = scene.transform
-    return profile
-
-
-def _cog_copy(src: Path, dst: Path, *, categorical: bool) -> None:
-    import rasterio.shutil
-
-    rasterio.shutil.copy(
-        str(src), str(dst), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE="512",
-        OVERVIEW_RESAMPLING="MODE" if categorical else "AVERAGE", NUM_THREADS="ALL_CPUS",
-        BIGTIFF="IF_SAFER")
+    keys = list(blocks)
+    futures = client.compute([blocks[k] for k in keys])
+    where = {f.key: k for f, k in zip(futures, keys, strict=True)}
+    try:
+        for future, block in as_completed(futures, with_results=True):
+            a, b = where[future.key]
+            partial.write(a, b, grid.rows[a].core, grid.cols[b].core, block)
+            progress.advance(grid.chunk_tile_count(grid.rows[a], grid.cols[b]))
+            future.release()
+    except BaseException:
+        client.cancel(futures)
+        raise
 
 
 def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
@@ -251,13 +141,15 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             blend: str = "cosine", probabilities: str | os.PathLike[str] | None = None,
             preview: str | os.PathLike[str] | None = None,
             vectorize: str | os.PathLike[str] | None = None, overwrite: bool = False,
-            num_workers: int = 2, progress: Progress | None = None) -> PredictResult:
+            resume: bool = False, num_workers: int = 2, client: Any = None,
+            devices: Sequence[str] = (), progress: Progress | None = None) -> PredictResult:
     """Predict a georeferenced class map for ``scene`` and write it to ``output``.
 
     Parameters
     ----------
     scene : path
-        Input raster (any GDAL format; sidecar ``.aux.xml`` georeferencing honoured).
+        Input raster (any GDAL path, ``/vsicurl/`` URLs included; sidecar ``.aux.xml``
+        georeferencing honoured).
     output : path
         Class map to write: a Cloud-Optimized GeoTIFF, uint8 class ids, nodata 255,
         colour table, class names and provenance tags; same CRS, transform and size.
@@ -284,8 +176,15 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         into this vector file (format from the extension).
     overwrite : bool
         Replace existing outputs.
+    resume : bool
+        Continue an interrupted run of the same settings from its journal beside the
+        output, computing only the chunks not yet written; keep the journal on failure.
     num_workers : int
         Threads of the local dask scheduler (reading and blending overlap the model).
+    client : distributed.Client, optional
+        Run the chunks on this dask.distributed cluster instead of local threads.
+    devices : sequence of str
+        With ``client``: one device per worker (``cuda:0``, ``cuda:1``, ...).
     progress : Progress, optional
         Where to report progress (tiles done).
 
@@ -293,9 +192,6 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     -------
     PredictResult
     """
-    import dask
-    import rasterio
-
     from geoseg import __version__
     from geoseg.inference import Predictor
     from geoseg.io import class_colormap
@@ -312,7 +208,7 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     if prob_path is not None and prob_path == out_path:
         raise OutputError("--probabilities must differ from the class-map output")
     src = open_scene(scene)
-    if not str(scene).startswith("/vsi") and Path(src.path).absolute() in (out_path, prob_path):
+    if not src.path.startswith("/vsi") and Path(src.path).absolute() in (out_path, prob_path):
         raise OutputError(f"output {out_path} would overwrite the input scene")
     bundle = model if isinstance(model, Bundle) else resolve_model(model)
     spec = bundle.spec
@@ -320,65 +216,73 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     tile = int(tile_size or spec.tile_size)
     ov = int(spec.overlap if overlap is None else overlap)
     grid = plan_tiles(src.shape, tile=tile, overlap=ov, chunk_tiles=chunk_tiles)
-    predictor = Predictor(bundle, tile=tile, overlap=ov, batch_size=batch_size,
-                          device=device, precision=precision, engine=engine, blend=blend,
-                          n_tiles=grid.n_tiles)
-    progress.log(f"model={bundle.name} size={src.width}x{src.height} bands={len(chosen)} "
-                 f"crs={src.crs.to_string() if src.crs else 'none'} tiles={grid.n_tiles} "
-                 f"[{predictor.info.describe()}]")
-    run_key = f"{bundle.sha256[:12]}-{os.getpid()}-{id(predictor):x}"
-    _PREDICTORS[run_key] = predictor
-    _PROGRESS[run_key] = progress
+    if client is not None and bundle.path is None:
+        raise InputError("a distributed run needs the model as a bundle file (workers load "
+                         "it themselves); save it with geoseg.models.bundle.save_bundle")
+    ref = ModelRef(source=str(bundle.path or ""), name=bundle.name, sha256=bundle.sha256,
+                   tile=tile, overlap=ov, batch_size=batch_size, device=device,
+                   precision=precision, engine=engine, blend=blend, n_tiles=grid.n_tiles)
+    if client is None:
+        predictor = Predictor(bundle, tile=tile, overlap=ov, batch_size=batch_size,
+                              device=device, precision=precision, engine=engine,
+                              blend=blend, n_tiles=grid.n_tiles)
+        register_predictor(ref, predictor)
+        path_info, used_precision, used_engine = (predictor.info.describe(),
+                                                  predictor.precision, predictor.engine)
+    else:
+        client.register_plugin(_ModelPlugin(ref, devices), name=f"geoseg-model-{ref.key}")
+        n = len(client.scheduler_info().get("workers", {}))
+        path_info = f"dask.distributed, {n} workers, {device} {precision} {engine} " \
+                    f"batch={batch_size} tile={tile}"
+        used_precision, used_engine = precision, engine
     class_ids = [c.id for c in spec.classes]
-    arr = predict_array(src, grid, chosen, run_key, class_ids,
-                        probabilities=prob_path is not None)
-
-    tmp_class = partial_path(out_path, "tmp")
-    tmp_prob = None if prob_path is None else partial_path(prob_path, "tmp")
-    final_class = partial_path(out_path)
-    final_prob = None if prob_path is None else partial_path(prob_path)
+    fingerprint = {
+        "scene": src.path, "shape": list(src.shape), "transform": list(src.transform)[:6],
+        "model_sha256": bundle.sha256, "tile": tile, "overlap": ov,
+        "chunk_tiles": chunk_tiles, "blend": blend, "bands": list(chosen),
+        "precision": used_precision, "engine": used_engine,
+        "probabilities": prob_path is not None, "geoseg": __version__,
+    }
+    partial = PartialOutput(out_path, prob_path, src, len(class_ids), fingerprint,
+                            resume=resume)
+    run_key = f"{bundle.sha256[:12]}-{os.getpid()}-{id(partial):x}"
+    template = ChunkJob(run_key, ref, src.path, tuple(chosen), src.has_mask,
+                        grid.rows[0], grid.cols[0], grid.origins_y, grid.origins_x,
+                        str(partial.tails_dir))
+    done = frozenset(partial.done)
+    blocks = build_blocks(grid, template, class_ids, probabilities=prob_path is not None,
+                          done=done)
+    remaining = sum(grid.chunk_tile_count(grid.rows[a], grid.cols[b]) for a, b in blocks)
     tags = {
         "geoseg_version": __version__, "model": bundle.name, "model_sha256": bundle.sha256,
         "architecture": spec.architecture, "backbone": spec.backbone,
         "tile_size": str(tile), "overlap": str(ov), "blend": blend,
-        "precision": predictor.precision, "engine": predictor.engine,
+        "precision": used_precision, "engine": used_engine,
         "bands": ",".join(str(b) for b in chosen),
         "class_names": ",".join(spec.class_names()),
         "class_ids": ",".join(str(i) for i in class_ids),
         "class_colors": ";".join("{},{},{}".format(*c.color) for c in spec.classes),
         "nodata_class": str(NODATA_CLASS),
+        **{f"CLASS_{i}": n for i, n in zip(class_ids, spec.class_names(), strict=True)},
     }
-    tmps = [p for p in (tmp_class, tmp_prob, final_class, final_prob) if p is not None]
+    progress.log(f"model={bundle.name} size={src.width}x{src.height} bands={len(chosen)} "
+                 f"crs={src.crs.to_string() if src.crs else 'none'} tiles={grid.n_tiles}"
+                 + (f" resuming: {len(done)} chunks done" if done else "")
+                 + f" [{path_info}]")
+    PROGRESS[run_key] = progress
+    finished = False
     try:
-        progress.start(grid.n_tiles, desc="predict")
-        with rasterio.Env(GDAL_CACHEMAX=256), \
-                rasterio.open(tmp_class, "w", **_gtiff_profile(src, 1)) as dst_c:
-            dst_p = None
-            try:
-                targets: list[tuple[Any, slice]] = [(dst_c, slice(0, 1))]
-                if tmp_prob is not None:
-                    dst_p = rasterio.open(tmp_prob, "w",
-                                          **_gtiff_profile(src, len(class_ids)))
-                    targets.append((dst_p, slice(1, None)))
-                with dask.config.set(scheduler="threads", num_workers=num_workers):
-                    da_store(arr, _RasterTarget(targets))
-                dst_c.write_colormap(1, class_colormap([c.color for c in spec.classes]))
-                dst_c.set_band_description(1, "class")
-                dst_c.update_tags(**tags, **{f"CLASS_{i}": n for i, n in
-                                            zip(class_ids, spec.class_names(), strict=True)})
-                if dst_p is not None:
-                    for k, name in enumerate(spec.class_names(), start=1):
-                        dst_p.set_band_description(k, f"p_{name}")
-                    dst_p.update_tags(**tags, scale=str(1 / 254), offset="0",
-                                      probability_scale="p = value / 254; 255 = nodata")
-            finally:
-                if dst_p is not None:
-                    dst_p.close()
-        _cog_copy(tmp_class, final_class, categorical=True)
-        if tmp_prob is not None and final_prob is not None and prob_path is not None:
-            _cog_copy(tmp_prob, final_prob, categorical=False)
-            os.replace(final_prob, prob_path)
-        os.replace(final_class, out_path)
+        progress.start(remaining, desc=Path(src.path).name[:24])
+        import rasterio
+
+        with rasterio.Env(GDAL_CACHEMAX=256):
+            if client is None:
+                _execute_local(blocks, partial, grid, num_workers)
+            else:
+                _execute_distributed(client, blocks, partial, grid, progress)
+            partial.finalize(colormap=class_colormap([c.color for c in spec.classes]),
+                             tags=tags, class_names=spec.class_names())
+        finished = True
         if preview_path is not None:
             from geoseg.preview import render_preview
 
@@ -392,27 +296,17 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         progress.finish([str(p) for p in (out_path, prob_path, preview_path, vector_path)
                          if p is not None])
     except BaseException:
-        _CANCELLED.add(run_key)  # stop the other chunk tasks at their next batch
+        CANCELLED.add(run_key)  # stop the other chunk tasks at their next batch
+        if not resume and not finished:
+            partial.discard()
         raise
     finally:
         progress.close()
-        _PREDICTORS.pop(run_key, None)
-        _PROGRESS.pop(run_key, None)
-        for p in tmps:
-            p.unlink(missing_ok=True)
-            p.with_name(p.name + ".aux.xml").unlink(missing_ok=True)
+        PROGRESS.pop(run_key, None)
     seconds = time.perf_counter() - t0
     return PredictResult(output=out_path, probabilities=prob_path, height=src.height,
                          width=src.width, n_tiles=grid.n_tiles, seconds=seconds,
-                         path=predictor.info.describe(), model=bundle.name, tile=tile)
-
-
-def da_store(arr: da.Array, target: _RasterTarget) -> None:
-    """Compute ``arr`` block by block into ``target`` (one writer at a time)."""
-    import threading
-
-    import dask.array as da
-
-    da.store(arr, target, lock=threading.Lock(), compute=True)  # type: ignore[arg-type]
-
+                         path=path_info, model=bundle.name, tile=tile,
+                         chunks_total=len(grid.rows) * len(grid.cols),
+                         chunks_computed=len(blocks))
 

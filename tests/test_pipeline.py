@@ -178,7 +178,7 @@ def test_bf16_agrees_with_fp32(tiny_bundle: Path, tmp_path: Path) -> None:
 def test_failure_leaves_destination_untouched(tiny_bundle: Path, scene_path: Path,
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
-    from geoseg import pipeline
+    from geoseg import _output
 
     out = tmp_path / "m.tif"
     out.write_bytes(b"precious")
@@ -186,7 +186,7 @@ def test_failure_leaves_destination_untouched(tiny_bundle: Path, scene_path: Pat
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(pipeline, "_cog_copy", boom)
+    monkeypatch.setattr(_output, "cog_copy", boom)
     with pytest.raises(RuntimeError, match="simulated crash"):
         predict(scene_path, out, model=tiny_bundle, overwrite=True)
     assert out.read_bytes() == b"precious"

@@ -36,6 +36,7 @@ class Bundle:
     spec: ModelSpec
     name: str
     sha256: str
+    path: Path | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -122,7 +123,8 @@ def load_bundle(path: str | os.PathLike[str], *, name: str | None = None) -> Bun
         first = str(exc).strip().splitlines()[0]
         raise BundleError(f"{p}: weights do not match its spec ({first})") from None
     model.eval()
-    return Bundle(model=model, spec=spec, name=name or p.stem, sha256=file_sha256(p))
+    return Bundle(model=model, spec=spec, name=name or p.stem, sha256=file_sha256(p),
+                  path=p.absolute())
 
 
 def spec_summary(spec: ModelSpec) -> str:

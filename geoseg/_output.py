@@ -1,0 +1,183 @@
+"""The temporary outputs of a prediction run, its resume journal, and the final COG.
+
+While a run works, it writes beside the destination ``OUT``:
+
+- ``.OUT.partial.tif`` (and ``.PROB.partial.tif``): uncompressed tiled GeoTIFFs that
+  finished chunks are written into (random-order writes into compressed tiles would
+  fragment them, so compression happens once, in the final COG copy);
+- ``.OUT.partial.json``: the journal, a JSON fingerprint of the run's settings, then one
+  ``row col`` line per chunk whose block is on disk (written after the block, fsync'ed);
+- ``.OUT.partial.tails/``: each computed chunk's blend tails, so a resumed run can finish a
+  chunk whose neighbours are already done without running their tiles again.
+
+``--resume`` continues from these when the fingerprint matches; otherwise (or without
+``--resume``) stale ones are removed and the run starts over. Only a complete run renames
+its COG onto ``OUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+from rasterio.windows import Window
+
+from geoseg.errors import GeosegWarning
+from geoseg.io import NODATA_CLASS, Scene
+
+__all__ = ["PartialOutput"]
+
+
+def _gtiff_profile(scene: Scene, count: int) -> dict[str, Any]:
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "width": scene.width, "height": scene.height, "count": count,
+        "dtype": "uint8", "nodata": NODATA_CLASS, "tiled": True, "blockxsize": 512,
+        "blockysize": 512, "BIGTIFF": "IF_SAFER", "interleave": "band",
+        "transform": scene.transform,
+    }
+    if scene.crs is not None:
+        profile["crs"] = scene.crs
+    return profile
+
+
+def cog_copy(src: Path, dst: Path, *, categorical: bool) -> None:
+    """Copy a GeoTIFF to a DEFLATE-compressed Cloud-Optimized GeoTIFF with overviews."""
+    import rasterio.shutil
+
+    rasterio.shutil.copy(
+        str(src), str(dst), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE="512",
+        OVERVIEW_RESAMPLING="MODE" if categorical else "AVERAGE", NUM_THREADS="ALL_CPUS",
+        BIGTIFF="IF_SAFER")
+
+
+class PartialOutput:
+    """Temporary outputs and resume journal of one prediction run.
+
+    Parameters
+    ----------
+    output, probabilities : Path
+        Final destinations (``probabilities`` may be None).
+    scene : Scene
+        The input, for the grid of the outputs.
+    n_classes : int
+        Bands of the probability output.
+    fingerprint : dict
+        Settings that must match for a resume to be valid.
+    resume : bool
+        Continue from an existing journal if it matches; else start over.
+    """
+
+    def __init__(self, output: Path, probabilities: Path | None, scene: Scene, n_classes: int,
+                 fingerprint: dict[str, Any], *, resume: bool) -> None:
+        self.output, self.probabilities = output, probabilities
+        self.tmp_class = output.with_name(f".{output.name}.partial.tif")
+        self.tmp_prob = None if probabilities is None else \
+            probabilities.with_name(f".{probabilities.name}.partial.tif")
+        self.journal = output.with_name(f".{output.name}.partial.json")
+        self.tails_dir = output.with_name(f".{output.name}.partial.tails")
+        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+        self._lock = threading.Lock()
+        self.done: set[tuple[int, int]] = set()
+        if resume and self._load():
+            self.resumed = len(self.done)
+            return
+        self.resumed = 0
+        self.discard()
+        with rasterio.open(self.tmp_class, "w", **_gtiff_profile(scene, 1)):
+            pass
+        if self.tmp_prob is not None:
+            with rasterio.open(self.tmp_prob, "w", **_gtiff_profile(scene, n_classes)):
+                pass
+        self.tails_dir.mkdir()
+        with self.journal.open("w") as f:
+            f.write(json.dumps(self.fingerprint, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _load(self) -> bool:
+        """Read the journal; True if it belongs to this run and its files are there."""
+        files = [self.journal, self.tmp_class, self.tails_dir]
+        if self.tmp_prob is not None:
+            files.append(self.tmp_prob)
+        if not all(p.exists() for p in files):
+            return False
+        lines = self.journal.read_text().split("\n")
+        try:
+            previous = json.loads(lines[0])
+        except json.JSONDecodeError:
+            previous = None
+        if previous != self.fingerprint:
+            warnings.warn(f"cannot resume {self.output.name}: the earlier run used other "
+                          "settings; starting over", GeosegWarning, stacklevel=3)
+            return False
+        for line in lines[1:]:
+            parts = line.split()
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                self.done.add((int(parts[0]), int(parts[1])))
+        return True
+
+    def write(self, row: int, col: int, rows: tuple[int, int], cols: tuple[int, int],
+              block: npt.NDArray[np.uint8]) -> int:
+        """Write one finished chunk's block, then journal it. Thread-safe."""
+        win = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
+        with self._lock:
+            # Open and close per block: closing flushes GDAL's cache, so the journal
+            # never lists a chunk whose pixels are not in the file.
+            with rasterio.open(self.tmp_class, "r+") as dst:
+                dst.write(block[:1], window=win)
+            if self.tmp_prob is not None:
+                with rasterio.open(self.tmp_prob, "r+") as dst:
+                    dst.write(block[1:], window=win)
+            with self.journal.open("a") as f:
+                f.write(f"{row} {col}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            self.done.add((row, col))
+        return int(block.shape[1] * block.shape[2])
+
+    def finalize(self, *, colormap: dict[int, tuple[int, int, int, int]],
+                 tags: dict[str, str], class_names: list[str]) -> None:
+        """Add metadata, copy to COGs beside the destinations, and rename them into place."""
+        from geoseg._atomic import partial_path
+
+        with rasterio.open(self.tmp_class, "r+") as dst:
+            dst.write_colormap(1, colormap)
+            dst.set_band_description(1, "class")
+            dst.update_tags(**tags)
+        if self.tmp_prob is not None:
+            with rasterio.open(self.tmp_prob, "r+") as dst:
+                for k, name in enumerate(class_names, start=1):
+                    dst.set_band_description(k, f"p_{name}")
+                dst.update_tags(**tags, scale=str(1 / 254), offset="0",
+                                probability_scale="p = value / 254; 255 = nodata")
+        final_class = partial_path(self.output)
+        final_prob = None if self.probabilities is None else partial_path(self.probabilities)
+        try:
+            cog_copy(self.tmp_class, final_class, categorical=True)
+            if self.tmp_prob is not None and final_prob is not None:
+                cog_copy(self.tmp_prob, final_prob, categorical=False)
+            if final_prob is not None and self.probabilities is not None:
+                os.replace(final_prob, self.probabilities)
+            os.replace(final_class, self.output)
+        finally:
+            for p in (final_class, final_prob):
+                if p is not None:
+                    p.unlink(missing_ok=True)
+                    p.with_name(p.name + ".aux.xml").unlink(missing_ok=True)
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove every temporary file of this output."""
+        for p in (self.tmp_class, self.tmp_prob, self.journal):
+            if p is not None:
+                p.unlink(missing_ok=True)
+                p.with_name(p.name + ".aux.xml").unlink(missing_ok=True)
+        shutil.rmtree(self.tails_dir, ignore_errors=True)

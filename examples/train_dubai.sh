@@ -9,8 +9,8 @@
 #        MINUTES=N sets the training time per model)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-data="${1:-$here/../../shared/data/dubai}"
-out="${2:-$here/../geoseg/models/weights}"
+data="$(cd "${1:-$here/../../shared/data/dubai}" && pwd)"
+out="$(mkdir -p "${2:-$here/../geoseg/models/weights}" && cd "${2:-$here/../geoseg/models/weights}" && pwd)"
 minutes="${MINUTES:-30}"
 train=("$data"/tile_{1,2,3,4,5,6})
 val=(--val "$data/tile_7" --val "$data/tile_8")

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from geoseg.cli import options
 
 
+def _devices(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
 @click.command()
-@click.argument("scene", type=click.Path(path_type=str))
-@options.output_opt(help="Class map to write (Cloud-Optimized GeoTIFF).")
+@click.argument("scenes", nargs=-1, required=True, metavar="SCENE...")
+@options.output_opt(help="Class map to write (Cloud-Optimized GeoTIFF); with several scenes, "
+                         "a directory (<scene name>.tif each).")
 @options.model_opt
 @options.bands_opt
 @click.option("--tile-size", type=click.IntRange(32), help="Tile side, px (default: model's).")
@@ -33,31 +40,65 @@ from geoseg.cli import options
 @click.option("--vectorize", "vectorize_to", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write polygons of every class (.gpkg, .geojson, .fgb, .parquet, "
                    ".shp); geoseg vectorize has the finer options.")
-@click.option("--workers", "num_workers", type=click.IntRange(1), default=2,
-              show_default=True, help="Threads reading/blending alongside the model.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from its journal beside the output.")
+@click.option("--threads", "num_workers", type=click.IntRange(1), default=2, show_default=True,
+              help="Local threads reading/blending alongside the model.")
+@click.option("--workers", type=click.IntRange(1),
+              help="Start a local dask.distributed cluster of N worker processes.")
+@click.option("--scheduler", metavar="tcp://HOST:PORT",
+              help="Run on an existing dask.distributed cluster.")
+@click.option("--devices", callback=_devices, metavar="cuda:0,cuda:1",
+              help="One local worker per device.")
 @options.overwrite_opt
 @options.quiet_opt
 @options.progress_opt
-def predict(scene: str, output: Path, model: str, bands: tuple[int, ...] | None,
-            tile_size: int | None, overlap: int | None, batch_size: int, chunk_tiles: int,
-            device: str, precision: str, engine: str, blend: str,
-            probabilities: Path | None, preview: Path | None, vectorize_to: Path | None,
-            num_workers: int,
-            overwrite: bool, quiet: bool, progress_kind: str) -> None:
-    """Predict a georeferenced class map for SCENE.
+def predict(scenes: tuple[str, ...], output: Path, model: str,
+            bands: tuple[int, ...] | None, tile_size: int | None, overlap: int | None,
+            batch_size: int, chunk_tiles: int, device: str, precision: str, engine: str,
+            blend: str, probabilities: Path | None, preview: Path | None,
+            vectorize_to: Path | None, resume: bool, num_workers: int, workers: int | None,
+            scheduler: str | None, devices: tuple[str, ...], overwrite: bool, quiet: bool,
+            progress_kind: str) -> None:
+    """Predict georeferenced class maps for SCENE(s).
+
+    SCENE is a raster path, a GDAL URL (/vsicurl/..., s3://...), a glob, or @list.txt
+    (one path per line).
 
     \b
     geoseg predict scene.tif -o landcover.tif
     geoseg predict s2.tif --bands 4,3,2 --model my.safetensors -o map.tif
+    geoseg predict 'tiles/*.tif' -o maps/ --workers 2
     """
-    from geoseg.pipeline import predict as run
+    from geoseg.batch import dask_client, expand_inputs
     from geoseg.progress import make_progress
 
     progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
-    result = run(scene, output, model=model, bands=bands, tile_size=tile_size,
-                 overlap=overlap, batch_size=batch_size, chunk_tiles=chunk_tiles,
-                 device=device, precision=precision, engine=engine, blend=blend,
-                 probabilities=probabilities, preview=preview, vectorize=vectorize_to,
-                 overwrite=overwrite, num_workers=num_workers, progress=progress)
+    paths = expand_inputs(scenes)
+    many = len(paths) > 1 or str(output).endswith(("/", "\\")) or output.is_dir()
+    common: dict[str, Any] = {"bands": bands, "tile_size": tile_size, "overlap": overlap,
+              "batch_size": batch_size, "chunk_tiles": chunk_tiles, "device": device,
+              "precision": precision, "engine": engine, "blend": blend,
+              "overwrite": overwrite, "resume": resume, "num_workers": num_workers,
+              "devices": devices}
+    with dask_client(scheduler=scheduler, workers=workers, devices=devices) as client:
+        if not many:
+            from geoseg.pipeline import predict as run
+
+            result = run(paths[0], output, model=model, probabilities=probabilities,
+                         preview=preview, vectorize=vectorize_to, client=client,
+                         progress=progress, **common)
+            if not quiet and progress_kind != "json":
+                click.echo(result.summary(), err=True)
+            return
+        if probabilities or preview or vectorize_to:
+            raise click.UsageError("--probabilities, --preview and --vectorize take one "
+                                   "scene; run geoseg vectorize on the maps afterwards")
+        from geoseg.batch import predict_many
+
+        batch = predict_many(paths, output, model=model, client=client, progress=progress,
+                             **common)
     if not quiet and progress_kind != "json":
-        click.echo(result.summary(), err=True)
+        click.echo(batch.table(), err=True)
+    if batch.failed:
+        sys.exit(1)

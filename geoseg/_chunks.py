@@ -82,7 +82,7 @@ def register_predictor(ref: ModelRef, predictor: Predictor) -> None:
 
 
 def get_predictor(ref: ModelRef) -> Predictor:
-    """This process's predictor for ``ref``, built on first use."""
+    """Return this process's predictor for ``ref``, built on first use."""
     predictor = _PREDICTORS.get(ref.key)
     if predictor is not None:
         return predictor
@@ -100,6 +100,12 @@ def get_predictor(ref: ModelRef) -> Predictor:
                                   blend=ref.blend, n_tiles=ref.n_tiles)
             _PREDICTORS[ref.key] = predictor
     return predictor
+
+
+def describe_predictor(ref: ModelRef) -> tuple[str, str, str]:
+    """Return ``(device, precision, engine)`` this process resolved for ``ref``."""
+    p = get_predictor(ref)
+    return str(p.device), p.precision, p.engine
 
 
 @dataclass(frozen=True, slots=True)

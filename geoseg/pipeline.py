@@ -80,39 +80,16 @@ class PredictResult:
                 f"[{self.model}; {self.path}]")
 
 
-class _ModelPlugin:
-    """dask.distributed worker plugin: build the model once when a worker starts."""
-
-    def __init__(self, ref: ModelRef, devices: Sequence[str] = ()) -> None:
-        self.ref = ref
-        self.devices = tuple(devices)
-        self.name = f"geoseg-model-{ref.key}"
-
-    def setup(self, worker: Any) -> None:
-        from geoseg._chunks import WORKER_DEVICE, get_predictor
-
-        if self.devices:
-            try:
-                index = int(worker.name)
-            except (TypeError, ValueError):
-                index = abs(hash(worker.address))
-            WORKER_DEVICE["device"] = self.devices[index % len(self.devices)]
-        get_predictor(self.ref)
-
-    def teardown(self, worker: Any) -> None:
-        return None
-
-
 def _execute_local(blocks: dict[tuple[int, int], Any], partial: PartialOutput, grid: Any,
                    num_workers: int) -> None:
-    import dask
+    from dask.base import compute
     from dask.delayed import delayed
 
     write = delayed(partial.write, pure=False)
     writes = [write(a, b, grid.rows[a].core, grid.cols[b].core, block,
                     dask_key_name=f"geoseg-write-{id(partial):x}-{a}-{b}")
               for (a, b), block in blocks.items()]
-    dask.compute(*writes, scheduler="threads", num_workers=num_workers)
+    compute(*writes, scheduler="threads", num_workers=num_workers)
 
 
 def _execute_distributed(client: Any, blocks: dict[tuple[int, int], Any],
@@ -222,6 +199,8 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     ref = ModelRef(source=str(bundle.path or ""), name=bundle.name, sha256=bundle.sha256,
                    tile=tile, overlap=ov, batch_size=batch_size, device=device,
                    precision=precision, engine=engine, blend=blend, n_tiles=grid.n_tiles)
+    used_precision: str
+    used_engine: str
     if client is None:
         predictor = Predictor(bundle, tile=tile, overlap=ov, batch_size=batch_size,
                               device=device, precision=precision, engine=engine,
@@ -230,11 +209,17 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         path_info, used_precision, used_engine = (predictor.info.describe(),
                                                   predictor.precision, predictor.engine)
     else:
-        client.register_plugin(_ModelPlugin(ref, devices), name=f"geoseg-model-{ref.key}")
-        n = len(client.scheduler_info().get("workers", {}))
-        path_info = f"dask.distributed, {n} workers, {device} {precision} {engine} " \
-                    f"batch={batch_size} tile={tile}"
-        used_precision, used_engine = precision, engine
+        from geoseg._worker import ModelPlugin
+
+        client.register_plugin(ModelPlugin(ref, devices), name=f"geoseg-model-{ref.key}")
+        from geoseg._chunks import describe_predictor
+
+        resolved = sorted(set(client.run(describe_predictor, ref).values()))
+        devs = ",".join(sorted({r[0] for r in resolved}))
+        used_precision = ",".join(sorted({r[1] for r in resolved}))
+        used_engine = ",".join(sorted({r[2] for r in resolved}))
+        path_info = (f"dask.distributed, {len(client.scheduler_info()['workers'])} workers, "
+                     f"{devs} {used_precision} {used_engine} batch={batch_size} tile={tile}")
     class_ids = [c.id for c in spec.classes]
     fingerprint = {
         "scene": src.path, "shape": list(src.shape), "transform": list(src.transform)[:6],

@@ -26,6 +26,7 @@ _COMMANDS: dict[str, str] = {
     "bundle": "geoseg.cli.bundle:bundle",
     "models": "geoseg.cli.models:models",
     "predict": "geoseg.cli.predict:predict",
+    "qgis": "geoseg.cli.qgis:qgis",
     "score": "geoseg.cli.score:score",
     "tile": "geoseg.cli.tile:tile",
     "train": "geoseg.cli.train:train",

@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -542,3 +544,18 @@ def vectorize_to_file(
         seconds=time.perf_counter() - t0,
         counts=counts,
     )
+
+
+class _CallableModule(types.ModuleType):
+    """``geoseg.vectorize`` is both this module and the :func:`vectorize` verb.
+
+    ``geoseg/__init__`` re-exports the verbs, but importing this submodule rebinds the
+    package attribute ``geoseg.vectorize`` to the module; making the module callable keeps
+    ``geoseg.vectorize(path, ...)`` working either way.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> gpd.GeoDataFrame:
+        return vectorize(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -13,6 +13,7 @@ runs under any Python QGIS ships (3.9 on Windows).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -35,11 +36,13 @@ __all__ = [
     "clean_env",
     "find_executable",
     "list_models",
+    "models_cache_key",
     "parse_class_tags",
     "parse_event",
     "remove_partials",
     "run_geoseg",
     "stop",
+    "write_models_cache",
 ]
 
 SETTING_EXECUTABLE = "GEOSEG_EXECUTABLE"
@@ -180,7 +183,7 @@ def list_models(executable: str, cache: Path | None = None,
     modification time. Falls back to :data:`DEFAULT_MODELS` if geoseg cannot answer.
     """
     try:
-        key = f"{Path(executable).resolve()}:{os.stat(executable).st_mtime_ns}"
+        key = models_cache_key(executable)
     except OSError:
         return list(DEFAULT_MODELS)
     if key in _MODELS_MEMO:
@@ -204,15 +207,24 @@ def list_models(executable: str, cache: Path | None = None,
         return list(DEFAULT_MODELS)
     _MODELS_MEMO[key] = names
     if cache is not None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps({"key": key, "models": names}), encoding="utf-8")
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            write_models_cache(cache, executable, names)
     return list(names)
 
 
 _MODELS_MEMO: dict[str, list[str]] = {}
+
+
+def models_cache_key(executable: str) -> str:
+    """Key of :func:`list_models`'s disk cache: the executable's real path and mtime."""
+    return f"{Path(executable).resolve()}:{os.stat(executable).st_mtime_ns}"
+
+
+def write_models_cache(cache: Path, executable: str, names: list[str]) -> None:
+    """Store ``names`` as :func:`list_models`'s answer for ``executable``."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": models_cache_key(executable), "models": names}),
+                     encoding="utf-8")
 
 
 def _popen_flags() -> dict[str, Any]:

@@ -77,6 +77,7 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
     for dst in (output, csv_path, plot):  # fail before any compute
         if dst is not None:
             check_output(dst, overwrite=overwrite)
+    progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
     if objects:
         from geoseg.objects import score_objects
 
@@ -88,14 +89,9 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
         from geoseg.scoring import plot_confusion, write_confusion_csv
         from geoseg.scoring import score as run
 
-        progress = make_progress("none" if quiet and progress_kind == "bar"
-                                 else progress_kind)
-        try:
-            report = run(pred, labels, classes=classes, ignore_index=ignore_index,
-                         label_field=label_field, label_fill=label_fill,
-                         chunk_size=chunk_size, num_workers=workers, progress=progress)
-        finally:
-            progress.close()
+        report = run(pred, labels, classes=classes, ignore_index=ignore_index,
+                     label_field=label_field, label_fill=label_fill,
+                     chunk_size=chunk_size, num_workers=workers, progress=progress)
         data, text = report.to_dict(), report.table()
         if csv_path is not None:
             write_confusion_csv(report, csv_path, overwrite=overwrite)
@@ -104,5 +100,7 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
     if output is not None:
         with atomic_path(output, overwrite=overwrite) as tmp:
             tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    progress.finish([str(p) for p in (output, csv_path, plot) if p is not None])
+    progress.close()
     if not quiet:
         click.echo(text)

@@ -149,7 +149,7 @@ def load_polygons(source: str | os.PathLike[str] | Any, *, what: str,
         else:
             try:
                 gdf = gpd.read_file(path)
-            except Exception as exc:  # pyogrio raises several unrelated types
+            except Exception as exc:  # noqa: BLE001  # pyogrio raises several unrelated types
                 msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise InputError(f"cannot read {what} polygons {path} ({msg})") \
                     from None

@@ -314,7 +314,8 @@ def _reduce(truth: da.Array, pred: da.Array, n_truth: int, n_pred: int, *,
     nby, nbx = truth.numblocks
     hists = da.map_blocks(  # type: ignore[no-untyped-call]
         _hist_block, truth, pred, n_truth, n_pred, progress, new_axis=2,
-        chunks=((1,) * nby, (1,) * nbx, (n_truth * n_pred,)), dtype=np.int64)
+        chunks=((1,) * nby, (1,) * nbx, (n_truth * n_pred,)), dtype=np.int64,
+        meta=np.empty((0, 0, 0), np.int64))  # no dummy call (it would tick the progress)
     if progress is not None:
         progress.start(nby * nbx, "scoring")
     total = hists.sum(axis=(0, 1), dtype=np.int64)
@@ -726,7 +727,7 @@ def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
         description = str(path)
         try:
             gdf = gpd.read_file(path)
-        except Exception as exc:  # pyogrio raises several unrelated types for bad files
+        except Exception as exc:  # noqa: BLE001 - pyogrio raises several unrelated types for bad files
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"cannot read vector labels {path} ({msg})") from None
     if gdf.crs is None:

@@ -241,11 +241,7 @@ def _assert_contract(fractions: list[float], result: object, output: Path) -> No
 
 @pytest.mark.parametrize("command", [
     "predict", "vectorize",
-    pytest.param("score", marks=pytest.mark.xfail(
-        strict=True, reason="geoseg/scoring.py _reduce: da.map_blocks without meta= runs "
-                            "_hist_block on a dummy block before progress.start, so the "
-                            "stream starts with a spurious 1.0; cli/score.py never sends "
-                            "the done event (progress.finish)"))])
+    "score"])
 def test_json_progress_reaches_one_exactly_once(
         command: str, predicted: tuple[Path, list[float], object], tmp_path: Path) -> None:
     """The stream parses line by line, only grows, and reaches 1.0 exactly once, last."""

@@ -1,0 +1,1 @@
+"""The geoseg command-line interface (installed as ``geoseg.cli``)."""

@@ -100,7 +100,7 @@ def _names(
 @options.overwrite_opt
 @options.quiet_opt
 @options.progress_opt
-def vectorize(  # noqa: PLR0917 (click passes options positionally)
+def vectorize(
     class_map: str,
     output: Path,
     classes: tuple[str, ...] | None,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-from click.testing import CliRunner  # noqa: TID251
+from click.testing import CliRunner
 from geoseg.cli.main import cli
 
 from geoseg.testing import make_class_map, make_geotiff

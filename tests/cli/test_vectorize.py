@@ -10,7 +10,7 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
-from click.testing import CliRunner  # noqa: TID251
+from click.testing import CliRunner
 from geoseg.cli.main import cli
 
 from geoseg.testing import make_class_map, make_geotiff

@@ -56,7 +56,7 @@ def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
     if not p.is_file():
         raise BundleError(f"model bundle not found: {p}")
     try:
-        with safe_open(str(p), framework="pt") as f:
+        with safe_open(str(p), framework="numpy") as f:  # numpy: no torch import
             meta = f.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
         raise BundleError(f"{p} is not a geoseg model bundle (not safetensors: {exc})") from None

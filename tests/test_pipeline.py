@@ -212,3 +212,31 @@ def test_progress_json_contract(tiny_bundle: Path, scene_path: Path, tmp_path: P
 def test_errors_are_geoseg_errors(tiny_bundle: Path, tmp_path: Path) -> None:
     with pytest.raises(GeosegError, match="input not found"):
         predict(tmp_path / "nope.tif", tmp_path / "o.tif", model=tiny_bundle)
+
+
+@pytest.mark.slow
+def test_compiled_engine_agrees_with_eager(tiny_bundle: Path, tmp_path: Path) -> None:
+    """torch.compile (inductor, frozen weights) gives the eager class map (slow: compiles)."""
+    cmap = make_class_map((300, 400), n_classes=N_CLASSES, block=24, seed=9)
+    scene = make_geotiff(tmp_path / "s.tif", make_scene(cmap, seed=9), nodata=None)
+    predict(scene, tmp_path / "e.tif", model=tiny_bundle, engine="eager")
+    r = predict(scene, tmp_path / "c.tif", model=tiny_bundle, engine="compile")
+    assert "compile" in r.path
+    assert (read(tmp_path / "e.tif") == read(tmp_path / "c.tif")).mean() >= 0.995
+
+
+def test_compile_failure_falls_back_to_eager(tiny_bundle: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    cmap = make_class_map((100, 100), n_classes=N_CLASSES, block=24, seed=9)
+    scene = make_geotiff(tmp_path / "s.tif", make_scene(cmap, seed=9), nodata=None)
+    with pytest.warns(UserWarning, match="torch.compile failed .*running eager"):
+        r = predict(scene, tmp_path / "c.tif", model=tiny_bundle, engine="compile")
+    assert "eager" in r.path
+    with rasterio.open(tmp_path / "c.tif") as src:
+        assert src.tags()["engine"] == "eager"

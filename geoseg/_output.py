@@ -41,11 +41,21 @@ def _gtiff_profile(scene: Scene, count: int) -> dict[str, Any]:
         "driver": "GTiff", "width": scene.width, "height": scene.height, "count": count,
         "dtype": "uint8", "nodata": NODATA_CLASS, "tiled": True, "blockxsize": 512,
         "blockysize": 512, "BIGTIFF": "IF_SAFER", "interleave": "band",
-        "transform": scene.transform,
     }
+    if scene.crs is not None or not scene.transform.is_identity:
+        profile["transform"] = scene.transform
     if scene.crs is not None:
         profile["crs"] = scene.crs
     return profile
+
+
+def _open(path: Path, mode: str = "r", **profile: Any) -> Any:
+    """``rasterio.open`` without the warning for outputs of non-georeferenced inputs."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path, mode, **profile)
 
 
 def cog_copy(src: Path, dst: Path, *, categorical: bool) -> None:
@@ -91,10 +101,10 @@ class PartialOutput:
             return
         self.resumed = 0
         self.discard()
-        with rasterio.open(self.tmp_class, "w", **_gtiff_profile(scene, 1)):
+        with _open(self.tmp_class, "w", **_gtiff_profile(scene, 1)):
             pass
         if self.tmp_prob is not None:
-            with rasterio.open(self.tmp_prob, "w", **_gtiff_profile(scene, n_classes)):
+            with _open(self.tmp_prob, "w", **_gtiff_profile(scene, n_classes)):
                 pass
         self.tails_dir.mkdir()
         with self.journal.open("w") as f:
@@ -131,10 +141,10 @@ class PartialOutput:
         with self._lock:
             # Open and close per block: closing flushes GDAL's cache, so the journal
             # never lists a chunk whose pixels are not in the file.
-            with rasterio.open(self.tmp_class, "r+") as dst:
+            with _open(self.tmp_class, "r+") as dst:
                 dst.write(block[:1], window=win)
             if self.tmp_prob is not None:
-                with rasterio.open(self.tmp_prob, "r+") as dst:
+                with _open(self.tmp_prob, "r+") as dst:
                     dst.write(block[1:], window=win)
             with self.journal.open("a") as f:
                 f.write(f"{row} {col}\n")
@@ -148,12 +158,12 @@ class PartialOutput:
         """Add metadata, copy to COGs beside the destinations, and rename them into place."""
         from geoseg._atomic import partial_path
 
-        with rasterio.open(self.tmp_class, "r+") as dst:
+        with _open(self.tmp_class, "r+") as dst:
             dst.write_colormap(1, colormap)
             dst.set_band_description(1, "class")
             dst.update_tags(**tags)
         if self.tmp_prob is not None:
-            with rasterio.open(self.tmp_prob, "r+") as dst:
+            with _open(self.tmp_prob, "r+") as dst:
                 for k, name in enumerate(class_names, start=1):
                     dst.set_band_description(k, f"p_{name}")
                 dst.update_tags(**tags, scale=str(1 / 254), offset="0",

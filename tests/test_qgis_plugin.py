@@ -128,6 +128,11 @@ def _qgis_env(root: Path, *, enabled: bool) -> dict[str, str]:
         ini.write_text("[PythonPlugins]\ngeoseg_qgis=true\n")
     env = runner.clean_env()
     env.pop("GEOSEG_EXECUTABLE", None)
+    # QGIS's embedded Python takes its home from the first python3 on PATH (QGIS.md,
+    # pitfall 4): with geoseg's venv activated (as in CI) it would load the venv's Python
+    # and fail to import qgis. Debian's python3 first, and no VIRTUAL_ENV.
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = os.pathsep.join(["/usr/bin", "/bin", env.get("PATH", "")])
     env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(root / "config"),
                XDG_RUNTIME_DIR=str(xdg), QGIS_PLUGINPATH=str(PLUGIN_DIR),
                GEOSEG_EXECUTABLE=str(GEOSEG))

@@ -18,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import GeosegError, InputError, OutputError
+from geoseg.io import is_remote
 from geoseg.progress import NullProgress, Progress
 
 __all__ = ["BatchResult", "SceneOutcome", "dask_client", "expand_inputs", "predict_many"]
 
 _GLOB_CHARS = set("*?[")
-
-
-def _is_remote(path: str) -> bool:
-    return path.startswith(("/vsi", "http://", "https://", "s3://", "gs://", "az://"))
 
 
 def _gdal_path(path: str) -> str:
@@ -53,7 +50,7 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
                 raise InputError(f"scene list not found: {listing}")
             lines = [ln.strip() for ln in listing.read_text().splitlines()]
             out.extend(expand_inputs([ln for ln in lines if ln and not ln.startswith("#")]))
-        elif not _is_remote(item) and _GLOB_CHARS & set(item):
+        elif not is_remote(item) and _GLOB_CHARS & set(item):
             matches = sorted(glob.glob(item))
             if not matches:
                 raise InputError(f"no file matches {item!r}")

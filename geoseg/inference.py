@@ -14,7 +14,6 @@ values into weighted class probabilities. It runs:
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import warnings
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "Precision", "Predictor", "cpu_has_native_bf16", "select_device",
            "select_precision"]
-
-log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Engine = Literal["auto", "eager", "compile"]
@@ -247,14 +244,13 @@ class Predictor:
 
     def forward_tiles(self, tiles: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Weighted class probabilities ``(n, C, t, t)`` for raw tiles ``(n, B, t, t)``."""
-        import torch
-
         n = tiles.shape[0]
+        if n <= self.batch_size:  # the usual call (one batch): no extra copy
+            return self._run_batch(tiles)
         out = np.empty((n, self.n_classes, self.tile, self.tile), np.float32)
         for start in range(0, n, self.batch_size):
             batch = tiles[start:start + self.batch_size]
             out[start:start + len(batch)] = self._run_batch(batch)
-        del torch
         return out
 
     def _run_batch(self, batch: npt.NDArray[Any]) -> npt.NDArray[np.float32]:

@@ -41,7 +41,8 @@ NODATA_CLASS = 255
 _local = threading.local()
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a GDAL virtual/remote path or URL (not a local file)."""
     return path.startswith(("/vsi", "http://", "https://", "s3://", "gs://", "az://"))
 
 
@@ -101,9 +102,9 @@ def open_scene(path: str | os.PathLike[str]) -> Scene:
         The file does not exist, is not a raster GDAL can read, or has no bands.
     """
     text = os.fspath(path)
-    if not _is_remote(text) and not Path(text).exists():
+    if not is_remote(text) and not Path(text).exists():
         raise InputError(f"input not found: {text}")
-    if not _is_remote(text) and Path(text).is_dir():
+    if not is_remote(text) and Path(text).is_dir():
         raise InputError(f"{text} is a directory, not a raster")
     try:
         with warnings.catch_warnings():

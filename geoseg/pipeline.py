@@ -14,7 +14,6 @@ worker builds the model once (a worker plugin) while this process writes the res
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Sequence
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
 
 __all__ = ["PredictResult", "predict"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

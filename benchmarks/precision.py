@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from geoseg.pipeline import predict
+from geoseg.prediction.pipeline import predict
 from geoseg.training.data import IGNORE, find_pairs, read_class_table, read_pair
 from geoseg.training.loop import iou_from_confusion
 

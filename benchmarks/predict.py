@@ -75,8 +75,8 @@ def make_bundle(path: Path) -> Path:
 
 
 def model_only(bundle: Path, args: argparse.Namespace, n_tiles: int = 24) -> dict[str, float]:
-    from geoseg.inference import Predictor
     from geoseg.models.bundle import load_bundle
+    from geoseg.prediction.inference import Predictor
 
     t0 = time.perf_counter()
     pred = Predictor(load_bundle(bundle), tile=512, overlap=64, batch_size=args.batch_size,
@@ -94,7 +94,7 @@ def model_only(bundle: Path, args: argparse.Namespace, n_tiles: int = 24) -> dic
 CHILD = """
 import json, resource, sys, time, warnings
 warnings.simplefilter("ignore")
-from geoseg.pipeline import predict
+from geoseg.prediction.pipeline import predict
 scene, out, bundle, bs, prec, eng = sys.argv[1:7]
 r = predict(scene, out, model=bundle, batch_size=int(bs), precision=prec, engine=eng,
             overwrite=True)

@@ -1,10 +1,10 @@
-"""Benchmark: streaming confusion matrix (geoseg.scoring.score) vs whole-array bincount.
+"""Benchmark: streaming confusion matrix (geoseg.scoring.pipeline.score) vs whole-array bincount.
 
 Writes a prediction / label pair of SIZE x SIZE uint8 tiled GeoTIFFs (uncompressed,
 512 px tiles) strip by strip, never holding them whole, then scores the pair twice, each
 in its own subprocess so that its peak RSS is its own:
 
-- ``stream``: ``geoseg.scoring.score`` (dask, chunk by chunk, threads);
+- ``stream``: ``geoseg.scoring.pipeline.score`` (dask, chunk by chunk, threads);
 - ``numpy``: read both rasters whole, then one ``np.bincount`` over every valid pixel.
 
 Both include reading the rasters; the numpy line also gives its compute-only rate. The
@@ -61,7 +61,7 @@ def write_pair(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
 
 
 def run_stream(pred: str, truth: str, chunk: int) -> dict[str, object]:
-    from geoseg.scoring import score
+    from geoseg.scoring.pipeline import score
 
     t0 = time.perf_counter()
     report = score(pred, truth, chunk_size=chunk)

@@ -102,7 +102,7 @@ def _stats(gdf: object) -> dict[str, float]:
 
 
 def run_geoseg(path: str, chunk: int, workers: int) -> dict[str, float]:
-    from geoseg.vectorize import vectorize
+    from geoseg.vector.pipeline import vectorize
 
     gdf = vectorize(path, all_classes=True, chunk_size=chunk, workers=workers or None)
     return _stats(gdf)
@@ -117,7 +117,7 @@ def child(args: argparse.Namespace) -> None:
         import dask.multiprocessing  # noqa: F401
         import scipy.sparse.csgraph  # noqa: F401
 
-        import geoseg.vectorize  # noqa: F401
+        import geoseg.vector.pipeline  # noqa: F401
     t1 = time.perf_counter()
     start = resource.getrusage(resource.RUSAGE_SELF)
     if args.run == "whole":

@@ -70,7 +70,7 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
     geoseg predict s2.tif --bands 4,3,2 --model my.safetensors -o map.tif
     geoseg predict 'tiles/*.tif' -o maps/ --workers 2
     """
-    from geoseg.batch import dask_client, expand_inputs
+    from geoseg.prediction.batch import dask_client, expand_inputs
     from geoseg.progress import make_progress
 
     progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
@@ -83,7 +83,7 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
               "devices": devices}
     with dask_client(scheduler=scheduler, workers=workers, devices=devices) as client:
         if not many:
-            from geoseg.pipeline import predict as run
+            from geoseg.prediction.pipeline import predict as run
 
             result = run(paths[0], output, model=model, probabilities=probabilities,
                          preview=preview, vectorize=vectorize_to, client=client,
@@ -94,7 +94,7 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
         if probabilities or preview or vectorize_to:
             raise click.UsageError("--probabilities, --preview and --vectorize take one "
                                    "scene; run geoseg vectorize on the maps afterwards")
-        from geoseg.batch import predict_many
+        from geoseg.prediction.batch import predict_many
 
         batch = predict_many(paths, output, model=model, client=client, progress=progress,
                              **common)

@@ -79,15 +79,15 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
             check_output(dst, overwrite=overwrite)
     progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
     if objects:
-        from geoseg.objects import score_objects
+        from geoseg.scoring.objects import score_objects
 
         result = score_objects(pred, labels, iou_threshold=iou_threshold,
                                label_field=label_field, classes=classes,
                                workers=workers)
         data, text = result.to_dict(), result.table()
     else:
-        from geoseg.scoring import plot_confusion, write_confusion_csv
-        from geoseg.scoring import score as run
+        from geoseg.scoring.pipeline import plot_confusion, write_confusion_csv
+        from geoseg.scoring.pipeline import score as run
 
         report = run(pred, labels, classes=classes, ignore_index=ignore_index,
                      label_field=label_field, label_fill=label_fill,

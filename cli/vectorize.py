@@ -128,7 +128,7 @@ def vectorize(
     geoseg vectorize map.tif --classes building --centerlines -o city.gpkg
     """
     from geoseg.progress import make_progress
-    from geoseg.vectorize import vectorize_to_file
+    from geoseg.vector.pipeline import vectorize_to_file
 
     progress = make_progress(
         "none" if quiet and progress_kind == "bar" else progress_kind

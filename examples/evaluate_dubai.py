@@ -1,6 +1,6 @@
 """Score geoseg's default models on the held-out Dubai tiles 7-8 (the model-card figures).
 
-Every held-out image is predicted with ``geoseg.pipeline.predict`` (the code behind
+Every held-out image is predicted with ``geoseg.prediction.pipeline.predict`` (the code behind
 ``geoseg predict``), compared with its mask, and the pixel counts are pooled. The figures
 are printed as JSON and, with ``--record``, stored in the bundle's provenance under
 ``heldout`` (the weights are rewritten unchanged), where the test of the shipped models

@@ -16,7 +16,7 @@ from pathlib import Path
 from rasterio.errors import NotGeoreferencedWarning
 
 import geoseg
-from geoseg.vectorize import vectorize_to_file
+from geoseg.vector.pipeline import vectorize_to_file
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,7 +44,7 @@ def main() -> None:
     if mask.exists():  # the labels of this image, decoded from their colours
         import rasterio
 
-        from geoseg.scoring import score_arrays
+        from geoseg.scoring.pipeline import score_arrays
         from geoseg.training.data import Pair, read_class_table, read_pair
 
         table = read_class_table(HERE / "dubai_classes.json")

@@ -41,7 +41,7 @@ done
 # a time-limited run keeps its resumable checkpoint; the shipped models do not need it
 rm -f "$out"/*.last.safetensors "$out"/*.state.json
 
-# held-out tiles 7-8 through geoseg.pipeline.predict: prints the model-card figures and
+# held-out tiles 7-8 through geoseg.prediction.pipeline.predict: prints the model-card figures and
 # stores them in each bundle (provenance "heldout"), where the tests read them back
 python "$here/evaluate_dubai.py" --data "$data" --record \
     "$out/deeplab.safetensors" "$out/unet.safetensors"

@@ -17,15 +17,16 @@ except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0+unknown"
 
 __all__ = ["GeosegError", "__version__", "load_bundle", "open_scene", "predict", "score",
-           "score_objects", "vectorize"]
+           "score_objects", "train", "vectorize"]
 
 _LAZY = {
-    "predict": "geoseg.pipeline",
+    "predict": "geoseg.prediction.pipeline",
+    "train": "geoseg.training.loop",
     "load_bundle": "geoseg.models.bundle",
     "open_scene": "geoseg.io",
-    "score": "geoseg.scoring",
-    "score_objects": "geoseg.objects",
-    "vectorize": "geoseg.vectorize",
+    "score": "geoseg.scoring.pipeline",
+    "score_objects": "geoseg.scoring.objects",
+    "vectorize": "geoseg.vector.pipeline",
 }
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from geoseg.testing import make_class_map, make_geotiff, make_scene
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+#: Real data for the tests: $GEOSEG_DATA, else ../shared/data beside the checkout.
+SHARED_DATA = Path(os.environ.get("GEOSEG_DATA")
+                   or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 N_CLASSES = 3
 TINY_ARCH = {"encoder_depth": 3, "decoder_channels": (32, 16, 8)}

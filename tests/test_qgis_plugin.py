@@ -24,9 +24,11 @@ from geoseg.cli.main import cli
 
 from geoseg.testing import make_class_map, make_geotiff, make_scene
 
+from .conftest import SHARED_DATA
+
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "qgis_plugin"
-LANDSAT = REPO / ".." / "shared" / "data" / "landsat" / "RGB.byte.tif"
+LANDSAT = SHARED_DATA / "landsat" / "RGB.byte.tif"
 GEOSEG = Path(sys.executable).with_name("geoseg")
 QGIS_PROCESS = shutil.which("qgis_process.bin")
 QGIS_PYTHON = "/usr/bin/python3"

@@ -1,4 +1,4 @@
-"""Held-out evaluation of a bundle through the same path users take: ``geoseg.pipeline.predict``.
+"""Held-out evaluation of a bundle through the path users take (``geoseg predict``).
 
 Each image is predicted to a temporary class map (tiled, blended, exactly as ``geoseg
 predict`` does), compared with its mask, and the confusion matrices are summed. This is
@@ -8,6 +8,7 @@ the shipped models against the card runs it too.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -15,14 +16,21 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from geoseg.training.data import IGNORE, ClassTable, Pair, read_pair
+from geoseg.training.data import IGNORE, ClassTable, LabeledImage, Pair, read_pair
 
-__all__ = ["HeldOut", "evaluate_bundle"]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+
+__all__ = ["HeldOut", "confusion_matrix", "evaluate_bundle", "evaluate_images",
+           "iou_from_confusion"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +65,13 @@ def evaluate_bundle(model: str | os.PathLike[str] | Any, pairs: Sequence[Pair],
     Parameters
     ----------
     model : str, path or Bundle
-        What ``geoseg.pipeline.predict`` accepts.
+        What ``geoseg.prediction.pipeline.predict`` accepts.
     table : ClassTable
         How to decode the masks; its classes must be the model's, in the same order.
     exclude : sequence of str
         Class names left out of the macro mIoU (still reported per class).
     """
-    from geoseg.pipeline import predict
-    from geoseg.training.loop import iou_from_confusion
+    from geoseg.prediction.pipeline import predict
 
     names = [c.name for c in table.classes]
     include = [k for k, n in enumerate(names) if n not in exclude]
@@ -92,3 +99,103 @@ def evaluate_bundle(model: str | os.PathLike[str] | Any, pairs: Sequence[Pair],
     iou, miou = iou_from_confusion(total, include)
     return HeldOut(total, {nm: float(v) for nm, v in zip(names, iou, strict=True)}, miou,
                    tuple(names[k] for k in include), per_image, int(total.sum()))
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """``(C, C)`` int64 counts, rows truth, columns prediction; ``IGNORE`` pixels skipped."""
+    import torch
+
+    valid = target != IGNORE
+    t = target[valid].long()
+    p = pred[valid].long()
+    return torch.bincount(t * n_classes + p, minlength=n_classes ** 2).reshape(
+        n_classes, n_classes)
+
+
+def iou_from_confusion(cm: npt.NDArray[np.int64], include: Sequence[int] | None = None
+                       ) -> tuple[npt.NDArray[np.float64], float]:
+    """IoU per class and the macro mIoU over ``include`` (default: all classes).
+
+    IoU is NaN where a class is absent from truth and prediction; mIoU skips NaN classes.
+    """
+    tp = np.diag(cm).astype(np.float64)
+    denom = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
+    sel = iou if include is None else iou[list(include)]
+    miou = float(np.nanmean(sel)) if np.isfinite(sel).any() else math.nan
+    return iou, miou
+
+
+def _val_chips(images: Sequence[LabeledImage], size: int, mean: npt.NDArray[np.float32],
+               std: npt.NDArray[np.float32], limit: int | None
+               ) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]]:
+    """Cut non-overlapping chips covering the validation images.
+
+    Edges are padded with IGNORE, so every pixel counts once; ``limit`` keeps an evenly
+    spaced subset.
+    """
+    windows = []
+    for k, im in enumerate(images):
+        h, w = im.mask.shape
+        for y in range(0, h, size):
+            for x in range(0, w, size):
+                if (im.mask[y:y + size, x:x + size] != IGNORE).any():
+                    windows.append((k, y, x))
+    if limit is not None and len(windows) > limit:
+        idx = np.linspace(0, len(windows) - 1, limit).round().astype(int)
+        windows = [windows[i] for i in idx]
+    chips = []
+    for k, y, x in windows:
+        im = images[k]
+        img = im.image[:, y:y + size, x:x + size].astype(np.float32)
+        msk = im.mask[y:y + size, x:x + size]
+        ph, pw = size - msk.shape[0], size - msk.shape[1]
+        if ph or pw:
+            img = np.pad(img, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(
+                msk.shape) > max(ph, pw) else "constant")
+            msk = np.pad(msk, ((0, ph), (0, pw)), constant_values=IGNORE)
+        chips.append(((img - mean) / std, msk))
+    return chips
+
+
+def evaluate_images(model: nn.Module, chips: Sequence[tuple[npt.NDArray[np.float32],
+                                                            npt.NDArray[np.uint8]]],
+                    n_classes: int, *, loss_fn: nn.Module | None = None,
+                    device: torch.device | None = None, precision: str = "fp32",
+                    batch_size: int = 4, channels_last: bool = False
+                    ) -> tuple[npt.NDArray[np.int64], float]:
+    """Confusion matrix and mean loss of ``model`` over normalised validation chips."""
+    import torch
+
+    device = device or torch.device("cpu")
+    cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
+    total, batches = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(chips), batch_size):
+                part = chips[i:i + batch_size]
+                x = torch.from_numpy(np.stack([c[0] for c in part])).to(device)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = torch.from_numpy(np.stack([c[1] for c in part]).astype(np.int64)).to(device)
+                with _autocast(device, precision):
+                    logits = model(x)
+                if loss_fn is not None:
+                    total += float(loss_fn(logits.float(), y))
+                    batches += 1
+                cm += confusion_matrix(logits.argmax(1).cpu(), y.cpu(), n_classes)
+    finally:
+        model.train(was_training)
+    return cm.numpy(), total / max(batches, 1)
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -10,213 +10,50 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import math
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
-from geoseg._atomic import atomic_path, check_output
+from geoseg._atomic import check_output
 from geoseg.errors import InputError
 from geoseg.models.spec import ModelSpec
 from geoseg.progress import NullProgress, Progress
-from geoseg.training.augment import Augment
 from geoseg.training.data import IGNORE, ChipDataset, ClassTable, LabeledImage, Pair
+from geoseg.training.evaluate import _autocast
 from geoseg.training.losses import auto_class_weights, make_loss
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+from geoseg.training.checkpoint import _load_checkpoint, _save_checkpoint, checkpoint_paths
+from geoseg.training.config import EpochResult, TrainConfig, TrainResult, _config_json
+from geoseg.training.evaluate import (
+    _val_chips,
+    confusion_matrix,
+    evaluate_images,
+    iou_from_confusion,
+)
+from geoseg.training.split import split_blocks, split_groups
 
 __all__ = ["EpochResult", "TrainConfig", "TrainResult", "checkpoint_paths",
            "confusion_matrix", "evaluate_images", "fit", "iou_from_confusion",
            "split_blocks", "split_groups", "train"]
 
 
-@dataclass(frozen=True, slots=True)
-class TrainConfig:
-    """Settings of a training run (all stored in the bundle's provenance)."""
-
-    architecture: str = "unet"
-    backbone: str = "resnet18"
-    arch_params: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 20
-    steps_per_epoch: int = 100
-    batch_size: int = 8
-    crop_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    loss: str = "ce+dice"
-    class_weights: str | tuple[float, ...] | None = "auto"
-    ignore_index: int | None = None
-    seed: int = 0
-    patience: int | None = None
-    max_minutes: float | None = None
-    freeze_backbone: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    tile_size: int = 512
-    overlap: int = 64
-    val_limit: int | None = None
-    miou_exclude: tuple[str, ...] = ()
-    augment: Augment = field(default_factory=lambda: Augment(
-        scale=(0.75, 1.33), brightness=0.2, contrast=0.2))
-    half: bool = False
-    channels_last: bool = True
-    workers: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class EpochResult:
-    """Metrics of one epoch."""
-
-    epoch: int
-    steps: int
-    train_loss: float
-    val_loss: float
-    miou: float
-    iou: tuple[float, ...]
-    lr: float
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class TrainResult:
-    """What :func:`fit` produced."""
-
-    output: Path
-    best_epoch: int
-    best_miou: float
-    best_iou: tuple[float, ...]
-    history: tuple[EpochResult, ...]
-    metrics_csv: Path
-    stopped: str
-
-    def summary(self) -> str:
-        """One line for the user."""
-        return (f"wrote {self.output} (best epoch {self.best_epoch}, val mIoU "
-                f"{self.best_miou:.4f}; {self.stopped}); metrics in {self.metrics_csv}")
-
-
-def checkpoint_paths(output: Path) -> tuple[Path, Path]:
-    """Return the resumable checkpoint (weights + optimiser, safetensors) and its JSON state."""
-    return (output.with_name(output.name + ".last.safetensors"),
-            output.with_name(output.name + ".state.json"))
-
-
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """``(C, C)`` int64 counts, rows truth, columns prediction; ``IGNORE`` pixels skipped."""
-    import torch
-
-    valid = target != IGNORE
-    t = target[valid].long()
-    p = pred[valid].long()
-    return torch.bincount(t * n_classes + p, minlength=n_classes ** 2).reshape(
-        n_classes, n_classes)
-
-
-def iou_from_confusion(cm: npt.NDArray[np.int64], include: Sequence[int] | None = None
-                       ) -> tuple[npt.NDArray[np.float64], float]:
-    """IoU per class and the macro mIoU over ``include`` (default: all classes).
-
-    IoU is NaN where a class is absent from truth and prediction; mIoU skips NaN classes.
-    """
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
-    sel = iou if include is None else iou[list(include)]
-    miou = float(np.nanmean(sel)) if np.isfinite(sel).any() else math.nan
-    return iou, miou
-
-
 def _device_and_amp(config: TrainConfig) -> tuple[torch.device, str]:
-    from geoseg.inference import select_device, select_precision
+    from geoseg.prediction.inference import select_device, select_precision
 
     device = select_device(config.device)
     return device, select_precision(config.precision, device)
 
 
-def _autocast(device: torch.device, precision: str) -> Any:
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _val_chips(images: Sequence[LabeledImage], size: int, mean: npt.NDArray[np.float32],
-               std: npt.NDArray[np.float32], limit: int | None
-               ) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]]:
-    """Cut non-overlapping chips covering the validation images.
-
-    Edges are padded with IGNORE, so every pixel counts once; ``limit`` keeps an evenly
-    spaced subset.
-    """
-    windows = []
-    for k, im in enumerate(images):
-        h, w = im.mask.shape
-        for y in range(0, h, size):
-            for x in range(0, w, size):
-                if (im.mask[y:y + size, x:x + size] != IGNORE).any():
-                    windows.append((k, y, x))
-    if limit is not None and len(windows) > limit:
-        idx = np.linspace(0, len(windows) - 1, limit).round().astype(int)
-        windows = [windows[i] for i in idx]
-    chips = []
-    for k, y, x in windows:
-        im = images[k]
-        img = im.image[:, y:y + size, x:x + size].astype(np.float32)
-        msk = im.mask[y:y + size, x:x + size]
-        ph, pw = size - msk.shape[0], size - msk.shape[1]
-        if ph or pw:
-            img = np.pad(img, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(
-                msk.shape) > max(ph, pw) else "constant")
-            msk = np.pad(msk, ((0, ph), (0, pw)), constant_values=IGNORE)
-        chips.append(((img - mean) / std, msk))
-    return chips
-
-
-def evaluate_images(model: nn.Module, chips: Sequence[tuple[npt.NDArray[np.float32],
-                                                            npt.NDArray[np.uint8]]],
-                    n_classes: int, *, loss_fn: nn.Module | None = None,
-                    device: torch.device | None = None, precision: str = "fp32",
-                    batch_size: int = 4, channels_last: bool = False
-                    ) -> tuple[npt.NDArray[np.int64], float]:
-    """Confusion matrix and mean loss of ``model`` over normalised validation chips."""
-    import torch
-
-    device = device or torch.device("cpu")
-    cm = torch.zeros(n_classes, n_classes, dtype=torch.int64)
-    total, batches = 0.0, 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for i in range(0, len(chips), batch_size):
-                part = chips[i:i + batch_size]
-                x = torch.from_numpy(np.stack([c[0] for c in part])).to(device)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = torch.from_numpy(np.stack([c[1] for c in part]).astype(np.int64)).to(device)
-                with _autocast(device, precision):
-                    logits = model(x)
-                if loss_fn is not None:
-                    total += float(loss_fn(logits.float(), y))
-                    batches += 1
-                cm += confusion_matrix(logits.argmax(1).cpu(), y.cpu(), n_classes)
-    finally:
-        model.train(was_training)
-    return cm.numpy(), total / max(batches, 1)
 
 
 def _lr_factor(progress: float, warmup: float) -> float:
@@ -225,45 +62,6 @@ def _lr_factor(progress: float, warmup: float) -> float:
         return max(progress / warmup, 0.01)
     t = min((progress - warmup) / max(1.0 - warmup, 1e-9), 1.0)
     return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def _save_checkpoint(output: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     state: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    ckpt, state_path = checkpoint_paths(output)
-    tensors: dict[str, Any] = {f"model.{k}": v.detach().cpu().contiguous()
-                               for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    for idx, pstate in opt["state"].items():
-        for key, value in pstate.items():
-            tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous() \
-                if hasattr(value, "detach") else __import__("torch").tensor(value)
-    state = {**state, "param_groups": opt["param_groups"]}
-    with atomic_path(ckpt, overwrite=True) as tmp:
-        save_file(tensors, str(tmp))
-    with atomic_path(state_path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(state, indent=1))
-
-
-def _load_checkpoint(output: Path, model: nn.Module, optimizer: torch.optim.Optimizer
-                     ) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    ckpt, state_path = checkpoint_paths(output)
-    if not ckpt.is_file() or not state_path.is_file():
-        raise InputError(f"cannot resume: no checkpoint for {output} (expected {ckpt} and "
-                         f"{state_path}); start without --resume")
-    tensors = load_file(str(ckpt))
-    state: dict[str, Any] = json.loads(state_path.read_text())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            opt_state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-    return state
 
 
 def _fmt_row(values: Sequence[str], widths: Sequence[int]) -> str:
@@ -538,53 +336,6 @@ def fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage]
             path.unlink(missing_ok=True)
     return TrainResult(out, int(state["best_epoch"]), float(state["best_miou"]),
                        tuple(state["best_iou"]), tuple(history), metrics_csv, stopped)
-
-
-def _config_json(config: TrainConfig) -> dict[str, Any]:
-    d = asdict(config)
-    d["augment"] = asdict(config.augment)
-    out: dict[str, Any] = json.loads(json.dumps(d, default=list))
-    return out
-
-
-def split_groups(pairs: Sequence[Pair], fraction: float, seed: int
-                 ) -> tuple[list[Pair], list[Pair]]:
-    """Hold out whole groups of pairs for validation, never overlapping chips.
-
-    A group is the folder above ``images/`` (e.g. ``tile_7``) when there are several,
-    else a single image. The last ``fraction`` of groups in a seeded shuffle is held out.
-    """
-    if not 0 < fraction < 1:
-        raise InputError(f"--val-fraction must be between 0 and 1, got {fraction}")
-    groups: dict[Path, list[Pair]] = {}
-    for p in pairs:
-        groups.setdefault(p.image.parent.parent, []).append(p)
-    keys: list[Any] = sorted(groups) if len(groups) > 1 else [p.image for p in pairs]
-    by_key = groups if len(groups) > 1 else {p.image: [p] for p in pairs}
-    if len(keys) < 2:
-        raise InputError("cannot split one image into training and validation without "
-                         "overlap; give --val DIR")
-    order = np.random.default_rng(seed).permutation(len(keys))
-    n_val = min(max(1, round(len(keys) * fraction)), len(keys) - 1)
-    val_keys = {keys[i] for i in order[len(keys) - n_val:]}
-    train_pairs = [p for k in keys if k not in val_keys for p in by_key[k]]
-    val_pairs = [p for k in keys if k in val_keys for p in by_key[k]]
-    return train_pairs, val_pairs
-
-
-def split_blocks(blocks: Sequence[LabeledImage], fraction: float, seed: int
-                 ) -> tuple[list[LabeledImage], list[LabeledImage]]:
-    """Hold out a seeded ``fraction`` of whole, non-overlapping spatial blocks."""
-    if not 0 < fraction < 1:
-        raise InputError(f"--val-fraction must be between 0 and 1, got {fraction}")
-    if len(blocks) < 2:
-        raise InputError("the scene gives only one block: too small to split into training "
-                         "and validation without overlap; give --val, or a smaller --crop-size")
-    order = np.random.default_rng(seed).permutation(len(blocks))
-    n_val = min(max(1, round(len(blocks) * fraction)), len(blocks) - 1)
-    held = set(order[len(blocks) - n_val:].tolist())
-    return ([b for i, b in enumerate(blocks) if i not in held],
-            [b for i, b in enumerate(blocks) if i in held])
 
 
 def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair],

@@ -1,9 +1,8 @@
-"""geoseg.objects: one-to-one polygon matching, the SpaceNet building metric."""
+"""geoseg.scoring.objects: one-to-one polygon matching, the SpaceNet building metric."""
 
 from __future__ import annotations
 
 import doctest
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -12,12 +11,14 @@ import rasterio
 import shapely
 
 import geoseg.metrics
-import geoseg.objects
+import geoseg.scoring.objects
 from geoseg.errors import InputError
-from geoseg.objects import score_objects
+from geoseg.scoring.objects import score_objects
 from geoseg.testing import make_geotiff
 
-SPACENET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "spacenet"
+from ..conftest import SHARED_DATA
+
+SPACENET = SHARED_DATA / "spacenet"
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_invalid_polygons_are_repaired():
     assert s.pred_iou[0] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("module", [geoseg.metrics, geoseg.objects])
+@pytest.mark.parametrize("module", [geoseg.metrics, geoseg.scoring.objects])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0

@@ -1,8 +1,8 @@
 """Many scenes, and dask.distributed clusters: ``predict_many`` and ``dask_client``.
 
 One model per worker process (built once by a worker plugin, see
-:func:`geoseg.pipeline.predict`), one progress display for all scenes, and a failure in one
-scene reported without stopping the others.
+:func:`geoseg.prediction.pipeline.predict`), one progress display for all scenes, and a
+failure in one scene reported without stopping the others.
 """
 
 from __future__ import annotations
@@ -181,8 +181,8 @@ def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
     from geoseg.io import open_scene
     from geoseg.models import resolve_model
     from geoseg.models.bundle import Bundle
-    from geoseg.pipeline import predict
-    from geoseg.tiling import plan_tiles
+    from geoseg.prediction.pipeline import predict
+    from geoseg.prediction.tiling import plan_tiles
 
     progress = progress or NullProgress()
     directory = Path(out_dir)

@@ -3,7 +3,7 @@
 The class map is cut into ``chunk_size`` windows; one dask task per window reads it,
 labels the connected regions of each selected class and polygonizes them with
 ``rasterio.features.shapes``. Pieces that meet across a window seam are then unioned
-(:mod:`geoseg._polygonize` explains how they are found without geometry tests), so the
+(:mod:`geoseg.vector.polygonize` explains how they are found without geometry tests), so the
 result is the same set of polygons as one whole-map polygonization, while memory
 depends on the window size rather than the map size. Nodata pixels are never a polygon.
 
@@ -19,9 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,22 +29,25 @@ import numpy as np
 import shapely
 
 from geoseg._atomic import check_output
-from geoseg._classmap import (
+from geoseg.classmap import (
     ClassTable,
     class_table,
     open_class_map,
     road_classes,
     selection,
 )
-from geoseg._regularize import regularize_polygon
-from geoseg._vector_io import VECTOR_FORMATS, vector_driver, write_vectors
-from geoseg._vector_ops import Metric, metric_frame, pixel_to_crs, postprocess
 from geoseg.errors import InputError
 from geoseg.io import NODATA_CLASS, Scene, open_scene
 from geoseg.progress import NullProgress, Progress
+from geoseg.vector.chunks import _concat
+from geoseg.vector.postprocess import pixel_to_crs, postprocess
+from geoseg.vector.regularize import regularize_polygon
+from geoseg.vector.write import VECTOR_FORMATS, vector_driver, write_vectors
 
 if TYPE_CHECKING:
     import geopandas as gpd
+from geoseg.vector.centerlines import _centerline_frame, centerlines
+from geoseg.vector.chunks import _chunks, _run_tasks
 
 __all__ = [
     "VECTOR_FORMATS",
@@ -58,103 +59,8 @@ __all__ = [
     "write_vectors",
 ]
 
+
 log = logging.getLogger(__name__)
-
-#: Pixels of halo read around each chunk for centre lines (roads narrower than twice
-#: this
-#: skeletonize exactly as on the whole map).
-CENTERLINE_HALO = 64
-
-
-# --------------------------------------------------------------------------- chunks
-
-
-def _chunks(scene: Scene, chunk_size: int) -> tuple[list[Any], tuple[int, int]]:
-    from geoseg._polygonize import ChunkSpec
-
-    if chunk_size < 2:
-        raise InputError(f"chunk_size must be at least 2 pixels, got {chunk_size}")
-    rows = list(range(0, scene.height, chunk_size))
-    cols = list(range(0, scene.width, chunk_size))
-    specs = [
-        ChunkSpec(
-            scene.path,
-            i,
-            j,
-            r,
-            c,
-            min(chunk_size, scene.height - r),
-            min(chunk_size, scene.width - c),
-        )
-        for i, r in enumerate(rows)
-        for j, c in enumerate(cols)
-    ]
-    return specs, (len(rows), len(cols))
-
-
-def _run_tasks(tasks: list[Any], workers: int | None, progress: Progress, desc: str) -> list[Any]:
-    """Compute dask delayed tasks; several processes when the map has several chunks.
-
-    ``rasterio.features.shapes`` holds the GIL, so threads would not run in parallel.
-    A ``dask.distributed`` client that is already running is used when there is one.
-    The local schedulers are passed as functions: naming them by string makes dask
-    import ``distributed`` (half a second) just to look for a client.
-    """
-    import multiprocessing as mp
-    import sys
-
-    import dask
-    import dask.local
-    import dask.multiprocessing
-    from dask.base import compute
-    from dask.callbacks import Callback
-
-    n = len(tasks)
-    if "distributed" in sys.modules:
-        from distributed import default_client
-
-        try:
-            client = default_client()  # type: ignore[no-untyped-call]
-        except ValueError:
-            client = None
-        if client is not None:
-            progress.start(n, desc=desc)
-            out = list(compute(*tasks, scheduler=client))  # type: ignore[no-untyped-call]
-            progress.advance(n)
-            return out
-    if workers is None:
-        # Below a few chunks per worker, forking and shipping results back cost more
-        # than they save (measured: a 4096 px map in 2048 px chunks ran faster in one
-        # process on a 2-core machine).
-        cpus = os.cpu_count() or 1
-        workers = 1 if n < 4 * min(cpus, 2) else min(cpus, n)
-    progress.start(n, desc=desc)
-
-    def _posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        if isinstance(key, tuple) or "polygonize" in str(key) or "skeleton" in str(key):
-            progress.advance(1)
-
-    with Callback(posttask=_posttask):  # type: ignore[no-untyped-call]
-        if workers <= 1 or n <= 1:
-            return list(
-                compute(  # type: ignore[no-untyped-call]
-                    *tasks, scheduler=dask.local.get_sync
-                )
-            )
-        # fork (where there is one) starts workers in milliseconds; spawn re-imports.
-        ctx = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        with dask.config.set({"multiprocessing.context": ctx}):
-            return list(
-                compute(  # type: ignore[no-untyped-call]
-                    *tasks,
-                    scheduler=dask.multiprocessing.get,
-                    num_workers=workers,
-                    chunksize=1,  # the default batches 6 tasks per worker call
-                )
-            )
-
-
-# --------------------------------------------------------------------------- main
 
 
 @dataclass(frozen=True)
@@ -260,7 +166,7 @@ def vectorize(
     import geopandas as gpd
     from dask.delayed import delayed
 
-    from geoseg._polygonize import merge_pieces, polygonize_chunk
+    from geoseg.vector.polygonize import merge_pieces, polygonize_chunk
 
     progress = progress or NullProgress()
     if connectivity not in (4, 8):
@@ -349,10 +255,6 @@ def vectorize(
     return frame
 
 
-def _concat(frames: list[gpd.GeoDataFrame]) -> Any:
-    import pandas as pd
-
-    return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
 
 
 def _probability_bands(
@@ -387,116 +289,6 @@ def _probability_bands(
             f"{len(ids)} classes; expected one band per class"
         )
     return prob.path, {cid: k + 1 for k, cid in enumerate(ids)}
-
-
-def _centerline_frame(
-    scene: Scene,
-    table: ClassTable,
-    roads: Sequence[int],
-    *,
-    simplify: float,
-    chunk_size: int,
-    workers: int | None,
-    progress: Progress,
-) -> gpd.GeoDataFrame:
-    import geopandas as gpd
-    from dask.delayed import delayed
-
-    from geoseg._polygonize import skeleton_lines_chunk
-
-    lut = np.zeros(256 if scene.dtype == "uint8" else 65536, bool)
-    lut[list(roads)] = True
-    specs, _ = _chunks(scene, chunk_size)
-    frames = []
-    for cid in roads:
-        one = np.zeros_like(lut)
-        one[cid] = True
-        tasks = [
-            delayed(skeleton_lines_chunk, pure=False)(
-                s,
-                one,
-                CENTERLINE_HALO,
-                scene.shape,
-                dask_key_name=f"skeleton-{cid}-{s.row}-{s.col}",
-            )
-            for s in specs
-        ]
-        parts = [p for p in _run_tasks(tasks, workers, progress, "centre lines") if len(p)]
-        if parts:
-            lines = shapely.get_parts(
-                shapely.line_merge(shapely.multilinestrings(np.concatenate(parts)))
-            )
-        else:
-            lines = np.empty(0, object)
-        series = gpd.GeoSeries(pixel_to_crs(np.asarray(lines, object), scene), crs=scene.crs)
-        metric = metric_frame(series)
-        geoms = np.asarray(metric.series.values, dtype=object)
-        if simplify > 0 and len(geoms):
-            geoms = shapely.simplify(geoms, simplify / metric.factor, preserve_topology=True)
-            series = Metric(
-                gpd.GeoSeries(geoms, crs=metric.series.crs),
-                metric.factor,
-                metric.geographic,
-            ).back(scene.crs)
-        frames.append(
-            gpd.GeoDataFrame(
-                {
-                    "class_id": np.full(len(geoms), cid, np.int64),
-                    "class_name": [table.name(cid)] * len(geoms),
-                    "length_m": shapely.length(geoms) * metric.factor,
-                    "feature": "centerline",
-                },
-                geometry=series.values,
-                crs=scene.crs,
-            )
-        )
-    return gpd.GeoDataFrame(_concat(frames), geometry="geometry", crs=scene.crs)
-
-
-def centerlines(
-    class_map: str | os.PathLike[str],
-    *,
-    classes: Sequence[str | int] | None = None,
-    class_names: Sequence[str] | None = None,
-    simplify: float = 0.0,
-    chunk_size: int = 2048,
-    workers: int | None = None,
-    progress: Progress | None = None,
-) -> gpd.GeoDataFrame:
-    """Road centre lines (LineStrings) from a class map: skeletons joined into lines.
-
-    Parameters
-    ----------
-    class_map : path
-        Class map, as for :func:`vectorize`.
-    classes : sequence of str or int, optional
-        Road classes; default: the classes named ``road*``.
-    class_names, simplify, chunk_size, workers, progress
-        As for :func:`vectorize` (``simplify`` in metres).
-
-    Returns
-    -------
-    GeoDataFrame
-        ``class_id``, ``class_name``, ``length_m``, ``feature`` (``"centerline"``) and
-        LineString geometry, in the class map's CRS. Lines run through pixel centres and
-        meet at junctions.
-    """
-    scene = open_class_map(class_map)
-    table = class_table(scene, class_names)
-    roads = road_classes(table, True if classes is None else classes)
-    progress = progress or NullProgress()
-    try:
-        return _centerline_frame(
-            scene,
-            table,
-            roads,
-            simplify=simplify,
-            chunk_size=chunk_size,
-            workers=workers,
-            progress=progress,
-        )
-    finally:
-        progress.close()
 
 
 def vectorize_to_file(
@@ -544,18 +336,3 @@ def vectorize_to_file(
         seconds=time.perf_counter() - t0,
         counts=counts,
     )
-
-
-class _CallableModule(types.ModuleType):
-    """``geoseg.vectorize`` is both this module and the :func:`vectorize` verb.
-
-    ``geoseg/__init__`` re-exports the verbs, but importing this submodule rebinds the
-    package attribute ``geoseg.vectorize`` to the module; making the module callable keeps
-    ``geoseg.vectorize(path, ...)`` working either way.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> gpd.GeoDataFrame:
-        return vectorize(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -10,7 +10,7 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
-from geoseg._chunks import WORKER_DEVICE, ModelRef, get_predictor
+from geoseg.prediction.graph import WORKER_DEVICE, ModelRef, get_predictor
 
 __all__ = ["ModelPlugin"]
 

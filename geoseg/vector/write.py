@@ -27,6 +27,7 @@ _SHP_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix")
 
 
 def vector_driver(path: Path) -> str:
+    """Return the OGR driver for an output path's extension, or raise OutputError."""
     driver = VECTOR_FORMATS.get(path.suffix.lower())
     if driver is None:
         raise OutputError(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from geoseg.errors import InputError
-from geoseg.stitching import blend_window
-from geoseg.tiling import plan_tiles, tile_origins
+from geoseg.prediction.stitching import blend_window
+from geoseg.prediction.tiling import plan_tiles, tile_origins
 
 
 @pytest.mark.parametrize("n", [1, 31, 127, 128, 129, 200, 224, 225, 511, 900, 1000, 4097])

@@ -1,8 +1,8 @@
-"""Chunk-level work behind :mod:`geoseg.vectorize`: polygonize, merge seams, skeletons.
+"""Chunk-level work behind :mod:`geoseg.vector.pipeline`: polygonize, merge seams, skeletons.
 
 Everything here works in *pixel* coordinates (column, row of pixel corners), so every
 vertex is an integer held exactly in a float and unions across chunk seams are exact;
-:mod:`geoseg.vectorize` maps the result to the CRS once, at the end.
+:mod:`geoseg.vector.pipeline` maps the result to the CRS once, at the end.
 
 How the exact seam merge works. Each chunk polygonizes its selected classes with
 ``rasterio.features.shapes`` (4- or 8-connectivity) and returns, for each of its four

@@ -16,7 +16,7 @@ from geoseg.models.registry import Registry
 from geoseg.models.spec import FORMAT_VERSION, ModelSpec
 from geoseg.models.weights import load_backbone_weights
 
-from .conftest import tiny_spec
+from ..conftest import tiny_spec
 
 
 def test_architectures_cover_smp() -> None:

@@ -1,9 +1,9 @@
 """``predict``: scene -> tiles -> model -> blended, georeferenced class map.
 
 The scene is never whole in memory: it is cut into chunks of ``chunk_tiles x chunk_tiles``
-model tiles, and a small dask graph (:mod:`geoseg._chunks`) runs each chunk's tiles once,
+model tiles, and a small dask graph (:mod:`geoseg.prediction.graph`) runs each chunk's tiles once,
 blends them with their neighbours' by overlap-add and yields the chunk's final uint8 block,
-which is written into a temporary GeoTIFF and journaled (:mod:`geoseg._output`) so an
+which is written into a temporary GeoTIFF and journaled (:mod:`geoseg.prediction.output`) so an
 interrupted run can resume. The finished file is copied to a Cloud-Optimized GeoTIFF and
 renamed onto the destination.
 
@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg._atomic import check_output
-from geoseg._chunks import (
+from geoseg.errors import InputError, OutputError
+from geoseg.io import NODATA_CLASS, open_scene, select_bands
+from geoseg.prediction.graph import (
     CANCELLED,
     PROGRESS,
     ChunkJob,
@@ -30,11 +32,9 @@ from geoseg._chunks import (
     build_blocks,
     register_predictor,
 )
-from geoseg._output import PartialOutput
-from geoseg.errors import InputError, OutputError
-from geoseg.io import NODATA_CLASS, open_scene, select_bands
+from geoseg.prediction.output import PartialOutput
+from geoseg.prediction.tiling import plan_tiles
 from geoseg.progress import NullProgress, Progress
-from geoseg.tiling import plan_tiles
 
 if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
@@ -146,7 +146,7 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     preview : path, optional
         Also write a PNG preview: the scene, the coloured class map and a legend.
     vectorize : path, optional
-        Also polygonize the class map (all classes; see :func:`geoseg.vectorize.vectorize`)
+        Also polygonize the class map (all classes; see :func:`geoseg.vector.pipeline.vectorize`)
         into this vector file (format from the extension).
     overwrite : bool
         Replace existing outputs.
@@ -167,10 +167,10 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     PredictResult
     """
     from geoseg import __version__
-    from geoseg.inference import Predictor
     from geoseg.io import class_colormap
     from geoseg.models import resolve_model
     from geoseg.models.bundle import Bundle
+    from geoseg.prediction.inference import Predictor
 
     progress = progress or NullProgress()
     t0 = time.perf_counter()
@@ -206,10 +206,10 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         path_info, used_precision, used_engine = (predictor.info.describe(),
                                                   predictor.precision, predictor.engine)
     else:
-        from geoseg._worker import ModelPlugin
+        from geoseg.prediction.distributed import ModelPlugin
 
         client.register_plugin(ModelPlugin(ref, devices), name=f"geoseg-model-{ref.key}")
-        from geoseg._chunks import describe_predictor
+        from geoseg.prediction.graph import describe_predictor
 
         resolved = sorted(set(client.run(describe_predictor, ref).values()))
         devs = ",".join(sorted({r[0] for r in resolved}))
@@ -266,12 +266,12 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
                              tags=tags, class_names=spec.class_names())
         finished = True
         if preview_path is not None:
-            from geoseg.preview import render_preview
+            from geoseg.prediction.preview import render_preview
 
             render_preview(src.path, out_path, preview_path, bands=chosen[:3],
                            overwrite=overwrite)
         if vector_path is not None:
-            from geoseg.vectorize import vectorize_to_file
+            from geoseg.vector.pipeline import vectorize_to_file
 
             progress.log(f"vectorizing {out_path.name} -> {vector_path.name}")
             vectorize_to_file(out_path, vector_path, overwrite=overwrite, all_classes=True)

@@ -25,6 +25,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ClassTable:
+    """The classes a class map names (id -> name); ``named`` is False for a map without names."""
+
     names: dict[int, str]  # id -> name for the classes the map (or user) names
     named: bool  # False: the map has no class names; any id is allowed
 
@@ -40,6 +42,7 @@ class ClassTable:
 
 
 def class_table(scene: Scene, class_names: Sequence[str] | None) -> ClassTable:
+    """Class names of a map: given explicitly, or from its ``class_names`` tag."""
     if class_names is not None:
         names = [str(n).strip() for n in class_names]
         if not names or any(not n for n in names):
@@ -86,6 +89,7 @@ def selection(
     nodata: int | None,
     lut_size: int,
 ) -> npt.NDArray[np.bool_]:
+    """Boolean lookup table of the class ids selected for vectorizing."""
     if classes is not None and all_classes:
         raise InputError(
             "give either classes (--classes) or all_classes (--all), not both"
@@ -117,6 +121,7 @@ def selection(
 def road_classes(
     table: ClassTable, centerlines: bool | Sequence[str | int]
 ) -> list[int]:
+    """Class ids for centre lines: the named ones, or those called road/street."""
     if not isinstance(centerlines, bool):
         return resolve(table, centerlines)
     ids = [
@@ -130,11 +135,13 @@ def road_classes(
 
 
 def building_classes(table: ClassTable, selected: npt.NDArray[np.bool_]) -> list[int]:
+    """Class ids to regularize: those called building, else all selected."""
     ids = [i for i, n in table.names.items() if n.lower().startswith("building")]
     return ids or [int(i) for i in np.flatnonzero(selected)]
 
 
 def open_class_map(class_map: str | os.PathLike[str]) -> Scene:
+    """Open a class map (unsigned integer, at most 16-bit) or raise InputError."""
     scene = open_scene(class_map)
     if (
         not np.issubdtype(np.dtype(scene.dtype), np.integer)

@@ -1,4 +1,4 @@
-"""geoseg.scoring: aligning labels (rasters, vectors, tiles) with a prediction."""
+"""geoseg.scoring.pipeline: aligning labels (rasters, vectors, tiles) with a prediction."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rasterio.features import shapes
 from shapely.geometry import shape
 
 from geoseg.errors import GeosegWarning, InputError, NoOverlapError, UnknownNameError
-from geoseg.scoring import ScoreReport, score, score_arrays, write_confusion_csv
+from geoseg.scoring.pipeline import ScoreReport, score, score_arrays, write_confusion_csv
 from geoseg.testing import make_class_map, make_geotiff
 
 NAMES = ("water", "forest", "urban", "crop")

@@ -34,7 +34,8 @@ from geoseg.training.loop import (
 )
 from geoseg.training.losses import LOSSES, make_loss
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from ..conftest import SHARED_DATA
+
 COLORS = {0: (60, 16, 152), 1: (132, 41, 246), 2: (110, 193, 228)}
 TINY = {"encoder_depth": 3, "decoder_channels": (32, 16, 8)}
 
@@ -203,7 +204,7 @@ def test_confusion_and_iou_skip_ignore():
 
 def test_training_learns_and_bundle_roundtrips_through_predict(tmp_path):
     from geoseg.models.bundle import load_bundle
-    from geoseg.pipeline import predict
+    from geoseg.prediction.pipeline import predict
 
     root = make_pairs(tmp_path / "data", 3, size=96, groups=2)
     out = tmp_path / "m.safetensors"
@@ -337,7 +338,7 @@ def test_default_model_matches_its_card_on_dubai_heldout(name):
         pytest.skip(f"default model {name} is not built: {path}")
     card = read_spec(path).provenance["heldout"]
     key = "tile_7/image_part_001.jpg"
-    table = read_class_table(Path(__file__).resolve().parents[1] / "examples"
+    table = read_class_table(Path(__file__).resolve().parents[2] / "examples"
                              / "dubai_classes.json")
     pair = Pair(data / "tile_7" / "images" / "image_part_001.jpg",
                 data / "tile_7" / "masks" / "image_part_001.png")

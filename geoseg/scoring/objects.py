@@ -119,7 +119,7 @@ def load_polygons(source: str | os.PathLike[str] | Any, *, what: str,
     ----------
     source : path or GeoDataFrame
         Vector file, GeoDataFrame or class-map raster (vectorized with
-        :func:`geoseg.vectorize.vectorize`, ``classes`` selecting the object classes).
+        :func:`geoseg.vector.pipeline.vectorize`, ``classes`` selecting the object classes).
     what : str
         "prediction" or "labels", for messages.
     label_field, classes : optional
@@ -141,7 +141,7 @@ def load_polygons(source: str | os.PathLike[str] | Any, *, what: str,
         if not path.exists():
             raise InputError(f"{what} not found: {path}")
         if path.suffix.lower() in RASTER_SUFFIXES:
-            from geoseg.vectorize import vectorize
+            from geoseg.vector.pipeline import vectorize
 
             gdf = vectorize(path, classes=list(classes) if classes else None,
                             workers=workers)

@@ -3,8 +3,9 @@
 Stage 1 of a chunk reads the chunk's footprint, runs its tiles through the model and
 accumulates blend-weighted probabilities; it returns the chunk's core and the three tails
 that spill into its right, lower and lower-right neighbours. Stage 2 adds the tails its
-upper/left neighbours spilled into it (overlap-add, see :mod:`geoseg.tiling`) and takes the
-argmax. Every tile runs exactly once; the result does not depend on the chunking.
+upper/left neighbours spilled into it (overlap-add, see
+:mod:`geoseg.prediction.tiling`) and takes the argmax. Every tile runs exactly once; the
+result does not depend on the chunking.
 
 Why a hand-built overlap-add rather than ``dask.array.map_overlap``: ``map_overlap``
 recomputes the halo of every chunk from its neighbours' *inputs*, so each halo tile would
@@ -27,11 +28,11 @@ import numpy as np
 import numpy.typing as npt
 
 from geoseg.io import NODATA_CLASS, read_window
-from geoseg.stitching import combine_chunk, probabilities_u8
-from geoseg.tiling import AxisChunk, TileGrid
+from geoseg.prediction.stitching import combine_chunk, probabilities_u8
+from geoseg.prediction.tiling import AxisChunk, TileGrid
 
 if TYPE_CHECKING:
-    from geoseg.inference import Predictor
+    from geoseg.prediction.inference import Predictor
     from geoseg.progress import Progress
 
 __all__ = ["ChunkJob", "ModelRef", "build_blocks", "get_predictor", "register_predictor"]
@@ -89,8 +90,8 @@ def get_predictor(ref: ModelRef) -> Predictor:
     with _PREDICTORS_LOCK:
         predictor = _PREDICTORS.get(ref.key)
         if predictor is None:
-            from geoseg.inference import Predictor
             from geoseg.models.bundle import load_bundle
+            from geoseg.prediction.inference import Predictor
 
             device = WORKER_DEVICE.get("device", ref.device) if ref.device == "auto" \
                 else ref.device

@@ -27,7 +27,7 @@ from geoseg.metrics import (
     precision_per_class,
     recall_per_class,
 )
-from geoseg.scoring import confusion_from_arrays, score_arrays
+from geoseg.scoring.pipeline import confusion_from_arrays, score_arrays
 from geoseg.testing import make_class_map
 
 C = 5

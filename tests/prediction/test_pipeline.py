@@ -11,10 +11,10 @@ import rasterio
 
 from geoseg.errors import BandMismatchError, GeosegError
 from geoseg.io import NODATA_CLASS
-from geoseg.pipeline import predict
+from geoseg.prediction.pipeline import predict
 from geoseg.testing import assert_same_georef, make_class_map, make_geotiff, make_scene
 
-from .conftest import N_CLASSES, read, shared
+from ..conftest import N_CLASSES, read, shared
 
 
 def test_tiled_matches_whole_scene_forward(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_bf16_agrees_with_fp32(tiny_bundle: Path, tmp_path: Path) -> None:
 def test_failure_leaves_destination_untouched(tiny_bundle: Path, scene_path: Path,
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
-    from geoseg import _output
+    from geoseg.prediction import output as _output
 
     out = tmp_path / "m.tif"
     out.write_bytes(b"precious")

@@ -168,7 +168,7 @@ class Predictor:
                  blend: str = "cosine", n_tiles: int = 0) -> None:
         import torch
 
-        from geoseg.stitching import blend_window
+        from geoseg.prediction.stitching import blend_window
 
         if batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")

@@ -17,12 +17,12 @@ import rasterio
 from click.testing import CliRunner
 from geoseg.cli.main import cli
 
-from geoseg.batch import dask_client, expand_inputs, predict_many
 from geoseg.errors import InputError
-from geoseg.pipeline import predict
+from geoseg.prediction.batch import dask_client, expand_inputs, predict_many
+from geoseg.prediction.pipeline import predict
 from geoseg.testing import make_class_map, make_geotiff, make_scene
 
-from .conftest import N_CLASSES, read
+from ..conftest import N_CLASSES, read
 
 
 def _scene(path: Path, shape: tuple[int, int], seed: int) -> Path:
@@ -39,7 +39,8 @@ def test_local_cluster_is_byte_identical(tiny_bundle: Path, tmp_path: Path) -> N
         r = predict(scene, tmp_path / "dist.tif", model=tiny_bundle, chunk_tiles=2,
                     client=client)
         # every worker built the model once, through the plugin
-        built = client.run(lambda: len(__import__("geoseg._chunks")._chunks._PREDICTORS))
+        built = client.run(
+            lambda: len(__import__("geoseg.prediction.graph").prediction.graph._PREDICTORS))
         assert set(built.values()) == {1}
     assert "dask.distributed, 2 workers" in r.path
     assert (tmp_path / "threads.tif").read_bytes() == (tmp_path / "dist.tif").read_bytes()
@@ -105,7 +106,7 @@ def test_resume_with_other_settings_starts_over(tiny_bundle: Path, tmp_path: Pat
 
 
 def _interrupt_after_first_chunk(scene: Path, out: Path, bundle: Path) -> None:
-    from geoseg import _output
+    from geoseg.prediction import output as _output
 
     original = _output.PartialOutput.write
     calls = []

@@ -1,4 +1,4 @@
-"""Contracts of geoseg.vectorize: round trip, chunked = whole, coverage, real data."""
+"""Contracts of geoseg.vector.pipeline: round trip, chunked = whole, coverage, real data."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rasterio.features import rasterize, shapes
 
 from geoseg.errors import InputError, OutputError, OutputExistsError, UnknownNameError
 from geoseg.testing import make_class_map, make_geotiff
-from geoseg.vectorize import (
+from geoseg.vector.pipeline import (
     centerlines,
     regularize_polygon,
     vectorize,
@@ -22,7 +22,9 @@ from geoseg.vectorize import (
     write_vectors,
 )
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from ..conftest import SHARED_DATA
+
+DATA = SHARED_DATA
 BANEPA_MASK = DATA / "banepa" / "mosaic_buildings_mask.tif"
 NAMES = "building,road,water,forest"
 

@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from geoseg._classmap import ClassTable, building_classes
-from geoseg._regularize import regularize_polygon
+from geoseg.classmap import ClassTable, building_classes
 from geoseg.io import Scene
+from geoseg.vector.regularize import regularize_polygon
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -27,6 +27,7 @@ __all__ = ["Metric", "metric_frame", "pixel_to_crs", "postprocess"]
 def pixel_to_crs(
     geoms: npt.NDArray[np.object_], scene: Scene
 ) -> npt.NDArray[np.object_]:
+    """Map geometries from pixel (col, row) to the scene's CRS coordinates."""
     t = scene.transform
 
     def apply(xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -52,6 +53,7 @@ class Metric:
 
 
 def metric_frame(series: gpd.GeoSeries) -> Metric:
+    """Return the geometries in metres (projected to local UTM for a geographic CRS)."""
     crs = series.crs
     if crs is None:
         return Metric(series, 1.0, False)

@@ -1,0 +1,425 @@
+"""Labels onto a prediction's pixel grid: label rasters on any grid, vector files, label tiles.
+
+The prediction's grid is the reference. A label raster on the same (or a pixel-aligned)
+grid is read window by window; on any other grid it is resampled with nearest neighbour
+through a :class:`rasterio.vrt.WarpedVRT`; a vector file is reprojected and rasterized per
+chunk; a directory of georeferenced label tiles is a mosaic.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from geoseg.errors import InputError, NoOverlapError, UnknownNameError
+from geoseg.metrics import (
+    class_lut,
+    code_dtype,
+    encode,
+)
+from geoseg.scoring.arrays import _describe_ids
+
+VECTOR_SUFFIXES = frozenset({".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet",
+                             ".geoparquet", ".kml", ".gml", ".sqlite"})
+
+
+RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".img", ".jp2", ".png"})
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The prediction's grid and the pixel window being scored."""
+
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        bounds: tuple[float, float, float, float] = rasterio.transform.array_bounds(
+            self.height, self.width, self.transform)
+        return bounds
+
+
+def _window_of_bounds(grid: _Grid, bounds: tuple[float, float, float, float]
+                      ) -> tuple[int, int, int, int] | None:
+    """Pixel window ``(row0, row1, col0, col1)`` of ``bounds`` in the grid's CRS.
+
+    Rounded outward with a small tolerance and clipped to the grid; None if empty.
+    """
+    inv = ~grid.transform
+    xs, ys = [], []
+    for x in (bounds[0], bounds[2]):
+        for y in (bounds[1], bounds[3]):
+            c, r = inv @ (x, y)
+            xs.append(c)
+            ys.append(r)
+    eps = 1e-6
+    row0 = max(0, math.floor(min(ys) + eps))
+    row1 = min(grid.height, math.ceil(max(ys) - eps))
+    col0 = max(0, math.floor(min(xs) + eps))
+    col1 = min(grid.width, math.ceil(max(xs) - eps))
+    if row1 <= row0 or col1 <= col0:
+        return None
+    return row0, row1, col0, col1
+
+
+class _Handles:
+    """Per-thread dataset handles (GDAL handles are not thread-safe), closed at once."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self, key: str, opener: Callable[[], Any]) -> Any:
+        cache: dict[str, Any] | None = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = {}
+        if key not in cache:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                handles = opener()
+            cache[key] = handles[-1]
+            with self._lock:
+                self._all.extend(handles)
+        return cache[key]
+
+    def close(self) -> None:
+        with self._lock:
+            for h in reversed(self._all):
+                h.close()
+            self._all.clear()
+
+
+@dataclass
+class _RasterLabels:
+    """One label raster (a file, or one tile of a directory) on the prediction grid."""
+
+    path: str
+    window: tuple[int, int, int, int]  # footprint on the prediction grid
+    aligned: tuple[int, int] | None  # (row, col) offset of pred pixel (0,0) in the file
+    nodata: float | None
+    needs_mask: bool
+    dtype: str
+
+    def read(self, handles: _Handles, grid: _Grid, rows: tuple[int, int],
+             cols: tuple[int, int]
+             ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]:
+        """Label values over pred-grid window ``rows x cols`` and validity (or None)."""
+        if self.aligned is not None:
+            src = handles.get(self.path, lambda: [rasterio.open(self.path)])
+            dy, dx = self.aligned
+            win = Window(cols[0] + dx, rows[0] + dy, cols[1] - cols[0],
+                         rows[1] - rows[0])
+        else:
+            src = handles.get("vrt:" + self.path, lambda: self._open_vrt(grid))
+            win = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
+        data = src.read(1, window=win)
+        valid = src.read_masks(1, window=win) > 0 if self.needs_mask else None
+        return data, valid
+
+    def _open_vrt(self, grid: _Grid) -> list[Any]:
+        from rasterio.vrt import WarpedVRT
+
+        src = rasterio.open(self.path)
+        vrt = WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width,
+                        height=grid.height, resampling=Resampling.nearest,
+                        add_alpha=self.nodata is None)
+        return [src, vrt]
+
+
+def _raster_labels(path: str, grid: _Grid, n_classes: int, *, tile: bool = False
+                   ) -> _RasterLabels | None:
+    """Describe a label raster relative to the grid; None if it does not overlap."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with rasterio.open(path) as src:
+                crs, transform = src.crs, src.transform
+                bounds, nodata, tags = src.bounds, src.nodata, src.tags()
+                count, dtype = src.count, src.dtypes[0]
+                flags = src.mask_flag_enums[0]
+        except RasterioIOError as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else "unreadable"
+            raise InputError(f"{path} is not a raster GDAL can read ({msg})") from None
+    what = "label tile" if tile else "label raster"
+    if crs is None:
+        raise InputError(f"{what} {path} has no CRS; labels must be georeferenced "
+                         f"(assign one with gdal_edit.py -a_srs EPSG:XXXX)")
+    if count != 1:
+        raise InputError(f"{what} {path} has {count} bands; labels need 1 band of "
+                         f"class values")
+    names = tags.get("class_names")
+    if names and len(names.split(",")) != n_classes:
+        raise InputError(
+            f"{what} {path} has {len(names.split(','))} classes ({names}); the "
+            f"prediction has {n_classes}: the class counts must match")
+    if crs == grid.crs:
+        lb = tuple(bounds)
+    else:
+        from rasterio.warp import transform_bounds
+
+        lb = transform_bounds(crs, grid.crs, *bounds, densify_pts=21)
+    window = _window_of_bounds(grid, lb)  # type: ignore[arg-type]
+    if window is None:
+        return None
+    aligned = _offset_if_aligned(crs, transform, grid)
+    needs_mask = MaskFlags.all_valid not in flags and nodata is None
+    if aligned is None:
+        needs_mask = True  # outside the file, the warped VRT marks pixels invalid
+    elif nodata is None and not needs_mask:
+        # Pixel-aligned but smaller than the window: cells off the file need a mask.
+        r0, r1, c0, c1 = window
+        dy, dx = aligned
+        with rasterio.open(path) as src:
+            inside = (r0 + dy >= 0 and c0 + dx >= 0 and r1 + dy <= src.height
+                      and c1 + dx <= src.width)
+        if not inside:
+            aligned = None
+            needs_mask = True
+    return _RasterLabels(path=path, window=window, aligned=aligned, nodata=nodata,
+                         needs_mask=needs_mask, dtype=dtype)
+
+
+def _offset_if_aligned(crs: CRS, transform: Affine, grid: _Grid
+                       ) -> tuple[int, int] | None:
+    """Integer (row, col) offset when the file's pixels coincide with the grid's."""
+    t, g = transform, grid.transform
+    if crs != grid.crs or not (math.isclose(t.a, g.a, rel_tol=1e-9)
+                               and math.isclose(t.e, g.e, rel_tol=1e-9)
+                               and t.b == g.b == 0 and t.d == g.d == 0):
+        return None
+    dx = (g.c - t.c) / t.a
+    dy = (g.f - t.f) / t.e
+    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+        return None
+    return round(dy), round(dx)
+
+
+@dataclass
+class _Labels:
+    """Labels brought onto the prediction grid: a block reader.
+
+    ``read`` returns values in ``0..n_values-1`` that ``lut`` maps to codes: raw uint8
+    class values (plus 256 for masked pixels) for one uint8 raster, codes otherwise.
+    """
+
+    description: str
+    window: tuple[int, int, int, int]
+    read: Callable[[tuple[int, int], tuple[int, int]], npt.NDArray[Any]]
+    n_values: int
+    lut: npt.NDArray[Any]
+    dtype: Any
+    close: Callable[[], None] = lambda: None
+    values_seen: set[float] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+
+def _union(windows: Sequence[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    return (min(w[0] for w in windows), max(w[1] for w in windows),
+            min(w[2] for w in windows), max(w[3] for w in windows))
+
+
+def _intersect(a: tuple[int, int, int, int], rows: tuple[int, int],
+               cols: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    r0, r1 = max(a[0], rows[0]), min(a[1], rows[1])
+    c0, c1 = max(a[2], cols[0]), min(a[3], cols[1])
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return (r0, r1), (c0, c1)
+
+
+def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
+                   ignore_index: int | None, description: str, *, tiles: bool
+                   ) -> _Labels:
+    n = len(class_ids)
+    items = [_raster_labels(p, grid, n, tile=tiles) for p in paths]
+    found = [it for it in items if it is not None]
+    if not found:
+        raise NoOverlapError(f"{description} does not overlap the prediction; check "
+                             f"that both cover the same area (and their CRSs)")
+    handles = _Handles()
+    nodata_code = n + 1
+    dtype = code_dtype(n)
+    window = _union([f.window for f in found])
+    if len(items) == 1 and found[0].dtype == "uint8":
+        # Raw values: the histogram is encoded once at the end, not every pixel.
+        item = found[0]
+        lut = np.concatenate([class_lut(class_ids, 256, nodata=item.nodata,
+                                        ignore_index=ignore_index),
+                              np.array([nodata_code], dtype=dtype)])
+        raw_dtype = np.uint16 if item.needs_mask else np.uint8
+
+        def read_raw(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[Any]:
+            data, valid = item.read(handles, grid, rows, cols)
+            if valid is None:
+                return data
+            out = data.astype(np.uint16)
+            out[~valid] = 256
+            return out
+
+        return _Labels(description=description, window=window, read=read_raw,
+                       n_values=257, lut=lut, dtype=raw_dtype, close=handles.close)
+    labels = _Labels(description=description, window=window,
+                     read=lambda rows, cols: np.empty(0), n_values=n + 3,
+                     lut=np.arange(n + 3), dtype=dtype, close=handles.close)
+    if tiles and len(found) < len(items):
+        labels.notes.append(f"{len(items) - len(found)} of {len(items)} label tiles do "
+                            f"not overlap the prediction and were skipped")
+    lock = threading.Lock()
+
+    def read_codes(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[Any]:
+        out = np.full((rows[1] - rows[0], cols[1] - cols[0]), nodata_code, dtype=dtype)
+        for item in found:
+            inter = _intersect(item.window, rows, cols)
+            if inter is None:
+                continue
+            (r0, r1), (c0, c1) = inter
+            data, valid = item.read(handles, grid, (r0, r1), (c0, c1))
+            codes = encode(data, class_ids, nodata=item.nodata, valid=valid,
+                           ignore_index=ignore_index)
+            if codes.max() == n + 2:  # unknown values: remember a few for the message
+                bad = np.unique(data[codes == n + 2])[:8]
+                with lock:
+                    labels.values_seen.update(bad.tolist())
+            dst = out[r0 - rows[0]:r1 - rows[0], c0 - cols[0]:c1 - cols[0]]
+            if len(found) == 1:
+                dst[...] = codes
+            else:  # mosaic: the first tile (name order) holding data wins
+                free = dst == nodata_code
+                dst[free] = codes[free]
+        return out
+
+    labels.read = read_codes
+    return labels
+
+
+def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
+                   class_names: Sequence[str], ignore_index: int | None,
+                   label_field: str | None, label_fill: int | str | None) -> _Labels:
+    import geopandas as gpd
+    import shapely
+    from rasterio.features import rasterize
+
+    if isinstance(path, gpd.GeoDataFrame):
+        gdf, description = path, "label GeoDataFrame"
+    else:
+        description = str(path)
+        try:
+            gdf = gpd.read_file(path)
+        except Exception as exc:  # noqa: BLE001 - pyogrio raises several unrelated types for bad files
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"cannot read vector labels {path} ({msg})") from None
+    if gdf.crs is None:
+        raise InputError(f"vector labels {description} have no CRS; set one (e.g. "
+                         f"ogr2ogr -a_srs EPSG:4326) so they can be placed on the "
+                         f"prediction")
+    fields = [c for c in gdf.columns if c != gdf.geometry.name]
+    if label_field is None:
+        raise InputError(f"pass --label-field to say which attribute of {description} "
+                         f"holds the class (fields: {', '.join(fields) or 'none'})")
+    if label_field not in gdf.columns:
+        raise InputError(f"vector labels {description} have no field {label_field!r}; "
+                         f"fields: {', '.join(fields) or 'none'}")
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty & gdf[label_field].notna()]
+    n = len(class_ids)
+    codes = np.array([_class_code(v, class_ids, class_names, ignore_index, description)
+                      for v in gdf[label_field]], dtype=np.int64)
+    fill_code = n + 1 if label_fill is None else _class_code(
+        label_fill, class_ids, class_names, ignore_index, "--label-fill")
+    geoms = gdf.geometry.to_crs(grid.crs).to_numpy() if gdf.crs != grid.crs \
+        else gdf.geometry.to_numpy()
+    if len(geoms) == 0:
+        raise NoOverlapError(f"{description} has no features with a {label_field!r} "
+                             f"value, so nothing overlaps the prediction")
+    xmin, ymin, xmax, ymax = shapely.total_bounds(geoms)
+    if label_fill is None:
+        window = _window_of_bounds(grid, (xmin, ymin, xmax, ymax))
+    else:  # an explicit background labels every pixel of the prediction
+        window = (0, grid.height, 0, grid.width)
+    if window is None or not _any_overlap(geoms, grid):
+        raise NoOverlapError(f"{description} does not overlap the prediction; check "
+                             f"that both cover the same area (and their CRSs)")
+    tree = shapely.STRtree(geoms)
+    dtype = code_dtype(n)
+    rast_dtype = "uint8" if dtype == np.uint8 else "uint16"
+
+    def read_codes(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[Any]:
+        shape = (rows[1] - rows[0], cols[1] - cols[0])
+        transform = grid.transform @ Affine.translation(cols[0], rows[0])
+        x0, y0 = transform @ (0, 0)
+        x1, y1 = transform @ (shape[1], shape[0])
+        hits = np.sort(tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1),
+                                              max(y0, y1))))
+        if hits.size == 0:
+            return np.full(shape, fill_code, dtype=dtype)
+        out = rasterize(zip(geoms[hits], codes[hits].tolist(), strict=True),
+                        out_shape=shape, transform=transform, fill=fill_code,
+                        dtype=rast_dtype)
+        block: npt.NDArray[Any] = out.astype(dtype, copy=False)
+        return block
+
+    return _Labels(description=description, window=window, read=read_codes,
+                   n_values=n + 3, lut=np.arange(n + 3), dtype=dtype)
+
+
+def _any_overlap(geoms: npt.NDArray[Any], grid: _Grid) -> bool:
+    import shapely
+
+    return bool(shapely.intersects(geoms, shapely.box(*grid.bounds)).any())
+
+
+def _class_code(value: Any, class_ids: Sequence[int], class_names: Sequence[str],
+                ignore_index: int | None, where: str) -> int:
+    """Code of a label value given as a class id or a class name."""
+    n = len(class_ids)
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        if value in class_names:
+            return class_names.index(value)
+        raise UnknownNameError(f"unknown class name {value!r} in {where}; classes of "
+                               f"the prediction: {', '.join(class_names)}")
+    number = float(value)
+    if ignore_index is not None and number == ignore_index:
+        return n
+    if number.is_integer() and int(number) in class_ids:
+        return list(class_ids).index(int(number))
+    raise InputError(f"{where} has class value {value!r}, which is not a class of the "
+                     f"prediction ({n} classes: {_describe_ids(class_ids)}); the class "
+                     f"counts do not match")
+
+
+def _tile_paths(directory: Path) -> list[str]:
+    paths = sorted(str(p) for p in directory.rglob("*")
+                   if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+    if not paths:
+        raise InputError(f"label directory {directory} holds no raster tiles "
+                         f"({', '.join(sorted(RASTER_SUFFIXES))})")
+    return paths
+
+
+def _labels_kind(labels: str | os.PathLike[str] | Any) -> str:
+    if not isinstance(labels, (str, os.PathLike)):
+        return "vector"
+    p = Path(labels)
+    if p.is_dir():
+        return "tiles"
+    if not p.exists():
+        raise InputError(f"labels not found: {p}")
+    return "vector" if p.suffix.lower() in VECTOR_SUFFIXES else "raster"

@@ -1,0 +1,83 @@
+"""Training settings and results (all recorded in the bundle's provenance)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geoseg.training.augment import Augment
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Settings of a training run (all stored in the bundle's provenance)."""
+
+    architecture: str = "unet"
+    backbone: str = "resnet18"
+    arch_params: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 20
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    crop_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    loss: str = "ce+dice"
+    class_weights: str | tuple[float, ...] | None = "auto"
+    ignore_index: int | None = None
+    seed: int = 0
+    patience: int | None = None
+    max_minutes: float | None = None
+    freeze_backbone: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    tile_size: int = 512
+    overlap: int = 64
+    val_limit: int | None = None
+    miou_exclude: tuple[str, ...] = ()
+    augment: Augment = field(default_factory=lambda: Augment(
+        scale=(0.75, 1.33), brightness=0.2, contrast=0.2))
+    half: bool = False
+    channels_last: bool = True
+    workers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EpochResult:
+    """Metrics of one epoch."""
+
+    epoch: int
+    steps: int
+    train_loss: float
+    val_loss: float
+    miou: float
+    iou: tuple[float, ...]
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """What :func:`fit` produced."""
+
+    output: Path
+    best_epoch: int
+    best_miou: float
+    best_iou: tuple[float, ...]
+    history: tuple[EpochResult, ...]
+    metrics_csv: Path
+    stopped: str
+
+    def summary(self) -> str:
+        """One line for the user."""
+        return (f"wrote {self.output} (best epoch {self.best_epoch}, val mIoU "
+                f"{self.best_miou:.4f}; {self.stopped}); metrics in {self.metrics_csv}")
+
+
+def _config_json(config: TrainConfig) -> dict[str, Any]:
+    d = asdict(config)
+    d["augment"] = asdict(config.augment)
+    out: dict[str, Any] = json.loads(json.dumps(d, default=list))
+    return out

@@ -92,6 +92,9 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--val-limit", type=click.IntRange(1), help="Use at most N validation chips.")
 @click.option("--no-augment", is_flag=True, help="No flips/rotations/jitter.")
 @click.option("--half", is_flag=True, help="Store fp16 weights (half the file size).")
+@click.option("--gsd", type=click.FloatRange(0, min_open=True), metavar="METRES",
+              help="Ground sample distance of the training imagery, recorded in the bundle "
+                   "(predict --resample uses it).")
 @options.device_opt
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               default="auto", show_default=True,
@@ -113,8 +116,8 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
           class_weights: Any, ignore_index: int | None, miou_exclude: str | None, seed: int,
           patience: int | None, max_minutes: float | None, tile_size: int, overlap: int,
           val_limit: int | None, no_augment: bool, half: bool, device: str, precision: str,
-          threads: int | None, workers: int, resume: bool, overwrite: bool, quiet: bool,
-          progress_kind: str) -> None:
+          threads: int | None, workers: int, gsd: float | None, resume: bool,
+          overwrite: bool, quiet: bool, progress_kind: str) -> None:
     """Train a segmentation model on labelled tiles (or a scene + labels).
 
     \b
@@ -148,7 +151,7 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
         max_minutes=max_minutes, freeze_backbone=freeze_backbone, device=device,
         precision=precision, tile_size=tile_size, overlap=overlap, val_limit=val_limit,
         miou_exclude=_names(miou_exclude) or (), augment=augment, half=half,
-        workers=workers)
+        workers=workers, gsd=gsd)
     progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
     kw: dict[str, Any] = {"config": config, "weights": weights, "init": init,
                           "resume": resume, "overwrite": overwrite, "progress": progress,

@@ -1,7 +1,8 @@
 """Architectures and backbones by name.
 
 Architectures are segmentation_models_pytorch models (all of them), registered under
-lower-case names with friendly aliases (``deeplab`` -> ``deeplabv3plus``). Third parties
+lower-case names with friendly aliases (``deeplab`` -> ``deeplabv3plus``), plus the classic
+FCN-8s/16s/32s and SegNet (:mod:`geoseg.models.classic`). Third parties
 add their own through the ``geoseg.architectures`` entry-point group: the entry point is a
 callable ``build(spec: ModelSpec) -> torch.nn.Module``.
 
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import BundleError
+from geoseg.models.classic import build_fcn, build_segnet
 from geoseg.models.registry import Registry, suggest
 
 if TYPE_CHECKING:
@@ -65,6 +67,12 @@ def _smp_builder(arch: str) -> ArchBuilder:
 
 for _name, _aliases in _SMP_ARCHITECTURES.items():
     ARCHITECTURES.register(_name, aliases=_aliases)(_smp_builder(_name))
+
+# the classic architectures smp does not have (geoseg.models.classic)
+ARCHITECTURES.register("fcn", aliases=("fcn8s",))(build_fcn(8))
+ARCHITECTURES.register("fcn16s")(build_fcn(16))
+ARCHITECTURES.register("fcn32s")(build_fcn(32))
+ARCHITECTURES.register("segnet")(build_segnet)
 
 
 def backbone_names() -> list[str]:

@@ -42,6 +42,7 @@ class TrainConfig:
     half: bool = False
     channels_last: bool = True
     workers: int = 0
+    gsd: float | None = None  # metres per pixel of the training imagery (recorded)
 
 
 @dataclass(frozen=True, slots=True)

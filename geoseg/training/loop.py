@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import math
 import os
 import sys
@@ -185,9 +186,13 @@ def fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage]
     spec = ModelSpec(architecture=config.architecture, backbone=config.backbone,
                      bands=band_names, mean=mean, std=std, classes=table.classes,
                      tile_size=config.tile_size, overlap=config.overlap,
-                     arch_params=dict(config.arch_params))
+                     arch_params=dict(config.arch_params),
+                     gsd_m=math.nan if config.gsd is None else float(config.gsd))
     torch.manual_seed(config.seed)
     model, spec, init_info = _build(config, spec, weights, init)
+    # --init takes the architecture from the bundle: record that, not the CLI defaults
+    config = dataclasses.replace(config, architecture=spec.architecture,
+                                 backbone=spec.backbone, arch_params=dict(spec.arch_params))
     device, precision = _device_and_amp(config)
     model.to(device)
     if config.channels_last:

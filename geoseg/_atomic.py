@@ -325,6 +325,30 @@ def commit(tmp: Path, dst: Path, *, overwrite: bool) -> None:
     os.replace(tmp, dst)
 
 
+def _umask() -> int:
+    """Return the umask of this process, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(tmp: Path) -> None:
+    """Give a finished file the mode of any new file (0644 under umask 022).
+
+    Some writers create their files private (0600, as ``mkstemp`` does); outputs are read
+    by other accounts (cluster workers), like every file the user creates.
+    """
+    if tmp.is_file():
+        os.chmod(tmp, 0o666 & ~_umask())
+
+
 @contextmanager
 def atomic_path(dst: PathLike, *, overwrite: bool,
                 extensions: Sequence[str] = ()) -> Iterator[Path]:
@@ -340,6 +364,7 @@ def atomic_path(dst: PathLike, *, overwrite: bool,
     try:
         with destination_locks(path), write_errors(path):
             yield tmp
+            _publish_mode(tmp)
             commit(tmp, path, overwrite=overwrite)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml"),

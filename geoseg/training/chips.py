@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from geoseg._atomic import atomic_path
+from geoseg._atomic import atomic_path, check_distinct
 from geoseg.errors import InputError, NoOverlapError, OutputExistsError
 from geoseg.training.data import IGNORE, ClassTable, LabeledImage, Pair
 
@@ -145,9 +145,16 @@ class LabelSource:
                 zip(part.geometry, part["_id"], strict=True), out_shape=(win.height, win.width),
                 transform=transform, fill=self.background, dtype="uint8")
             return burnt
+        from rasterio.errors import RasterioIOError
+
+        from geoseg.io import read_error
+
         window = Window(win.col, win.row, win.width, win.height)
-        data: npt.NDArray[Any] = self._vrt.read(1, window=window, boundless=True,
-                                                fill_value=IGNORE)
+        try:
+            data: npt.NDArray[Any] = self._vrt.read(1, window=window, boundless=True,
+                                                    fill_value=IGNORE)
+        except RasterioIOError as exc:
+            raise read_error(str(self.path), window, exc) from None
         nodata = self._vrt.nodata
         if nodata is not None and nodata != IGNORE:
             data = np.where(data == nodata, IGNORE, data)
@@ -186,11 +193,17 @@ class _SceneReader:
                              f"{','.join(map(str, self.bands))}")
 
     def read(self, win: ChipWindow) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
 
+        from geoseg.io import read_error
+
         w = Window(win.col, win.row, win.width, win.height)
-        data = self.ds.read(self.bands, window=w, boundless=True, fill_value=0)
-        valid = self.ds.read_masks(self.bands[0], window=w, boundless=True) > 0
+        try:
+            data = self.ds.read(self.bands, window=w, boundless=True, fill_value=0)
+            valid = self.ds.read_masks(self.bands[0], window=w, boundless=True) > 0
+        except RasterioIOError as exc:
+            raise read_error(self.ds.name, w, exc) from None
         return data, valid
 
 
@@ -263,6 +276,7 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
                                       (msk_dir / name, mask[None], IGNORE)):
                 if path.exists() and not overwrite:
                     raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+                check_distinct([("chip", path)], [("SCENE", scene), ("--labels", labels)])
                 with atomic_path(path, overwrite=overwrite) as tmp, \
                         rasterio.open(tmp, "w", count=arr.shape[0], dtype=arr.dtype.name,
                                       nodata=nodata, **common) as dst:

@@ -30,16 +30,13 @@ def output_opt(**kw: Any) -> Any:
 
 
 def _tile(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    """Check a tile side: a multiple of 32 up to the cap, checked before anything loads."""
-    from geoseg.errors import InputError
+    """Check a tile side: a multiple of 32 up to the cap, checked before anything loads.
+
+    The ``InputError`` becomes geoseg's one-line error (not click's usage block).
+    """
     from geoseg.prediction.limits import validate_tile
 
-    if value is None:
-        return None
-    try:
-        return validate_tile(value, what="")
-    except InputError as exc:
-        raise click.BadParameter(str(exc).strip()) from None
+    return None if value is None else validate_tile(value, what="--tile-size")
 
 
 tile_size_opt = click.option("--tile-size", type=int, callback=_tile, metavar="PX",

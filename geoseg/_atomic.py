@@ -30,7 +30,7 @@ import stat
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from geoseg.errors import (
@@ -231,8 +231,9 @@ def _acquire(lock: Path, dst: PathLike) -> int:
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            with suppress(OSError):  # the PID only informs; a full disk must not stop us
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             return fd
         os.close(fd)
 
@@ -385,11 +386,29 @@ def free_mb(path: Path) -> int:
         return -1
 
 
-def _is_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in _FULL:
-        return True
-    text = str(exc).lower()
-    return any(t in text for t in _FULL_TEXT)
+def _is_full(exc: BaseException, dst: Path) -> bool:
+    """Whether a write failure is a full disk, a full quota or the file size limit.
+
+    GDAL reports a failed write as "Write failed" (libtiff prints the OS reason itself
+    and the errno is lost), so such an error counts as full when the file system has
+    under 16 MB left or a file size limit (``RLIMIT_FSIZE``) is set.
+    """
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and len(chain) < 5:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in _FULL:
+            return True
+        if any(t in str(e).lower() for t in _FULL_TEXT):
+            return True
+    if not any("write" in str(e).lower() for e in chain):
+        return False
+    import resource
+
+    limited = resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY
+    return limited or 0 <= free_mb(dst) < 16
 
 
 def full_disk_error(dst: Path) -> DiskFullError:
@@ -412,7 +431,7 @@ def write_errors(dst: Path) -> Iterator[None]:
     except GeosegError:
         raise
     except (OSError, RasterioError) as exc:
-        if _is_full(exc):
+        if _is_full(exc, dst):
             raise full_disk_error(dst) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OutputError(f"cannot write {dst}: {first}") from None

@@ -201,7 +201,9 @@ def read_window(path: str, bands: Sequence[int], rows: tuple[int, int],
 
 def read_error(path: str, window: Window, exc: BaseException) -> InputError:
     """Return the one-line error for a failed read (a truncated or corrupt file)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = exc.__cause__ or exc  # rasterio's own text is "see previous exception"
+    first = str(detail).strip().splitlines()[0] if str(detail).strip() else \
+        type(detail).__name__
     r, c = int(window.row_off), int(window.col_off)
     return InputError(f"cannot read {path} at rows {r}..{r + int(window.height)}, columns "
                       f"{c}..{c + int(window.width)} (truncated or corrupt file?): {first}")

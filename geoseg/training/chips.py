@@ -257,6 +257,7 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
         d.mkdir(parents=True, exist_ok=True)
     stem = Path(scene).stem
     pairs: list[Pair] = []
+    created: list[Path] = []  # removed again if the run fails: a correct chip set or none
     try:
         for win in _windows(reader.shape, size, step):
             data, valid = reader.read(win)
@@ -277,12 +278,18 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
                 if path.exists() and not overwrite:
                     raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
                 check_distinct([("chip", path)], [("SCENE", scene), ("--labels", labels)])
+                if not path.exists():
+                    created.append(path)
                 with atomic_path(path, overwrite=overwrite) as tmp, \
                         rasterio.open(tmp, "w", count=arr.shape[0], dtype=arr.dtype.name,
                                       nodata=nodata, **common) as dst:
                     dst.write(arr)
                 targets.append(path)
             pairs.append(Pair(targets[0], targets[1]))
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
     finally:
         source.close()
         reader.ds.close()

@@ -82,9 +82,13 @@ class GeosegGroup(click.Group):
                 sys.exit(1)
             raise click.ClickException(message) from None
         except click.ClickException as exc:  # usage errors, bad option values
+            message = exc.format_message().strip().splitlines()[0]
             if json_mode:
-                emit_event("error", message=exc.format_message().splitlines()[0])
+                emit_event("error", message=message)
                 sys.exit(exc.exit_code)
+            if isinstance(exc, click.UsageError):  # one line, not click's usage block
+                where = exc.ctx.command_path if exc.ctx is not None else "geoseg"
+                raise _OneLineUsageError(f"{message} (see {where} --help)") from None
             raise
         except KeyboardInterrupt as exc:
             # Partial outputs are already removed (``finally`` blocks ran). Exit now rather
@@ -97,6 +101,12 @@ class GeosegGroup(click.Group):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(143 if terminated else 130)
+
+
+class _OneLineUsageError(click.ClickException):
+    """A usage error shown as one ``Error:`` line; exit status 2 like click's."""
+
+    exit_code = 2
 
 
 def _json_requested(args: list[str]) -> bool:

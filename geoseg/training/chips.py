@@ -15,6 +15,7 @@ plain pixel grid on the scene's own raster is exact and simpler here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -253,6 +254,7 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     source = LabelSource(reader, labels, label_field=label_field, background=background)
     out = Path(output_dir)
     img_dir, msk_dir = out / "images", out / "masks"
+    made = [d for d in (out, img_dir, msk_dir) if not d.exists()]
     for d in (img_dir, msk_dir):
         d.mkdir(parents=True, exist_ok=True)
     stem = Path(scene).stem
@@ -289,6 +291,9 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     except BaseException:
         for path in created:
             path.unlink(missing_ok=True)
+        for d in reversed(made):  # folders this run made, if left empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
     finally:
         source.close()

@@ -287,10 +287,11 @@ def partial_path(dst: Path, tag: str = "") -> Path:
 def sweep_stale(dst: Path, keep: Iterable[Path] = ()) -> list[Path]:
     """Remove temporaries earlier runs left beside ``dst`` (call with its lock held).
 
-    Matches ``.NAME[.tag].XXXXXXXX.partial*`` files and folders and GDAL's sidecars of
-    them (``.ovr.tmp``, ``.aux.xml``), except those in ``keep``.
+    Matches ``.NAME[.tag][.XXXXXXXX].partial*`` files and folders (the token-less form is
+    what runs left before temporaries had per-run names) and GDAL's sidecars of them
+    (``.ovr.tmp``, ``.aux.xml``), except those in ``keep`` and names that start with theirs.
     """
-    pattern = re.compile(rf"^\.{re.escape(dst.name)}(\.[\w-]+)?\.[0-9a-f]{{8}}\.partial")
+    pattern = re.compile(rf"^\.{re.escape(dst.name)}(\.[\w-]+)?(\.[0-9a-f]{{8}})?\.partial")
     kept = {str(p) for p in keep}
     removed = []
     try:

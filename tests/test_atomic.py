@@ -123,7 +123,7 @@ def test_commit_rechecks_existence(tmp_path: Path) -> None:
 def test_sweep_removes_stale_temporaries_only(tmp_path: Path) -> None:
     dst = tmp_path / "out.tif"
     stale = [".out.tif.0a1b2c3d.partial.tif", ".out.tif.0a1b2c3d.partial.tif.ovr.tmp",
-             ".out.tif.tag.12345678.partial.tif"]
+             ".out.tif.tag.12345678.partial.tif", ".out.tif.partial.tif"]
     keep = [".out.tif.lock", "out.tif", ".other.tif.0a1b2c3d.partial.tif",
             ".out.tif.ffffffff.partial.tif"]
     for name in stale + keep:

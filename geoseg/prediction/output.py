@@ -131,7 +131,8 @@ class PartialOutput:
 
     def _sweep(self) -> None:
         """Remove what earlier runs left beside the destinations (the lock is ours)."""
-        keep = [p for p in (self.tmp_class, self.tmp_prob, self.tails_dir) if p is not None]
+        keep = [p for p in (self.tmp_class, self.tmp_prob, self.tails_dir, self.journal)
+                if p is not None]
         for dst in (self.output, self.probabilities):
             if dst is not None:
                 sweep_stale(dst, keep=keep)

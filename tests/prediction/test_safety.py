@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoseg.errors import OutputLockedError
+from geoseg.errors import GeosegWarning, OutputLockedError
 from geoseg.prediction.pipeline import predict
 from geoseg.testing import make_class_map, make_geotiff, make_scene
 
@@ -81,7 +81,8 @@ def test_resume_removes_stray_temporaries(tmp_path: Path, scene_path: Path,
     for name in stray:
         (tmp_path / name).write_text("left by a killed run")
     (tmp_path / ".out.tif.0badf00d.partial.tails").mkdir()
-    predict(scene_path, out, model=tiny_bundle, device="cpu", resume=True)
+    with pytest.warns(GeosegWarning, match="starting over"):  # the journal is not ours
+        predict(scene_path, out, model=tiny_bundle, device="cpu", resume=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "scene.tif"]
 
 
@@ -151,3 +152,16 @@ def test_bundles_are_written_readable_by_all(tmp_path: Path, tiny_bundle: Path) 
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.timeout(300)
+def test_workers_run_is_quiet_and_shuts_down_cleanly(tmp_path: Path, scene_path: Path,
+                                                     tiny_bundle: Path) -> None:
+    out = tmp_path / "o.tif"
+    run = subprocess.run([*GEOSEG, "predict", str(scene_path), "-m", str(tiny_bundle), "-o",
+                          str(out), "--workers", "1", "--progress", "none"],
+                         capture_output=True, text=True, timeout=280, check=False)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wrote "), run.stderr  # the summary only
+    assert "killed by signal" not in run.stderr

@@ -129,8 +129,8 @@ def check_destinations(scene: str | os.PathLike[str], output: str | os.PathLike[
         return None if dst is None else check_output(dst, overwrite=overwrite,
                                                      extensions=extensions, what=what)
 
-    out = check(output, RASTER_EXTENSIONS, "class map")
-    assert out is not None
+    out = check_output(output, overwrite=overwrite, extensions=RASTER_EXTENSIONS,
+                       what="class map")
     prob = check(probabilities, RASTER_EXTENSIONS, "probabilities")
     prev = check(preview, (".png",), "preview")
     vec = check(vectorize, (), "vectors")

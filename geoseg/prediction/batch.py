@@ -7,7 +7,6 @@ failure in one scene reported without stopping the others.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import logging
 import os
@@ -100,20 +99,15 @@ def dask_client(*, scheduler: str | None = None, workers: int | None = None,
     n = len(devices) or int(workers or 1)
     threads = max(1, (os.cpu_count() or 1) // n)
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    import logging
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # workers log like us
+        env["DASK_LOGGING__DISTRIBUTED"] = "warning"
 
     with _quiet_cluster_logs(), \
             LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                          dashboard_address=None, env=env,
                          silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
-        try:
-            yield client
-        finally:
-            # Let workers exit on their own (closing their model) rather than have their
-            # nanny kill them at a short timeout ("killed by signal 9").
-            with contextlib.suppress(Exception):
-                client.retire_workers(close_workers=True, remove=True)
+        yield client
 
 
 class _DropShutdownNoise(logging.Filter):

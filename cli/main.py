@@ -9,6 +9,7 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import click
 
 from geoseg import __version__
 from geoseg.errors import GeosegError, GeosegWarning
+from geoseg.progress import emit_event
 
 # name -> "module:attribute" of the click command (one per line, sorted).
 _COMMANDS: dict[str, str] = {
@@ -63,22 +65,54 @@ class GeosegGroup(click.Group):
             return command
         return super().get_command(ctx, cmd_name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["geoseg.args"] = list(args)  # for _json_requested, even on usage errors
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
+        json_mode = _json_requested(ctx.meta.get("geoseg.args", []))
         try:
             if threading_is_main():
                 signal.signal(signal.SIGTERM, _on_sigterm)
             return super().invoke(ctx)
         except GeosegError as exc:
-            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else
-                                       type(exc).__name__) from None
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if json_mode:
+                emit_event("error", message=message)
+                sys.exit(1)
+            raise click.ClickException(message) from None
+        except click.ClickException as exc:  # usage errors, bad option values
+            message = exc.format_message().strip().splitlines()[0]
+            if json_mode:
+                emit_event("error", message=message)
+                sys.exit(exc.exit_code)
+            if isinstance(exc, click.UsageError):  # one line, not click's usage block
+                where = exc.ctx.command_path if exc.ctx is not None else "geoseg"
+                raise _OneLineUsageError(f"{message} (see {where} --help)") from None
+            raise
         except KeyboardInterrupt as exc:
             # Partial outputs are already removed (``finally`` blocks ran). Exit now rather
             # than wait for worker threads to finish the batch they are in.
             terminated = isinstance(exc, _Terminated)
-            click.echo("Terminated." if terminated else "Interrupted.", err=True)
+            if json_mode:
+                emit_event("terminated", signal="SIGTERM" if terminated else "SIGINT")
+            else:
+                click.echo("Terminated." if terminated else "Interrupted.", err=True)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(143 if terminated else 130)
+
+
+class _OneLineUsageError(click.ClickException):
+    """A usage error shown as one ``Error:`` line; exit status 2 like click's."""
+
+    exit_code = 2
+
+
+def _json_requested(args: list[str]) -> bool:
+    """Whether the command line asks for ``--progress json`` (errors are then JSON too)."""
+    return "--progress=json" in args or any(
+        a == "--progress" and b == "json" for a, b in itertools.pairwise(args))
 
 
 def threading_is_main() -> bool:

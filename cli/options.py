@@ -23,10 +23,24 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 def output_opt(**kw: Any) -> Any:
-    """``-o/--output PATH`` (required)."""
+    """``-o/--output PATH`` (required); ``dir_okay=True`` where a folder is accepted."""
     return click.option("-o", "--output", required=True,
-                        type=click.Path(dir_okay=False, path_type=Path),
+                        type=click.Path(dir_okay=kw.get("dir_okay", False), path_type=Path),
                         help=kw.get("help", "Output file."))
+
+
+def _tile(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Check a tile side: a multiple of 32 up to the cap, checked before anything loads.
+
+    The ``InputError`` becomes geoseg's one-line error (not click's usage block).
+    """
+    from geoseg.prediction.limits import validate_tile
+
+    return None if value is None else validate_tile(value, what="--tile-size")
+
+
+tile_size_opt = click.option("--tile-size", type=int, callback=_tile, metavar="PX",
+                             help="Tile side, px, a multiple of 32 (default: model's).")
 
 
 overwrite_opt = click.option("--overwrite", is_flag=True,

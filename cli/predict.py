@@ -16,11 +16,11 @@ def _devices(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 
 @click.command()
 @click.argument("scenes", nargs=-1, required=True, metavar="SCENE...")
-@options.output_opt(help="Class map to write (Cloud-Optimized GeoTIFF); with several scenes, "
-                         "a directory (<scene name>.tif each).")
+@options.output_opt(help="Class map to write (Cloud-Optimized GeoTIFF, .tif); with several "
+                         "scenes, a directory (<scene name>.tif each).", dir_okay=True)
 @options.model_opt
 @options.bands_opt
-@click.option("--tile-size", type=click.IntRange(32), help="Tile side, px (default: model's).")
+@options.tile_size_opt
 @click.option("--overlap", type=click.IntRange(0), help="Tile overlap, px (default: model's).")
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--chunk-tiles", type=click.IntRange(1), default=4, show_default=True,

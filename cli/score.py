@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from geoseg.cli import options
@@ -69,15 +70,35 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
     geoseg score map.tif --labels tiles/ --plot cm.png
     geoseg score pred.geojson --labels truth.geojson --objects
     """
-    from geoseg._atomic import atomic_path, check_output
+    from geoseg._atomic import check_distinct, check_output, destination_locks
     from geoseg.progress import make_progress
+    from geoseg.scoring.report import PLOT_EXTENSIONS
 
     if objects and (csv_path or plot):
         raise click.UsageError("--csv and --plot are for pixel scores, not --objects")
-    for dst in (output, csv_path, plot):  # fail before any compute
-        if dst is not None:
-            check_output(dst, overwrite=overwrite)
+    for dst, ext in ((output, ()), (csv_path, ()), (plot, PLOT_EXTENSIONS)):
+        if dst is not None:  # fail before any compute
+            check_output(dst, overwrite=overwrite, extensions=ext, what="--plot" if ext else
+                         "output")
+    check_distinct([("-o", output), ("--csv", csv_path), ("--plot", plot)],
+                   [("PRED", pred), ("--labels", labels)])
     progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
+    with destination_locks(output, csv_path, plot):
+        text = _run(pred, labels, output, csv_path, plot, objects=objects,
+                    iou_threshold=iou_threshold, label_field=label_field, classes=classes,
+                    workers=workers, ignore_index=ignore_index, label_fill=label_fill,
+                    chunk_size=chunk_size, overwrite=overwrite, progress=progress)
+    if not quiet:
+        click.echo(text)
+
+
+def _run(pred: str, labels: str, output: Path | None, csv_path: Path | None,
+         plot: Path | None, *, objects: bool, iou_threshold: float, label_field: str | None,
+         classes: list[str] | None, workers: int | None, ignore_index: int | None,
+         label_fill: str | None, chunk_size: int, overwrite: bool, progress: Any) -> str:
+    """Score and write the outputs (their locks are held); return the table."""
+    from geoseg._atomic import atomic_path
+
     if objects:
         from geoseg.scoring.objects import score_objects
 
@@ -102,5 +123,4 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
             tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
     progress.finish([str(p) for p in (output, csv_path, plot) if p is not None])
     progress.close()
-    if not quiet:
-        click.echo(text)
+    return text

@@ -11,12 +11,14 @@ from __future__ import annotations
 __all__ = [
     "BandMismatchError",
     "BundleError",
+    "DiskFullError",
     "GeosegError",
     "GeosegWarning",
     "InputError",
     "NoOverlapError",
     "OutputError",
     "OutputExistsError",
+    "OutputLockedError",
     "RegistryError",
     "UnknownNameError",
     "WeightsNotFoundError",
@@ -65,6 +67,14 @@ class OutputError(GeosegError, OSError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """The output exists and overwriting was not asked for."""
+
+
+class DiskFullError(OutputError):
+    """The disk (or quota, or file size limit) filled up while an output was written."""
+
+
+class OutputLockedError(OutputError):
+    """Another run is writing the same destination (it holds the destination's lock)."""
 
 
 class GeosegWarning(UserWarning):

@@ -31,6 +31,7 @@ __all__ = [
     "Scene",
     "class_colormap",
     "open_scene",
+    "read_error",
     "read_window",
     "select_bands",
 ]
@@ -188,11 +189,24 @@ def read_window(path: str, bands: Sequence[int], rows: tuple[int, int],
     valid : (h, w) bool ndarray or None
         True where the pixel holds data (GDAL's dataset mask: nodata, alpha, mask band).
     """
-    src = _dataset(path)
     win = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
-    data = src.read(list(bands), window=win)
-    valid = src.dataset_mask(window=win).astype(bool) if with_mask else None
+    try:
+        src = _dataset(path)
+        data = src.read(list(bands), window=win)
+        valid = src.dataset_mask(window=win).astype(bool) if with_mask else None
+    except RasterioIOError as exc:
+        raise read_error(path, win, exc) from None
     return data, valid
+
+
+def read_error(path: str, window: Window, exc: BaseException) -> InputError:
+    """Return the one-line error for a failed read (a truncated or corrupt file)."""
+    detail = exc.__cause__ or exc  # rasterio's own text is "see previous exception"
+    first = str(detail).strip().splitlines()[0] if str(detail).strip() else \
+        type(detail).__name__
+    r, c = int(window.row_off), int(window.col_off)
+    return InputError(f"cannot read {path} at rows {r}..{r + int(window.height)}, columns "
+                      f"{c}..{c + int(window.width)} (truncated or corrupt file?): {first}")
 
 
 def class_colormap(colors: Sequence[tuple[int, int, int]]) -> dict[int, tuple[int, int, int, int]]:

@@ -2,7 +2,9 @@
 
 The JSON form is the contract for callers such as the QGIS plugin: one object per line
 on stderr, ``{"event": "progress", "fraction": 0.42}``, ``{"event": "log", "message":
-...}`` and ``{"event": "done", "outputs": [...]}``.
+...}`` and ``{"event": "done", "outputs": [...]}``; a failed run ends with ``{"event":
+"error", "message": ...}`` and a stopped one with ``{"event": "terminated", "signal":
+"SIGTERM"}`` (or ``"SIGINT"``) instead of ``done`` (see :func:`emit_event`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import threading
 import time
 from typing import IO, Any, Literal
 
-__all__ = ["JsonProgress", "NullProgress", "Progress", "TqdmProgress", "make_progress"]
+__all__ = ["JsonProgress", "NullProgress", "Progress", "TqdmProgress", "emit_event",
+           "make_progress"]
 
 ProgressKind = Literal["bar", "json", "none"]
 
@@ -114,6 +117,13 @@ class JsonProgress(Progress):
 
     def finish(self, outputs: list[str]) -> None:
         self._emit({"event": "done", "outputs": outputs})
+
+
+def emit_event(event: str, stream: IO[str] | None = None, **fields: Any) -> None:
+    """Write one JSON event line (``error``, ``terminated``) on stderr."""
+    out = stream or sys.stderr
+    out.write(json.dumps({"event": event, **fields}) + "\n")
+    out.flush()
 
 
 def make_progress(kind: str) -> Progress:

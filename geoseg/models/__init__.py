@@ -28,6 +28,7 @@ __all__ = [
     "default_model_path",
     "list_models",
     "resolve_model",
+    "resolve_spec",
 ]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -106,3 +107,20 @@ def list_models() -> list[dict[str, Any]]:
                                       for c in spec.classes])
         out.append(entry)
     return out
+
+
+def resolve_spec(model: str | os.PathLike[str]) -> ModelSpec:
+    """Read the spec of the model :func:`resolve_model` would load, without torch.
+
+    Reading a bundle's spec takes milliseconds, so commands check bands, tile size and
+    memory against it before loading the model (seconds, and torch).
+    """
+    from geoseg.models.bundle import read_spec
+
+    text = os.fspath(model)
+    key = text.lower()
+    if key in DEFAULT_MODELS and default_model_path(key).is_file():
+        return read_spec(default_model_path(key))
+    if key not in DEFAULT_MODELS and _looks_like_path(text):
+        return read_spec(text)
+    return resolve_model(model).spec  # raises the error that explains the name

@@ -8,6 +8,7 @@ failure in one scene reported without stopping the others.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geoseg._atomic import check_distinct
 from geoseg.errors import GeosegError, InputError, OutputError
 from geoseg.io import is_remote
 from geoseg.progress import NullProgress, Progress
@@ -93,15 +95,65 @@ def dask_client(*, scheduler: str | None = None, workers: int | None = None,
         finally:
             client.close()
         return
+    check_devices(devices)
     n = len(devices) or int(workers or 1)
     threads = max(1, (os.cpu_count() or 1) // n)
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    import logging
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # workers log like us
+        env["DASK_LOGGING__DISTRIBUTED"] = "warning"
 
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                      dashboard_address=None, env=env, silence_logs=logging.ERROR) as cluster, \
+    with _quiet_cluster_logs(), \
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                         dashboard_address=None, env=env,
+                         silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client
+
+
+class _DropShutdownNoise(logging.Filter):
+    """Drop the nanny's report of workers it stops itself at shutdown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "killed by signal" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_cluster_logs() -> Iterator[None]:
+    """Hold dask.distributed's loggers at WARNING (or the user's level with --verbose).
+
+    distributed sets its loggers to INFO, which otherwise prints ~30 lines per run.
+    """
+    root = logging.getLogger().getEffectiveLevel()
+    level = max(root, logging.WARNING)
+    names = ["distributed", *[n for n in logging.root.manager.loggerDict
+                              if n.startswith("distributed.")]]
+    saved = {n: logging.getLogger(n).level for n in names}
+    noise = _DropShutdownNoise()
+    for n in names:
+        logging.getLogger(n).setLevel(level)
+    logging.getLogger("distributed.nanny").addFilter(noise)
+    try:
+        yield
+    finally:
+        for n, old in saved.items():
+            logging.getLogger(n).setLevel(old)
+        logging.getLogger("distributed.nanny").removeFilter(noise)
+
+
+def check_devices(devices: Sequence[str]) -> None:
+    """Refuse ``cuda:N`` devices this machine does not have, before starting workers."""
+    cuda = [d for d in devices if d.startswith("cuda")]
+    if not cuda:
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for d in cuda:
+        index = d.partition(":")[2] or "0"
+        if not index.isdigit() or int(index) >= count:
+            have = f"{count} CUDA device(s): cuda:0..cuda:{count - 1}" if count else \
+                "no CUDA device"
+            raise InputError(f"--devices {d}: this machine has {have}")
 
 
 @dataclass(frozen=True)
@@ -199,6 +251,7 @@ def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
     if dupes:
         raise InputError(f"several scenes would write {sorted(dupes)[0]}; give scenes distinct "
                          "file names")
+    check_distinct([("output", o) for o in outputs], [("scene", p) for p in paths])
     bundle = model if isinstance(model, Bundle) else resolve_model(model)
     total = 0
     for p in paths:  # one display for all scenes: count every scene's tiles up front

@@ -1,18 +1,22 @@
 """The temporary outputs of a prediction run, its resume journal, and the final COG.
 
-While a run works, it writes beside the destination ``OUT``:
+While a run works, it writes beside the destination ``OUT`` (``XXXXXXXX`` is a token
+unique to the run that created the files):
 
-- ``.OUT.partial.tif`` (and ``.PROB.partial.tif``): uncompressed tiled GeoTIFFs that
-  finished chunks are written into (random-order writes into compressed tiles would
-  fragment them, so compression happens once, in the final COG copy);
-- ``.OUT.partial.json``: the journal, a JSON fingerprint of the run's settings, then one
-  ``row col`` line per chunk whose block is on disk (written after the block, fsync'ed);
-- ``.OUT.partial.tails/``: each computed chunk's blend tails, so a resumed run can finish a
-  chunk whose neighbours are already done without running their tiles again.
+- ``.OUT.XXXXXXXX.partial.tif`` (and ``.PROB.XXXXXXXX.partial.tif``): uncompressed tiled
+  GeoTIFFs that finished chunks are written into (random-order writes into compressed tiles
+  would fragment them, so compression happens once, in the final COG copy);
+- ``.OUT.partial.json``: the journal, a JSON header (the run's settings fingerprint and the
+  token), then one ``row col`` line per chunk whose block is on disk (written after the
+  block, fsync'ed);
+- ``.OUT.XXXXXXXX.partial.tails/``: each computed chunk's blend tails, so a resumed run can
+  finish a chunk whose neighbours are already done without running their tiles again.
 
-``--resume`` continues from these when the fingerprint matches; otherwise (or without
-``--resume``) stale ones are removed and the run starts over. Only a complete run renames
-its COG onto ``OUT``.
+The caller holds ``OUT``'s lock (:func:`geoseg._atomic.destination_locks`), so the journal
+found beside ``OUT`` is never a live run's. ``--resume`` continues from it when the
+fingerprint matches; otherwise (or without ``--resume``) every stale temporary beside the
+destinations is removed (stray ``.ovr.tmp`` of a killed COG copy included) and the run
+starts over. Only a complete run renames its COG onto ``OUT``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import os
 import shutil
 import threading
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ import numpy.typing as npt
 import rasterio
 from rasterio.windows import Window
 
+from geoseg._atomic import commit, partial_path, sweep_stale
 from geoseg.errors import GeosegWarning
 from geoseg.io import NODATA_CLASS, Scene
 
@@ -88,51 +94,74 @@ class PartialOutput:
     def __init__(self, output: Path, probabilities: Path | None, scene: Scene, n_classes: int,
                  fingerprint: dict[str, Any], *, resume: bool) -> None:
         self.output, self.probabilities = output, probabilities
-        self.tmp_class = output.with_name(f".{output.name}.partial.tif")
-        self.tmp_prob = None if probabilities is None else \
-            probabilities.with_name(f".{probabilities.name}.partial.tif")
         self.journal = output.with_name(f".{output.name}.partial.json")
-        self.tails_dir = output.with_name(f".{output.name}.partial.tails")
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
         self._lock = threading.Lock()
         self.done: set[tuple[int, int]] = set()
-        if resume and self._load():
-            self.resumed = len(self.done)
+        token = self._load() if resume else None
+        self.resumed = len(self.done)
+        self._name_files(token or uuid.uuid4().hex[:8])
+        self._sweep()
+        if token is not None:
             return
-        self.resumed = 0
-        self.discard()
-        with _open(self.tmp_class, "w", **_gtiff_profile(scene, 1)):
-            pass
-        if self.tmp_prob is not None:
-            with _open(self.tmp_prob, "w", **_gtiff_profile(scene, n_classes)):
+        self.journal.unlink(missing_ok=True)
+        try:
+            with _open(self.tmp_class, "w", **_gtiff_profile(scene, 1)):
                 pass
-        self.tails_dir.mkdir()
-        with self.journal.open("w") as f:
-            f.write(json.dumps(self.fingerprint, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            if self.tmp_prob is not None:
+                with _open(self.tmp_prob, "w", **_gtiff_profile(scene, n_classes)):
+                    pass
+            self.tails_dir.mkdir()
+            with self.journal.open("w") as f:
+                header = {"fingerprint": self.fingerprint, "token": self.token}
+                f.write(json.dumps(header, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            self.discard()
+            raise
 
-    def _load(self) -> bool:
-        """Read the journal; True if it belongs to this run and its files are there."""
-        files = [self.journal, self.tmp_class, self.tails_dir]
+    def _name_files(self, token: str) -> None:
+        self.token = token
+        out, prob = self.output, self.probabilities
+        self.tmp_class = out.with_name(f".{out.name}.{token}.partial.tif")
+        self.tmp_prob = None if prob is None else \
+            prob.with_name(f".{prob.name}.{token}.partial.tif")
+        self.tails_dir = out.with_name(f".{out.name}.{token}.partial.tails")
+
+    def _sweep(self) -> None:
+        """Remove what earlier runs left beside the destinations (the lock is ours)."""
+        keep = [p for p in (self.tmp_class, self.tmp_prob, self.tails_dir, self.journal)
+                if p is not None]
+        for dst in (self.output, self.probabilities):
+            if dst is not None:
+                sweep_stale(dst, keep=keep)
+
+    def _load(self) -> str | None:
+        """Read the journal; its run's token if it matches this run and its files are there."""
+        if not self.journal.is_file():
+            return None
+        lines = self.journal.read_text().split("\n")
+        try:
+            header = json.loads(lines[0])
+        except json.JSONDecodeError:
+            header = None
+        token = header.get("token") if isinstance(header, dict) else None
+        if not isinstance(token, str) or header.get("fingerprint") != self.fingerprint:
+            warnings.warn(f"cannot resume {self.output.name}: the earlier run used other "
+                          "settings; starting over", GeosegWarning, stacklevel=3)
+            return None
+        self._name_files(token)
+        files = [self.tmp_class, self.tails_dir]
         if self.tmp_prob is not None:
             files.append(self.tmp_prob)
         if not all(p.exists() for p in files):
-            return False
-        lines = self.journal.read_text().split("\n")
-        try:
-            previous = json.loads(lines[0])
-        except json.JSONDecodeError:
-            previous = None
-        if previous != self.fingerprint:
-            warnings.warn(f"cannot resume {self.output.name}: the earlier run used other "
-                          "settings; starting over", GeosegWarning, stacklevel=3)
-            return False
+            return None
         for line in lines[1:]:
             parts = line.split()
             if len(parts) == 2 and all(p.isdigit() for p in parts):
                 self.done.add((int(parts[0]), int(parts[1])))
-        return True
+        return token
 
     def write(self, row: int, col: int, rows: tuple[int, int], cols: tuple[int, int],
               block: npt.NDArray[np.uint8]) -> int:
@@ -154,10 +183,8 @@ class PartialOutput:
         return int(block.shape[1] * block.shape[2])
 
     def finalize(self, *, colormap: dict[int, tuple[int, int, int, int]],
-                 tags: dict[str, str], class_names: list[str]) -> None:
+                 tags: dict[str, str], class_names: list[str], overwrite: bool) -> None:
         """Add metadata, copy to COGs beside the destinations, and rename them into place."""
-        from geoseg._atomic import partial_path
-
         with _open(self.tmp_class, "r+") as dst:
             dst.write_colormap(1, colormap)
             dst.set_band_description(1, "class")
@@ -175,13 +202,14 @@ class PartialOutput:
             if self.tmp_prob is not None and final_prob is not None:
                 cog_copy(self.tmp_prob, final_prob, categorical=False)
             if final_prob is not None and self.probabilities is not None:
-                os.replace(final_prob, self.probabilities)
-            os.replace(final_class, self.output)
+                commit(final_prob, self.probabilities, overwrite=overwrite)
+            commit(final_class, self.output, overwrite=overwrite)
         finally:
             for p in (final_class, final_prob):
                 if p is not None:
                     p.unlink(missing_ok=True)
-                    p.with_name(p.name + ".aux.xml").unlink(missing_ok=True)
+                    for sidecar in (".aux.xml", ".ovr", ".ovr.tmp"):
+                        p.with_name(p.name + sidecar).unlink(missing_ok=True)
         self.discard()
 
     def discard(self) -> None:

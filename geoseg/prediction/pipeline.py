@@ -21,8 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg._atomic import check_output
-from geoseg.errors import InputError, OutputError
+from geoseg._atomic import (
+    check_distinct,
+    check_free_space,
+    check_output,
+    destination_locks,
+    write_errors,
+)
+from geoseg.errors import DiskFullError, InputError
 from geoseg.io import NODATA_CLASS, open_scene, select_bands
 from geoseg.prediction.graph import (
     CANCELLED,
@@ -39,7 +45,10 @@ from geoseg.progress import NullProgress, Progress
 if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
 
-__all__ = ["PredictResult", "predict"]
+__all__ = ["RASTER_EXTENSIONS", "PredictResult", "predict"]
+
+#: Extensions of the GeoTIFF outputs (class map, probabilities).
+RASTER_EXTENSIONS = (".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,42 @@ def _execute_distributed(client: Any, blocks: dict[tuple[int, int], Any],
         raise
 
 
+def check_destinations(scene: str | os.PathLike[str], output: str | os.PathLike[str],
+                       probabilities: str | os.PathLike[str] | None,
+                       preview: str | os.PathLike[str] | None,
+                       vectorize: str | os.PathLike[str] | None, *, overwrite: bool
+                       ) -> tuple[Path, Path | None, Path | None, Path | None]:
+    """Check every output of a run before any compute: formats, existence, identity."""
+    from geoseg.vector.write import vector_driver
+
+    def check(dst: str | os.PathLike[str] | None, extensions: tuple[str, ...], what: str
+              ) -> Path | None:
+        return None if dst is None else check_output(dst, overwrite=overwrite,
+                                                     extensions=extensions, what=what)
+
+    out = check_output(output, overwrite=overwrite, extensions=RASTER_EXTENSIONS,
+                       what="class map")
+    prob = check(probabilities, RASTER_EXTENSIONS, "probabilities")
+    prev = check(preview, (".png",), "preview")
+    vec = check(vectorize, (), "vectors")
+    if vec is not None:
+        vector_driver(vec)
+    check_distinct([("-o", out), ("--probabilities", prob), ("--preview", prev),
+                    ("--vectorize", vec)], [("scene", scene)])
+    return out, prob, prev, vec
+
+
+def _tile_and_checks(spec: Any, src: Any, tile_size: int | None, overlap: int | None,
+                     batch_size: int, chunk_tiles: int, n_bands: int) -> tuple[int, int]:
+    """Return the tile and overlap of a run (capped at the scene) after the memory check."""
+    from geoseg.prediction.limits import check_memory, fit_tile, validate_tile
+
+    tile = validate_tile(int(tile_size or spec.tile_size))
+    tile, ov = fit_tile(tile, int(spec.overlap if overlap is None else overlap), src.shape)
+    check_memory(tile, batch_size, spec.n_classes, n_bands, chunk_tiles)
+    return tile, ov
+
+
 def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             model: str | os.PathLike[str] | Bundle = "deeplab",
             bands: Sequence[int] | None = None, tile_size: int | None = None,
@@ -166,29 +211,44 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     -------
     PredictResult
     """
+    from geoseg.models import resolve_spec
+    from geoseg.models.bundle import Bundle
+    from geoseg.prediction.limits import estimate_output_bytes
+
+    t0 = time.perf_counter()
+    paths = check_destinations(scene, output, probabilities, preview, vectorize,
+                               overwrite=overwrite)
+    src = open_scene(scene)
+    spec = model.spec if isinstance(model, Bundle) else resolve_spec(model)  # no torch yet
+    chosen = select_bands(src, bands, spec.n_bands, spec.bands)
+    tile, ov = _tile_and_checks(spec, src, tile_size, overlap, batch_size, chunk_tiles,
+                                len(chosen))
+    check_free_space(paths[0], estimate_output_bytes(src.shape, spec.n_classes,
+                                                     paths[1] is not None))
+    with destination_locks(*paths):
+        return _predict_locked(
+            src, paths, model, chosen=chosen, tile=tile, ov=ov, batch_size=batch_size,
+            chunk_tiles=chunk_tiles, device=device, precision=precision, engine=engine,
+            blend=blend, overwrite=overwrite, resume=resume, num_workers=num_workers,
+            client=client, devices=devices, progress=progress or NullProgress(), t0=t0)
+
+
+def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path | None],
+                    model: Any, *, chosen: tuple[int, ...], tile: int, ov: int,
+                    batch_size: int, chunk_tiles: int, device: str, precision: str,
+                    engine: str, blend: str, overwrite: bool, resume: bool,
+                    num_workers: int, client: Any, devices: Sequence[str],
+                    progress: Progress, t0: float) -> PredictResult:
+    """:func:`predict` once its destinations are checked and locked."""
     from geoseg import __version__
     from geoseg.io import class_colormap
     from geoseg.models import resolve_model
     from geoseg.models.bundle import Bundle
     from geoseg.prediction.inference import Predictor
 
-    progress = progress or NullProgress()
-    t0 = time.perf_counter()
-    out_path = check_output(output, overwrite=overwrite)
-    prob_path = None if probabilities is None else check_output(probabilities,
-                                                                 overwrite=overwrite)
-    preview_path = None if preview is None else check_output(preview, overwrite=overwrite)
-    vector_path = None if vectorize is None else check_output(vectorize, overwrite=overwrite)
-    if prob_path is not None and prob_path == out_path:
-        raise OutputError("--probabilities must differ from the class-map output")
-    src = open_scene(scene)
-    if not src.path.startswith("/vsi") and Path(src.path).absolute() in (out_path, prob_path):
-        raise OutputError(f"output {out_path} would overwrite the input scene")
+    out_path, prob_path, preview_path, vector_path = paths
     bundle = model if isinstance(model, Bundle) else resolve_model(model)
     spec = bundle.spec
-    chosen = select_bands(src, bands, spec.n_bands, spec.bands)
-    tile = int(tile_size or spec.tile_size)
-    ov = int(spec.overlap if overlap is None else overlap)
     grid = plan_tiles(src.shape, tile=tile, overlap=ov, chunk_tiles=chunk_tiles)
     if client is not None and bundle.path is None:
         raise InputError("a distributed run needs the model as a bundle file (workers load "
@@ -225,8 +285,9 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         "precision": used_precision, "engine": used_engine,
         "probabilities": prob_path is not None, "geoseg": __version__,
     }
-    partial = PartialOutput(out_path, prob_path, src, len(class_ids), fingerprint,
-                            resume=resume)
+    with write_errors(out_path):
+        partial = PartialOutput(out_path, prob_path, src, len(class_ids), fingerprint,
+                                resume=resume)
     run_key = f"{bundle.sha256[:12]}-{os.getpid()}-{id(partial):x}"
     template = ChunkJob(run_key, ref, src.path, tuple(chosen), src.has_mask,
                         grid.rows[0], grid.cols[0], grid.origins_y, grid.origins_x,
@@ -257,13 +318,13 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         progress.start(remaining, desc=Path(src.path).name[:24])
         import rasterio
 
-        with rasterio.Env(GDAL_CACHEMAX=256):
+        with rasterio.Env(GDAL_CACHEMAX=256), write_errors(out_path):
             if client is None:
                 _execute_local(blocks, partial, grid, num_workers)
             else:
                 _execute_distributed(client, blocks, partial, grid, progress)
             partial.finalize(colormap=class_colormap([c.color for c in spec.classes]),
-                             tags=tags, class_names=spec.class_names())
+                             tags=tags, class_names=spec.class_names(), overwrite=overwrite)
         finished = True
         if preview_path is not None:
             from geoseg.prediction.preview import render_preview
@@ -277,9 +338,10 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             vectorize_to_file(out_path, vector_path, overwrite=overwrite, all_classes=True)
         progress.finish([str(p) for p in (out_path, prob_path, preview_path, vector_path)
                          if p is not None])
-    except BaseException:
+    except BaseException as exc:
         CANCELLED.add(run_key)  # stop the other chunk tasks at their next batch
-        if not resume and not finished:
+        # A full disk discards even a resumable run: its temporaries keep the disk full.
+        if not finished and (not resume or isinstance(exc, DiskFullError)):
             partial.discard()
         raise
     finally:

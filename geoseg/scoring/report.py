@@ -195,6 +195,10 @@ def write_confusion_csv(report: ScoreReport, path: str | os.PathLike[str], *,
     return Path(path)
 
 
+#: Formats :func:`plot_confusion` writes (matplotlib's Agg backend), by extension.
+PLOT_EXTENSIONS = (".png", ".svg", ".pdf")
+
+
 def plot_confusion(report: ScoreReport, path: str | os.PathLike[str], *,
                    overwrite: bool = False) -> Path:
     """Draw the row-normalised confusion matrix (recall on the diagonal) as an image.
@@ -231,7 +235,7 @@ def plot_confusion(report: ScoreReport, path: str | os.PathLike[str], *,
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of label row")
         fig.tight_layout()
         dst = Path(path)
-        with atomic_path(dst, overwrite=overwrite) as tmp:
+        with atomic_path(dst, overwrite=overwrite, extensions=PLOT_EXTENSIONS) as tmp:
             fig.savefig(tmp, dpi=120, format=dst.suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)

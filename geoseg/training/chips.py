@@ -15,6 +15,7 @@ plain pixel grid on the scene's own raster is exact and simpler here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from geoseg._atomic import atomic_path
+from geoseg._atomic import atomic_path, check_distinct
 from geoseg.errors import InputError, NoOverlapError, OutputExistsError
 from geoseg.training.data import IGNORE, ClassTable, LabeledImage, Pair
 
@@ -145,9 +146,16 @@ class LabelSource:
                 zip(part.geometry, part["_id"], strict=True), out_shape=(win.height, win.width),
                 transform=transform, fill=self.background, dtype="uint8")
             return burnt
+        from rasterio.errors import RasterioIOError
+
+        from geoseg.io import read_error
+
         window = Window(win.col, win.row, win.width, win.height)
-        data: npt.NDArray[Any] = self._vrt.read(1, window=window, boundless=True,
-                                                fill_value=IGNORE)
+        try:
+            data: npt.NDArray[Any] = self._vrt.read(1, window=window, boundless=True,
+                                                    fill_value=IGNORE)
+        except RasterioIOError as exc:
+            raise read_error(str(self.path), window, exc) from None
         nodata = self._vrt.nodata
         if nodata is not None and nodata != IGNORE:
             data = np.where(data == nodata, IGNORE, data)
@@ -186,11 +194,17 @@ class _SceneReader:
                              f"{','.join(map(str, self.bands))}")
 
     def read(self, win: ChipWindow) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
 
+        from geoseg.io import read_error
+
         w = Window(win.col, win.row, win.width, win.height)
-        data = self.ds.read(self.bands, window=w, boundless=True, fill_value=0)
-        valid = self.ds.read_masks(self.bands[0], window=w, boundless=True) > 0
+        try:
+            data = self.ds.read(self.bands, window=w, boundless=True, fill_value=0)
+            valid = self.ds.read_masks(self.bands[0], window=w, boundless=True) > 0
+        except RasterioIOError as exc:
+            raise read_error(self.ds.name, w, exc) from None
         return data, valid
 
 
@@ -240,10 +254,12 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     source = LabelSource(reader, labels, label_field=label_field, background=background)
     out = Path(output_dir)
     img_dir, msk_dir = out / "images", out / "masks"
+    made = [d for d in (out, img_dir, msk_dir) if not d.exists()]
     for d in (img_dir, msk_dir):
         d.mkdir(parents=True, exist_ok=True)
     stem = Path(scene).stem
     pairs: list[Pair] = []
+    created: list[Path] = []  # removed again if the run fails: a correct chip set or none
     try:
         for win in _windows(reader.shape, size, step):
             data, valid = reader.read(win)
@@ -263,12 +279,22 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
                                       (msk_dir / name, mask[None], IGNORE)):
                 if path.exists() and not overwrite:
                     raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+                check_distinct([("chip", path)], [("SCENE", scene), ("--labels", labels)])
+                if not path.exists():
+                    created.append(path)
                 with atomic_path(path, overwrite=overwrite) as tmp, \
                         rasterio.open(tmp, "w", count=arr.shape[0], dtype=arr.dtype.name,
                                       nodata=nodata, **common) as dst:
                     dst.write(arr)
                 targets.append(path)
             pairs.append(Pair(targets[0], targets[1]))
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        for d in reversed(made):  # folders this run made, if left empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     finally:
         source.close()
         reader.ds.close()

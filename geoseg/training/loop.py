@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg._atomic import check_output
+from geoseg._atomic import check_distinct, check_output, destination_locks
 from geoseg.errors import InputError
 from geoseg.models.spec import ModelSpec
 from geoseg.progress import NullProgress, Progress
@@ -117,11 +117,32 @@ def _build(config: TrainConfig, spec: ModelSpec, weights: str | None,
 
 
 def fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage],
-        table: ClassTable, output: str | os.PathLike[str], *,
-        config: TrainConfig = TrainConfig(), bands: Sequence[str] | None = None,
-        weights: str | None = None, init: str | None = None, resume: bool = False,
-        overwrite: bool = False, progress: Progress | None = None,
-        provenance: dict[str, Any] | None = None) -> TrainResult:
+        table: ClassTable, output: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
+    """Train a model and write its bundle to ``output`` (see :func:`_fit` for the options).
+
+    ``output``, its checkpoint and metrics files are locked for the run (a second run to
+    the same bundle fails at once), and none of them may be the ``init`` or ``weights``
+    file.
+    """
+    out = Path(output)
+    extra = [("checkpoint", p) for p in checkpoint_paths(out)]
+    check_distinct([("-o", out), *extra, ("metrics", out.with_name(out.name + ".metrics.csv"))],
+                   [("--init", kwargs.get("init")), ("--weights", _local(kwargs.get("weights")))])
+    with destination_locks(out):
+        return _fit(train_images, val_images, table, out, **kwargs)
+
+
+def _local(path: str | None) -> str | None:
+    """Return a weights argument that names a local file (not a torchgeo weight name)."""
+    return path if path is not None and Path(path).is_file() else None
+
+
+def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage],
+         table: ClassTable, output: str | os.PathLike[str], *,
+         config: TrainConfig = TrainConfig(), bands: Sequence[str] | None = None,
+         weights: str | None = None, init: str | None = None, resume: bool = False,
+         overwrite: bool = False, progress: Progress | None = None,
+         provenance: dict[str, Any] | None = None) -> TrainResult:
     """Train a model and write the best epoch's bundle to ``output``.
 
     Parameters

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 
-from geoseg._atomic import check_output
+from geoseg._atomic import check_distinct, check_output, destination_locks
 from geoseg.classmap import (
     ClassTable,
     class_table,
@@ -320,11 +320,16 @@ def vectorize_to_file(
     t0 = time.perf_counter()
     dst = check_output(output, overwrite=overwrite)
     vector_driver(dst)
+    lines = None
     if options.get("centerlines") and dst.suffix.lower() != ".gpkg":
-        check_output(dst.with_name(f"{dst.stem}_centerlines{dst.suffix}"), overwrite=overwrite)
+        lines = check_output(dst.with_name(f"{dst.stem}_centerlines{dst.suffix}"),
+                             overwrite=overwrite)
+    check_distinct([("-o", dst), ("centre lines", lines)],
+                   [("class map", class_map), ("--probabilities", options.get("probabilities"))])
     progress = progress or NullProgress()
-    gdf = vectorize(class_map, progress=progress, **options)
-    outputs = write_vectors(gdf, dst, overwrite=overwrite, dst_crs=dst_crs)
+    with destination_locks(dst, lines):
+        gdf = vectorize(class_map, progress=progress, **options)
+        outputs = write_vectors(gdf, dst, overwrite=overwrite, dst_crs=dst_crs)
     progress.finish([str(p) for p in outputs])
     kind = gdf["feature"] if len(gdf) else gdf.get("feature", [])
     polys = gdf[np.asarray(kind) == "polygon"] if len(gdf) else gdf

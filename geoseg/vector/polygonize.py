@@ -72,9 +72,15 @@ def _read(path: str, band: int, window: Any) -> npt.NDArray[Any]:
     per task also keeps forked workers off their parent's file handles.
     """
     import rasterio
+    from rasterio.errors import RasterioIOError
 
-    with rasterio.open(path) as src:
-        out: npt.NDArray[Any] = src.read(band, window=window)
+    from geoseg.io import read_error
+
+    try:
+        with rasterio.open(path) as src:
+            out: npt.NDArray[Any] = src.read(band, window=window)
+    except RasterioIOError as exc:
+        raise read_error(path, window, exc) from None
     return out
 
 

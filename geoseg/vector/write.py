@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg._atomic import check_output, partial_path
+from geoseg._atomic import check_output, commit, partial_path
 from geoseg.errors import InputError, OutputError
 
 if TYPE_CHECKING:
@@ -149,7 +149,9 @@ def write_vectors(
                 ) from None
         for file, tmp in tmps.items():
             for src, final in zip(_sidecars(tmp), _sidecars(file), strict=True):
-                if src.exists():
+                if src.exists() and final == file:  # re-checks --overwrite now
+                    commit(src, final, overwrite=overwrite)
+                elif src.exists():
                     os.replace(src, final)
                 elif final.exists() and final.suffix.lower() in (
                     ".cpg",

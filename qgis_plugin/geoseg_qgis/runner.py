@@ -327,7 +327,11 @@ def run_geoseg(args: list[str], *, executable: str,
                 on_log(logs[-1])
             elif kind == "done":
                 outputs = [str(o) for o in event.get("outputs") or []]
-            elif event["message"]:
+            elif kind == "error":  # geoseg's one-line error, as a JSON event
+                texts.append(f"Error: {event.get('message', '')}")
+            elif kind == "terminated":
+                texts.append(f"geoseg was stopped ({event.get('signal', 'signal')})")
+            elif event.get("message"):
                 texts.append(event["message"])
                 on_text(event["message"])
         while proc.poll() is None:

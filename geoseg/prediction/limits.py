@@ -1,0 +1,95 @@
+"""Limits checked before a model is loaded: tile size, memory and disk space of a run.
+
+Everything here works from a model's spec and a scene's header, so a run that cannot
+succeed is refused in well under a second, before torch is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+from geoseg.errors import InputError
+
+__all__ = ["MAX_TILE", "TILE_MULTIPLE", "check_memory", "estimate_memory",
+           "estimate_output_bytes", "fit_tile", "validate_tile"]
+
+#: Tile sides must be multiples of this (the encoders' output stride).
+TILE_MULTIPLE = 32
+#: Largest tile side accepted (a 4096² tile already needs tens of GB of activations).
+MAX_TILE = 4096
+#: Bytes of model activations per input pixel, measured on the default models (fp32,
+#: CPU, eager; peak RSS of one batch over the input size), rounded up.
+ACTIVATION_BYTES_PER_PIXEL = 1024
+
+
+def validate_tile(tile: int, what: str = "--tile-size") -> int:
+    """Return ``tile`` if it is a multiple of 32 in ``32..MAX_TILE``; else raise."""
+    if tile < TILE_MULTIPLE or tile > MAX_TILE or tile % TILE_MULTIPLE:
+        raise InputError(f"{what} {tile} must be a multiple of {TILE_MULTIPLE} between "
+                         f"{TILE_MULTIPLE} and {MAX_TILE}")
+    return tile
+
+
+def fit_tile(tile: int, overlap: int, shape: tuple[int, int]) -> tuple[int, int]:
+    """Cap a tile at the scene: never more than the scene's larger side, rounded up to 32.
+
+    Small scenes are padded into one tile as before; a larger tile would only add padding
+    and memory. When the tile is capped, so is the overlap (at half the tile).
+    """
+    side = max(int(shape[0]), int(shape[1]), 1)
+    cap = max(-(-side // TILE_MULTIPLE) * TILE_MULTIPLE, TILE_MULTIPLE)
+    if tile <= cap:
+        return int(tile), int(overlap)
+    return cap, min(int(overlap), cap // 2)
+
+
+def estimate_memory(tile: int, batch_size: int, n_classes: int, n_bands: int,
+                    chunk_tiles: int) -> int:
+    """Rough peak bytes of one predict process: a batch through the model + a chunk's sums.
+
+    Activations (``ACTIVATION_BYTES_PER_PIXEL`` per input pixel) and float32 inputs and
+    class scores for ``batch_size`` tiles, plus a chunk's float32 score and weight sums.
+    """
+    batch_px = batch_size * tile * tile
+    chunk_px = (chunk_tiles * tile) ** 2
+    model = batch_px * (ACTIVATION_BYTES_PER_PIXEL + 4 * (n_bands + 2 * n_classes))
+    return int(model + chunk_px * 4 * (n_classes + 1))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable``), if known."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # psutil is a dask.distributed dependency, but stay safe
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError):
+        return None
+
+
+def check_memory(tile: int, batch_size: int, n_classes: int, n_bands: int,
+                 chunk_tiles: int) -> None:
+    """Refuse a run whose estimated memory exceeds the memory available, with the estimate."""
+    need = estimate_memory(tile, batch_size, n_classes, n_bands, chunk_tiles)
+    have = available_memory()
+    if have is not None and need > have:
+        raise InputError(
+            f"tile {tile} x batch {batch_size} x {n_classes} classes needs about "
+            f"{need / 2**30:.1f} GiB of memory, {have / 2**30:.1f} GiB is available; "
+            "lower --tile-size, --batch-size or --chunk-tiles")
+
+
+def estimate_output_bytes(shape: tuple[int, int], n_classes: int, probabilities: bool) -> int:
+    """Disk bytes a run needs at its peak: the uncompressed temporaries plus the COG copies.
+
+    One byte per pixel for the class map (plus ``n_classes`` with probabilities), held
+    uncompressed while the run works and again (at most, before compression) in the final
+    COG with its overviews (a third more).
+    """
+    bands = 1 + (n_classes if probabilities else 0)
+    raw = int(shape[0]) * int(shape[1]) * bands
+    return int(raw * (1 + 4 / 3))
+

@@ -148,7 +148,7 @@ def _val_chips(images: Sequence[LabeledImage], size: int, mean: npt.NDArray[np.f
     chips = []
     for k, y, x in windows:
         im = images[k]
-        img = im.image[:, y:y + size, x:x + size].astype(np.float32)
+        img = im.model_input(mean.ravel().tolist(), slice(y, y + size), slice(x, x + size))
         msk = im.mask[y:y + size, x:x + size]
         ph, pw = size - msk.shape[0], size - msk.shape[1]
         if ph or pw:

@@ -273,15 +273,25 @@ class LabeledImage:
         return fill_nodata(self.image[:, rows, cols], valid, mean)[0]
 
 
-def _read(path: Path) -> tuple[npt.NDArray[Any], Any, npt.NDArray[np.bool_] | None]:
-    """Values, colour table (single band) and per-band validity of a raster."""
+def _read(path: Path) -> tuple[npt.NDArray[Any], Any, npt.NDArray[np.bool_] | None,
+                               dict[int, str]]:
+    """Values, colour table (single band), per-band validity and class names of a raster.
+
+    Class names come from a ``class_names_by_id`` tag (``0=land;1=building``), as
+    ``geoseg tile`` writes them into its masks.
+    """
     with open_raster(path) as ds:
         data = ds.read()
         try:
             cmap = ds.colormap(1) if ds.count == 1 else None
         except ValueError:
             cmap = None
-        return data, cmap, band_validity(ds, range(1, ds.count + 1), data)
+        names: dict[int, str] = {}
+        for item in ds.tags().get("class_names_by_id", "").split(";"):
+            key, sep, name = item.partition("=")
+            if sep and key.strip().isdigit() and name.strip():
+                names[int(key)] = name.strip()
+        return data, cmap, band_validity(ds, range(1, ds.count + 1), data), names
 
 
 def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None = None,
@@ -291,7 +301,7 @@ def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None 
     With ``table=None`` the mask holds class ids and the classes are the ids found
     (a table is built; callers merge tables over all pairs with :func:`load_pairs`).
     """
-    image, _, valid = _read(pair.image)
+    image, _, valid, _ = _read(pair.image)
     if bands is not None:
         if max(bands) > image.shape[0] or min(bands) < 1:
             raise InputError(f"{pair.image} has {image.shape[0]} bands; --bands "
@@ -299,7 +309,7 @@ def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None 
         image = image[[b - 1 for b in bands]]
         valid = None if valid is None or valid[[b - 1 for b in bands]].all() \
             else valid[[b - 1 for b in bands]]
-    mask, cmap, _ = _read(pair.mask)
+    mask, cmap, _, names = _read(pair.mask)
     if mask.shape[1:] != image.shape[1:]:
         raise InputError(f"mask {pair.mask} is {mask.shape[2]}x{mask.shape[1]} px but image "
                          f"{pair.image} is {image.shape[2]}x{image.shape[1]}; they must match")
@@ -323,7 +333,8 @@ def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None 
         ids = ids.astype(np.uint8)
         present = [int(v) for v in np.unique(ids) if v not in (IGNORE, ignore_index)]
         if table is None:
-            out_table = ClassTable.from_ids(present)
+            out_table = ClassTable.from_ids(present, [names.get(i, f"class_{i}")
+                                                      for i in present])
         else:
             known = set(table.ids)
             extra = [v for v in present if v not in known]
@@ -345,13 +356,13 @@ def load_pairs(pairs: Sequence[Pair], table: ClassTable | None, *,
     if not pairs:
         raise InputError("the dataset is empty: no image/mask pair found")
     if table is None:
-        ids: set[int] = set()
+        names: dict[int, str] = {}
         for pair in pairs:
             _, t = read_pair(pair, None, ignore_index=ignore_index, bands=bands)
-            ids.update(t.ids)
-        if not ids:
+            names.update((c.id, c.name) for c in t.classes)
+        if not names:
             raise InputError(f"no labelled pixel in {len(pairs)} masks (all ignore)")
-        table = ClassTable.from_ids(sorted(ids))
+        table = ClassTable.from_ids(sorted(names), [names[i] for i in sorted(names)])
     out = [read_pair(p, table, ignore_index=ignore_index, bands=bands)[0] for p in pairs]
     n_bands = {im.image.shape[0] for im in out}
     if len(n_bands) > 1:

@@ -217,10 +217,10 @@ def _write_pair(out: Path, name: str, reader: _SceneReader, win: ChipWindow,
 
 
 def _block_windows(shape: tuple[int, int], block: int) -> Iterator[ChipWindow]:
-    """Disjoint blocks of about ``block`` px covering the scene (equal sizes per axis)."""
+    """Disjoint blocks of at most ``block`` px covering the scene (equal sizes per axis)."""
     edges = []
     for n in shape:
-        k = max(1, round(n / block))
+        k = max(1, -(-n // block))  # ceil: no block larger than ``block``
         edges.append(np.linspace(0, n, k + 1).round().astype(int).tolist())
     rows, cols = edges
     for r0, r1 in itertools.pairwise(rows):

@@ -228,6 +228,9 @@ def test_scene_validation_blocks_never_inside_a_training_crop(tmp_path: Path, sh
     labels = make_geotiff(tmp_path / "l.tif", cmap, nodata=None)
     crop, tile = 64, 512 if shape[0] >= 512 else 64
     blocks, _ = scene_blocks(scene, labels, block=max(crop * 4, tile))
+    assert all(b.window[2] <= max(crop * 4, tile) >= b.window[3] for b in blocks)
+    if shape == (600, 600):
+        assert len(blocks) == 4  # 2 x 2 blocks of 300 px, not 4 overlapping 512 px ones
     if len(blocks) < 2:
         with pytest.raises(InputError, match="only one block"):
             split_blocks(blocks, 0.2, 0)

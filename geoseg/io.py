@@ -50,23 +50,28 @@ def is_remote(path: str) -> bool:
     return path.startswith(("/vsi", "http://", "https://", "s3://", "gs://", "az://"))
 
 
-def open_raster(path: str | os.PathLike[str], *, what: str = "") -> Any:
-    """``rasterio.open`` for reading, quiet about missing georeferencing.
+def open_raster(path: str | os.PathLike[str], mode: str = "r", *, what: str = "",
+                **profile: Any) -> Any:
+    """``rasterio.open``, quiet about missing georeferencing.
 
-    Non-georeferenced images (JPEG/PNG chips) are normal input; callers that care say
-    so themselves. Use as ``with open_raster(p) as src:`` or keep the handle.
+    Non-georeferenced images (JPEG/PNG chips) are normal input, and their outputs have
+    none either; callers that care say so themselves. Use as ``with open_raster(p) as
+    src:`` or keep the handle. ``mode`` and ``profile`` are ``rasterio.open``'s.
 
     Raises
     ------
     InputError
-        GDAL cannot read the file; ``what`` (e.g. ``"labels "``) starts the message.
+        Reading, GDAL cannot read the file; ``what`` (e.g. ``"labels "``) starts the
+        message.
     """
     text = os.fspath(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(text)
+            return rasterio.open(text, mode, **profile)
     except RasterioIOError as exc:
+        if mode != "r":
+            raise
         msg = str(exc).splitlines()[0] if str(exc) else "unreadable"
         raise InputError(f"{what}{text} is not a raster GDAL can read ({msg})") from None
 

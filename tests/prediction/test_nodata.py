@@ -100,3 +100,27 @@ def test_band_validity_and_fill(tmp_path: Path) -> None:
     clean = make_geotiff(tmp_path / "c.tif", np.ones((1, 4, 4), np.uint8), nodata=None)
     with rasterio.open(clean) as src:
         assert band_validity(src, (1,), src.read()) is None
+
+
+def test_per_band_nodata_values_differ(tmp_path: Path) -> None:
+    """A VRT whose bands have different nodata values: each band's own value is nodata."""
+    from geoseg.io import open_scene
+
+    data = np.full((2, 4, 4), 5, np.int16)
+    data[0, 0, 0] = -1  # band 1's nodata
+    data[1, 0, 1] = -9  # band 2's nodata
+    data[0, 0, 1] = -9  # not nodata in band 1
+    src = make_geotiff(tmp_path / "raw.tif", data, nodata=None)
+    bands = "".join(
+        f'<VRTRasterBand dataType="Int16" band="{b}"><NoDataValue>{nd}</NoDataValue>'
+        f"<SimpleSource><SourceFilename>{src}</SourceFilename><SourceBand>{b}</SourceBand>"
+        "</SimpleSource></VRTRasterBand>" for b, nd in ((1, -1), (2, -9)))
+    vrt = tmp_path / "bands.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="4" rasterYSize="4">{bands}</VRTDataset>')
+    assert open_scene(vrt).nodatavals == (-1.0, -9.0)
+    with rasterio.open(vrt) as ds:
+        valid = band_validity(ds, (1, 2), ds.read())
+    assert valid is not None
+    assert not valid[0, 0, 0] and valid[1, 0, 0]
+    assert valid[0, 0, 1] and not valid[1, 0, 1]
+    assert valid.sum() == 30

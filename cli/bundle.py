@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -14,11 +13,12 @@ def bundle() -> None:
 
 
 @bundle.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print the spec as JSON.")
-def inspect(path: Path, as_json: bool) -> None:
-    """Print the spec of the bundle at PATH (no tensors are loaded)."""
+def inspect(path: str, as_json: bool) -> None:
+    """Print the spec of the bundle PATH, or of a default model by name (no tensors loaded)."""
+    from geoseg.models import resolve_model_path
     from geoseg.models.bundle import read_spec, spec_summary
 
-    spec = read_spec(path)
+    spec = read_spec(resolve_model_path(path))
     click.echo(json.dumps(spec.to_dict(), indent=2) if as_json else spec_summary(spec))

@@ -11,15 +11,20 @@ from geoseg.cli import options
 @click.command()
 @click.argument("scene", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--labels", required=True, type=click.Path(exists=True, path_type=str),
-              help="Label raster (class ids) or vector file (with --label-field).")
+              help="Label raster on any grid (class ids, or RGB with --class-colors), "
+                   "folder of label tiles, or vector file.")
 @click.option("-o", "--output", required=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write images/ and masks/ chip pairs into.")
 @click.option("--size", type=click.IntRange(8), default=512, show_default=True,
               help="Chip side, px.")
 @click.option("--stride", type=click.IntRange(1), help="Step between chips (default: size).")
-@click.option("--label-field", help="Vector labels: attribute holding the class id "
-                                    "(default: every feature is class 1).")
+@click.option("--label-field", help="Vector labels: attribute holding class ids or class "
+                                    "names (default: every feature is class 1).")
+@click.option("--class-names", help="Class names in id order, e.g. bg,building: the ids of "
+                                    "the names in --label-field.")
+@click.option("--class-colors", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="JSON/CSV mapping RGB label colours to class id and name.")
 @options.bands_opt
 @click.option("--background", type=click.IntRange(0, 254), default=0, show_default=True,
               help="Class id of unlabelled pixels for vector labels.")
@@ -29,7 +34,8 @@ from geoseg.cli import options
 @options.overwrite_opt
 @options.quiet_opt
 def tile(scene: str, labels: str, output: Path, size: int, stride: int | None,
-         label_field: str | None, bands: tuple[int, ...] | None, background: int,
+         label_field: str | None, class_names: str | None, class_colors: str | None,
+         bands: tuple[int, ...] | None, background: int,
          keep_nodata: bool, skip_background: bool, overwrite: bool, quiet: bool) -> None:
     """Cut SCENE and its labels into chip pairs for training.
 
@@ -39,8 +45,11 @@ def tile(scene: str, labels: str, output: Path, size: int, stride: int | None,
     """
     from geoseg.training.chips import tile_scene
 
+    names = None if class_names is None else \
+        tuple(n.strip() for n in class_names.split(",") if n.strip())
     pairs = tile_scene(scene, labels, output, size=size, stride=stride,
                        label_field=label_field, bands=bands, background=background,
+                       class_names=names, class_colors=class_colors,
                        skip_nodata=not keep_nodata, skip_background=skip_background,
                        overwrite=overwrite)
     if not quiet:

@@ -51,18 +51,22 @@ def _names(value: str | None) -> tuple[str, ...] | None:
               default=0.2, show_default=True)
 @click.option("--labels", type=click.Path(exists=True, path_type=str),
               help="DATA is a scene: its label raster or vector file.")
-@click.option("--label-field", help="Vector labels: attribute holding the class id.")
+@click.option("--label-field", help="Vector labels: attribute holding class ids or class "
+                                    "names (default: every feature is class 1).")
 @click.option("--class-colors", type=click.Path(exists=True, dir_okay=False, path_type=str),
-              help="JSON/CSV mapping mask RGB colours to class id and name.")
-@click.option("--class-names", help="Names of id-mask classes in id order, e.g. bg,building.")
+              help="JSON/CSV mapping RGB label colours to class id and name (masks or a "
+                   "scene's label raster).")
+@click.option("--class-names", help="Class names in id order, e.g. bg,building (names of id "
+                                    "masks, or the ids of names in --label-field).")
 @click.option("--model", "architecture", default="unet", show_default=True,
-              help="Architecture (geoseg models --architectures).")
+              help="Architecture (listed by `geoseg models`).")
 @click.option("--backbone", default="resnet18", show_default=True, help="Encoder name.")
 @click.option("--arch-param", "arch_params", multiple=True, callback=_arch_params,
               metavar="KEY=VALUE", help="Extra architecture argument (JSON value), e.g. "
                                         "decoder_channels=[128,64,32,16,16].")
 @click.option("--weights", help="Pretrained backbone weights: a local file or torchgeo name.")
-@click.option("--init", help="A bundle to fine-tune (head replaced when classes differ).")
+@click.option("--init", help="A bundle file or default model name to fine-tune (head "
+                             "replaced when classes differ).")
 @click.option("--freeze-backbone", type=click.IntRange(0), default=0, metavar="EPOCHS",
               help="Keep the backbone frozen for the first EPOCHS epochs.")
 @options.bands_opt
@@ -122,7 +126,10 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
 
     \b
     DATA is one or more folders with images/ and masks/ (also one per sub-folder,
-    e.g. tile_1/), or a georeferenced scene with --labels (label raster or vector file).
+    e.g. tile_1/), or a scene with --labels: a label raster on any grid (aligned as
+    `geoseg score` aligns it; pixels it does not cover are ignored), label tiles or a
+    vector file. Nodata (per band, NaN, +-inf) is filled as predict fills it and left
+    out of the loss and the normalisation statistics.
     \b
     geoseg train tiles/ --class-colors classes.json -o model.safetensors
     geoseg train scene.tif --labels roads.gpkg --label-field class -o roads.safetensors
@@ -162,7 +169,8 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
         if len(data) != 1:
             raise InputError(f"--labels goes with one scene, got {len(data)} inputs")
         result = train_scene(data[0], labels, output, label_field=label_field,
-                             class_names=_names(class_names), val=val[0] if val else None,
+                             class_names=_names(class_names), class_colors=class_colors,
+                             val=val[0] if val else None,
                              val_fraction=val_fraction, **kw)
     else:
         files = [d for d in data if Path(d).is_file()]

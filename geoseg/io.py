@@ -29,7 +29,11 @@ from geoseg.errors import BandMismatchError, GeosegWarning, InputError
 __all__ = [
     "NODATA_CLASS",
     "Scene",
+    "band_validity",
     "class_colormap",
+    "count_nodata",
+    "fill_nodata",
+    "open_raster",
     "open_scene",
     "read_error",
     "read_window",
@@ -45,6 +49,32 @@ _local = threading.local()
 def is_remote(path: str) -> bool:
     """Whether ``path`` is a GDAL virtual/remote path or URL (not a local file)."""
     return path.startswith(("/vsi", "http://", "https://", "s3://", "gs://", "az://"))
+
+
+def open_raster(path: str | os.PathLike[str], mode: str = "r", *, what: str = "",
+                **profile: Any) -> Any:
+    """``rasterio.open``, quiet about missing georeferencing.
+
+    Non-georeferenced images (JPEG/PNG chips) are normal input, and their outputs have
+    none either; callers that care say so themselves. Use as ``with open_raster(p) as
+    src:`` or keep the handle. ``mode`` and ``profile`` are ``rasterio.open``'s.
+
+    Raises
+    ------
+    InputError
+        Reading, GDAL cannot read the file; ``what`` (e.g. ``"labels "``) starts the
+        message.
+    """
+    text = os.fspath(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(text, mode, **profile)
+    except RasterioIOError as exc:
+        if mode != "r":
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise InputError(f"{what}{text} is not a raster GDAL can read ({msg})") from None
 
 
 @dataclass(frozen=True)
@@ -64,11 +94,14 @@ class Scene:
     transform : Affine
         Pixel to CRS coordinates.
     nodata : float or None
-        Nodata value of the bands, if any.
+        Nodata value of the first band, if any (see ``nodatavals`` for every band).
     band_names : tuple of str
         Band descriptions, or ``B1..Bn`` when the file has none.
     has_mask : bool
-        Whether some pixels may be invalid (nodata value, alpha band or mask).
+        Whether some values may be invalid: a nodata value, alpha band or mask on any
+        band, or a float type (NaN and +-inf are nodata too).
+    nodatavals : tuple of (float or None)
+        Nodata value of each data band.
     """
 
     path: str
@@ -82,6 +115,7 @@ class Scene:
     band_names: tuple[str, ...]
     has_mask: bool
     tags: dict[str, str] = field(default_factory=dict)
+    nodatavals: tuple[float | None, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -107,25 +141,21 @@ def open_scene(path: str | os.PathLike[str]) -> Scene:
         raise InputError(f"input not found: {text}")
     if not is_remote(text) and Path(text).is_dir():
         raise InputError(f"{text} is a directory, not a raster")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(text) as src:
-                georef = not (src.crs is None and src.transform == Affine.identity())
-                flags = src.mask_flag_enums
-                has_mask = any(MaskFlags.all_valid not in f for f in flags)
-                names = tuple(d or f"B{i + 1}" for i, d in enumerate(src.descriptions))
-                alpha = [i for i, ci in enumerate(src.colorinterp) if ci == ColorInterp.alpha]
-                if alpha and len(names) > 1:
-                    names = tuple(n for i, n in enumerate(names) if i not in alpha)
-                scene = Scene(
-                    path=text, height=src.height, width=src.width,
-                    count=src.count - len(alpha), dtype=src.dtypes[0],
-                    crs=src.crs, transform=src.transform, nodata=src.nodata,
-                    band_names=names, has_mask=has_mask, tags=dict(src.tags()))
-    except RasterioIOError as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else "unreadable"
-        raise InputError(f"{text} is not a raster GDAL can read ({msg})") from None
+    with open_raster(text) as src:
+        georef = not (src.crs is None and src.transform == Affine.identity())
+        names = tuple(d or f"B{i + 1}" for i, d in enumerate(src.descriptions))
+        alpha = [i for i, ci in enumerate(src.colorinterp) if ci == ColorInterp.alpha]
+        if alpha and len(names) > 1:
+            names = tuple(n for i, n in enumerate(names) if i not in alpha)
+        keep = [i for i in range(src.count) if i not in alpha]
+        has_mask = any(MaskFlags.all_valid not in f for f in src.mask_flag_enums) \
+            or any(np.dtype(d).kind in "fc" for d in src.dtypes)
+        scene = Scene(
+            path=text, height=src.height, width=src.width,
+            count=src.count - len(alpha), dtype=src.dtypes[0],
+            crs=src.crs, transform=src.transform, nodata=src.nodata,
+            band_names=names, has_mask=has_mask, tags=dict(src.tags()),
+            nodatavals=tuple(src.nodatavals[i] for i in keep))
     if scene.count < 1:
         raise InputError(f"{text} has no data bands")
     if not georef:
@@ -171,32 +201,116 @@ def _dataset(path: str) -> Any:
         handles = _local.handles = {}
     src = handles.get(path)
     if src is None or src.closed:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = handles[path] = rasterio.open(path)
+        src = handles[path] = open_raster(path)
     return src
+
+
+def band_validity(src: Any, bands: Sequence[int], data: npt.NDArray[Any],
+                  window: Window | None = None) -> npt.NDArray[np.bool_] | None:
+    """Which values of ``data`` (read from ``bands`` of ``src``) hold data, band by band.
+
+    A value is nodata where GDAL's mask of its band says so (that band's nodata value,
+    an alpha band or a mask band) or where it is NaN or +-inf. This is the one rule for
+    nodata in geoseg: reading, statistics, training and prediction all use it.
+
+    Returns
+    -------
+    (len(bands), h, w) bool ndarray or None
+        True where the value is data; None when every value is.
+    """
+    flags = [src.mask_flag_enums[b - 1] for b in bands]
+    valid: npt.NDArray[np.bool_] | None = None
+    if any(MaskFlags.all_valid not in f for f in flags):
+        valid = src.read_masks(list(bands), window=window) > 0
+    if data.dtype.kind in "fc":
+        finite = np.isfinite(data)
+        valid = finite if valid is None else valid & finite
+    if valid is None or valid.all():
+        return None
+    return valid
+
+
+def fill_nodata(data: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None,
+                fill: Sequence[float]) -> tuple[npt.NDArray[np.float32],
+                                                 npt.NDArray[np.bool_] | None]:
+    """Model input from raw values: each band's nodata values replaced by ``fill[band]``.
+
+    ``fill`` is the model's band mean, so a filled value is 0 after normalisation and
+    does not disturb its neighbours. Prediction and training both feed the model
+    through this function, so a model sees nodata the same way in both.
+
+    Parameters
+    ----------
+    data : (bands, h, w) ndarray
+        Raw values.
+    valid : (bands, h, w) bool ndarray or None
+        From :func:`band_validity` (None: every value is data).
+    fill : sequence of float
+        One value per band.
+
+    Returns
+    -------
+    x : (bands, h, w) float32 ndarray
+        A new array: the values, nodata filled.
+    pixel_valid : (h, w) bool ndarray or None
+        True where at least one band holds data (GDAL's dataset-mask rule: a pixel is
+        nodata only where every band is); None when every value is data.
+    """
+    x = data.astype(np.float32)
+    if valid is None:
+        return x, None
+    for b in range(x.shape[0]):
+        x[b][~valid[b]] = np.float32(fill[b])
+    pixel_valid: npt.NDArray[np.bool_] = np.asarray(valid.any(axis=0))
+    return x, pixel_valid
 
 
 def read_window(path: str, bands: Sequence[int], rows: tuple[int, int],
                 cols: tuple[int, int], *, with_mask: bool
                 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]:
-    """Read ``bands`` over a pixel window, plus the validity mask if asked.
+    """Read ``bands`` over a pixel window, plus their validity if asked.
 
     Returns
     -------
     data : (len(bands), h, w) ndarray
         Raw pixel values in the file's dtype.
-    valid : (h, w) bool ndarray or None
-        True where the pixel holds data (GDAL's dataset mask: nodata, alpha, mask band).
+    valid : (len(bands), h, w) bool ndarray or None
+        Per band, True where the value holds data (see :func:`band_validity`); None when
+        every value does (or ``with_mask`` is False).
     """
     win = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
     try:
         src = _dataset(path)
         data = src.read(list(bands), window=win)
-        valid = src.dataset_mask(window=win).astype(bool) if with_mask else None
+        valid = band_validity(src, bands, data, win) if with_mask else None
     except RasterioIOError as exc:
         raise read_error(path, win, exc) from None
     return data, valid
+
+
+def count_nodata(path: str, bands: Sequence[int], *, block: int = 1024
+                 ) -> tuple[int, int]:
+    """Pixels where some but not all ``bands`` are nodata (filled), and where all are.
+
+    One windowed pass over the scene (only the masks and, for float bands, the values):
+    a small cost next to inference, and the same in every execution mode.
+    """
+    src = _dataset(path)
+    partial = full = 0
+    if all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in bands) \
+            and all(np.dtype(src.dtypes[b - 1]).kind not in "fc" for b in bands):
+        return 0, 0
+    for r in range(0, src.height, block):
+        for c in range(0, src.width, block):
+            win = Window(c, r, min(block, src.width - c), min(block, src.height - r))
+            data = src.read(list(bands), window=win)
+            valid = band_validity(src, bands, data, win)
+            if valid is None:
+                continue
+            n_valid = valid.sum(axis=0)
+            full += int((n_valid == 0).sum())
+            partial += int(((n_valid > 0) & (n_valid < len(bands))).sum())
+    return partial, full
 
 
 def read_error(path: str, window: Window, exc: BaseException) -> InputError:

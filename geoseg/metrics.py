@@ -123,7 +123,7 @@ def encode(values: npt.NDArray[Any], class_ids: Sequence[int], *,
     class_ids : sequence of int
         The class values, in class order (``class_ids[k]`` becomes code ``k``).
     nodata : number, optional
-        Value meaning "no data" (NaN also counts as nodata for float arrays).
+        Value meaning "no data" (NaN and +-inf also count as nodata for float arrays).
     ignore_index : int, optional
         Value to exclude from scoring (checked after ``nodata``).
     valid : bool ndarray, optional
@@ -152,8 +152,8 @@ def encode(values: npt.NDArray[Any], class_ids: Sequence[int], *,
             out[arr == ignore_index] = ignored
         if nodata is not None:
             out[arr == nodata] = nodata_code
-        if arr.dtype.kind == "f":
-            out[np.isnan(arr)] = nodata_code
+        if arr.dtype.kind == "f":  # NaN and +-inf are nodata, never a class
+            out[~np.isfinite(arr)] = nodata_code
     if valid is not None:
         out[~np.asarray(valid, dtype=bool)] = nodata_code
     return out

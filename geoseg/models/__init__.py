@@ -28,6 +28,7 @@ __all__ = [
     "default_model_path",
     "list_models",
     "resolve_model",
+    "resolve_model_path",
     "resolve_spec",
 ]
 
@@ -51,6 +52,26 @@ def _looks_like_path(text: str) -> bool:
     return os.sep in text or text.endswith((".safetensors", ".st")) or Path(text).exists()
 
 
+def resolve_model_path(model: str | os.PathLike[str]) -> Path:
+    """Return the bundle file of a default-model name, or ``model`` itself as a path.
+
+    Raises
+    ------
+    WeightsNotFoundError
+        A default model whose file is missing from this installation.
+    """
+    text = os.fspath(model)
+    key = text.lower()
+    if key in DEFAULT_MODELS:
+        path = default_model_path(key)
+        if not path.is_file():
+            raise WeightsNotFoundError(f"default model {key!r} is missing from this install: "
+                                       f"expected {path} (reinstall geoseg, or train it with "
+                                       "examples/train_dubai.sh)")
+        return path
+    return Path(text)
+
+
 def resolve_model(model: str | os.PathLike[str]) -> Bundle:
     """Load a model by default-model name or bundle path.
 
@@ -68,12 +89,7 @@ def resolve_model(model: str | os.PathLike[str]) -> Bundle:
     text = os.fspath(model)
     key = text.lower()
     if key in DEFAULT_MODELS:
-        path = default_model_path(key)
-        if not path.is_file():
-            raise WeightsNotFoundError(f"default model {key!r} is missing from this install: "
-                                       f"expected {path} (reinstall geoseg, or train it with "
-                                       "examples/train_dubai.sh)")
-        return load_bundle(path, name=key)
+        return load_bundle(resolve_model_path(key), name=key)
     if _looks_like_path(text):
         return load_bundle(text)
     if key in ARCHITECTURES:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from geoseg.io import NODATA_CLASS, read_window
+from geoseg.io import NODATA_CLASS, fill_nodata, read_window
 from geoseg.prediction.stitching import combine_chunk, probabilities_u8
 from geoseg.prediction.tiling import AxisChunk, TileGrid
 
@@ -153,23 +153,24 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
     predictor = get_predictor(job.ref)
     t = job.ref.tile
     (fy0, fy1), (fx0, fx1) = job.row.footprint, job.col.footprint
-    data, valid = read_window(job.path, job.bands, (fy0, fy1), (fx0, fx1),
-                              with_mask=job.with_mask)
+    data, band_valid = read_window(job.path, job.bands, (fy0, fy1), (fx0, fx1),
+                                   with_mask=job.with_mask)
     fh, fw = fy1 - fy0, fx1 - fx0
     ph, pw = max(fh, t), max(fw, t)
-    x = np.empty((data.shape[0], ph, pw), np.float32)
-    x[:, :fh, :fw] = data
-    mean = np.asarray(predictor.spec.mean, np.float32)[:, None]
-    if ph > fh or pw > fw:  # scene smaller than a tile: pad, and give the pad no weight
-        x[:, fh:, :] = mean[:, :, None]
-        x[:, :, fw:] = mean[:, :, None]
+    mean = predictor.spec.mean
+    # Each band's nodata values become that band's mean (0 after normalisation), so
+    # they do not disturb their valid neighbours; pixels where every band is nodata get
+    # zero blend weight below (the one fill rule, shared with training).
+    filled, valid = fill_nodata(data, band_valid, mean)
+    if (ph, pw) == (fh, fw):
+        x = filled
+    else:  # scene smaller than a tile: pad, and give the pad no weight
+        x = np.empty((data.shape[0], ph, pw), np.float32)
+        x[...] = np.asarray(mean, np.float32)[:, None, None]
+        x[:, :fh, :fw] = filled
         full = np.zeros((ph, pw), bool)
         full[:fh, :fw] = True if valid is None else valid
         valid = full
-    if valid is not None and not valid.all():
-        # Nodata pixels become the band mean (0 after normalisation) so they do not
-        # disturb their valid neighbours, and get zero blend weight below.
-        x[:, ~valid] = mean
     c = predictor.n_classes
     acc = np.zeros((c + 1, ph, pw), np.float32)
     offsets = [(oy - fy0, ox - fx0)

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import rasterio
 from rasterio.windows import Window
 
 from geoseg._atomic import commit, partial_path, sweep_stale
@@ -57,11 +56,9 @@ def _gtiff_profile(scene: Scene, count: int) -> dict[str, Any]:
 
 def _open(path: Path, mode: str = "r", **profile: Any) -> Any:
     """``rasterio.open`` without the warning for outputs of non-georeferenced inputs."""
-    from rasterio.errors import NotGeoreferencedWarning
+    from geoseg.io import open_raster
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path, mode, **profile)
+    return open_raster(path, mode, **profile)
 
 
 def cog_copy(src: Path, dst: Path, *, categorical: bool) -> None:

@@ -29,7 +29,7 @@ from geoseg._atomic import (
     write_errors,
 )
 from geoseg.errors import DiskFullError, InputError
-from geoseg.io import NODATA_CLASS, open_scene, select_bands
+from geoseg.io import NODATA_CLASS, count_nodata, open_scene, select_bands
 from geoseg.prediction.graph import (
     CANCELLED,
     PROGRESS,
@@ -66,6 +66,8 @@ class PredictResult:
     tile: int = 0
     chunks_total: int = 0
     chunks_computed: int = 0
+    filled_px: int = 0
+    nodata_px: int = 0
 
     @property
     def mpx_per_s(self) -> float:
@@ -81,8 +83,10 @@ class PredictResult:
         """One line: output, pixels, seconds, Mpx/s, and the compute path used."""
         resumed = "" if self.chunks_computed == self.chunks_total else \
             f", resumed: {self.chunks_computed}/{self.chunks_total} chunks computed"
+        nodata = "" if not (self.filled_px or self.nodata_px) else \
+            (f", {self.filled_px} px with nodata bands filled, {self.nodata_px} px nodata")
         return (f"wrote {self.output} ({self.width}x{self.height} px, {self.n_tiles} tiles"
-                f"{resumed}) in {self.seconds:.1f} s, {self.mpx_per_s:.2f} Mpx/s "
+                f"{resumed}{nodata}) in {self.seconds:.1f} s, {self.mpx_per_s:.2f} Mpx/s "
                 f"[{self.model}; {self.path}]")
 
 
@@ -347,10 +351,12 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
     finally:
         progress.close()
         PROGRESS.pop(run_key, None)
+    # Pixels where some bands were filled (predicted) and where all were (nodata 255).
+    filled, nodata = count_nodata(src.path, chosen) if src.has_mask else (0, 0)
     seconds = time.perf_counter() - t0
     return PredictResult(output=out_path, probabilities=prob_path, height=src.height,
                          width=src.width, n_tiles=grid.n_tiles, seconds=seconds,
                          path=path_info, model=bundle.name, tile=tile,
                          chunks_total=len(grid.rows) * len(grid.cols),
-                         chunks_computed=len(blocks))
+                         chunks_computed=len(blocks), filled_px=filled, nodata_px=nodata)
 

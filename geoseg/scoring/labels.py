@@ -23,10 +23,11 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from geoseg.errors import InputError, NoOverlapError, UnknownNameError
+from geoseg.errors import GeosegWarning, InputError, NoOverlapError, UnknownNameError
+from geoseg.io import open_raster
 from geoseg.metrics import (
     class_lut,
     code_dtype,
@@ -118,11 +119,15 @@ class _RasterLabels:
     nodata: float | None
     needs_mask: bool
     dtype: str
+    bands: tuple[int, ...] = (1,)  # (1, 2, 3) for a colour-coded RGB label raster
 
     def read(self, handles: _Handles, grid: _Grid, rows: tuple[int, int],
              cols: tuple[int, int]
              ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]:
-        """Label values over pred-grid window ``rows x cols`` and validity (or None)."""
+        """Label values over pred-grid window ``rows x cols`` and validity (or None).
+
+        Values are ``(h, w)`` for one band, ``(bands, h, w)`` for several.
+        """
         if self.aligned is not None:
             src = handles.get(self.path, lambda: [rasterio.open(self.path)])
             dy, dx = self.aligned
@@ -131,7 +136,8 @@ class _RasterLabels:
         else:
             src = handles.get("vrt:" + self.path, lambda: self._open_vrt(grid))
             win = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
-        data = src.read(1, window=win)
+        data = src.read(self.bands[0] if len(self.bands) == 1 else list(self.bands),
+                        window=win)
         valid = src.read_masks(1, window=win) > 0 if self.needs_mask else None
         return data, valid
 
@@ -145,29 +151,30 @@ class _RasterLabels:
         return [src, vrt]
 
 
-def _raster_labels(path: str, grid: _Grid, n_classes: int, *, tile: bool = False
-                   ) -> _RasterLabels | None:
-    """Describe a label raster relative to the grid; None if it does not overlap."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            with rasterio.open(path) as src:
-                crs, transform = src.crs, src.transform
-                bounds, nodata, tags = src.bounds, src.nodata, src.tags()
-                count, dtype = src.count, src.dtypes[0]
-                flags = src.mask_flag_enums[0]
-        except RasterioIOError as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else "unreadable"
-            raise InputError(f"{path} is not a raster GDAL can read ({msg})") from None
+def _raster_labels(path: str, grid: _Grid, n_classes: int | None, *, tile: bool = False,
+                   bands: int = 1) -> _RasterLabels | None:
+    """Describe a label raster relative to the grid; None if it does not overlap.
+
+    ``n_classes`` None skips the check of the file's class names against the grid's
+    classes; ``bands`` is 3 for colour-coded (RGB) labels.
+    """
+    with open_raster(path) as src:
+        crs, transform = src.crs, src.transform
+        bounds, nodata, tags = src.bounds, src.nodata, src.tags()
+        count, dtype = src.count, src.dtypes[0]
+        flags = src.mask_flag_enums[0]
     what = "label tile" if tile else "label raster"
     if crs is None:
         raise InputError(f"{what} {path} has no CRS; labels must be georeferenced "
                          f"(assign one with gdal_edit.py -a_srs EPSG:XXXX)")
-    if count != 1:
+    if bands == 1 and count != 1:
         raise InputError(f"{what} {path} has {count} bands; labels need 1 band of "
-                         f"class values")
+                         f"class values (colour-coded labels need --class-colors)")
+    if count < bands:
+        raise InputError(f"{what} {path} has {count} band(s); colour-coded labels need "
+                         f"{bands} (RGB)")
     names = tags.get("class_names")
-    if names and len(names.split(",")) != n_classes:
+    if n_classes is not None and names and len(names.split(",")) != n_classes:
         raise InputError(
             f"{what} {path} has {len(names.split(','))} classes ({names}); the "
             f"prediction has {n_classes}: the class counts must match")
@@ -195,7 +202,8 @@ def _raster_labels(path: str, grid: _Grid, n_classes: int, *, tile: bool = False
             aligned = None
             needs_mask = True
     return _RasterLabels(path=path, window=window, aligned=aligned, nodata=nodata,
-                         needs_mask=needs_mask, dtype=dtype)
+                         needs_mask=needs_mask, dtype=dtype,
+                         bands=tuple(range(1, bands + 1)))
 
 
 def _offset_if_aligned(crs: CRS, transform: Affine, grid: _Grid
@@ -247,10 +255,11 @@ def _intersect(a: tuple[int, int, int, int], rows: tuple[int, int],
 
 
 def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
-                   ignore_index: int | None, description: str, *, tiles: bool
-                   ) -> _Labels:
+                   ignore_index: int | None, description: str, *, tiles: bool,
+                   check_names: bool = True) -> _Labels:
     n = len(class_ids)
-    items = [_raster_labels(p, grid, n, tile=tiles) for p in paths]
+    items = [_raster_labels(p, grid, n if check_names else None, tile=tiles)
+             for p in paths]
     found = [it for it in items if it is not None]
     if not found:
         raise NoOverlapError(f"{description} does not overlap the prediction; check "
@@ -314,23 +323,10 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
 def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
                    class_names: Sequence[str], ignore_index: int | None,
                    label_field: str | None, label_fill: int | str | None) -> _Labels:
-    import geopandas as gpd
     import shapely
     from rasterio.features import rasterize
 
-    if isinstance(path, gpd.GeoDataFrame):
-        gdf, description = path, "label GeoDataFrame"
-    else:
-        description = str(path)
-        try:
-            gdf = gpd.read_file(path)
-        except Exception as exc:  # noqa: BLE001 - pyogrio raises several unrelated types for bad files
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"cannot read vector labels {path} ({msg})") from None
-    if gdf.crs is None:
-        raise InputError(f"vector labels {description} have no CRS; set one (e.g. "
-                         f"ogr2ogr -a_srs EPSG:4326) so they can be placed on the "
-                         f"prediction")
+    gdf, description = _read_vector(path)
     fields = [c for c in gdf.columns if c != gdf.geometry.name]
     if label_field is None:
         raise InputError(f"pass --label-field to say which attribute of {description} "
@@ -380,6 +376,26 @@ def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
                    n_values=n + 3, lut=np.arange(n + 3), dtype=dtype)
 
 
+def _read_vector(path: str | os.PathLike[str] | Any) -> tuple[Any, str]:
+    """Vector labels (a file or a GeoDataFrame) with a CRS, and how to name them."""
+    import geopandas as gpd
+
+    if isinstance(path, gpd.GeoDataFrame):
+        gdf, description = path, "label GeoDataFrame"
+    else:
+        description = os.fspath(path)
+        try:
+            gdf = gpd.read_file(path)
+        except Exception as exc:  # noqa: BLE001 - pyogrio raises several unrelated types for bad files
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"cannot read vector labels {path} ({msg})") from None
+    if gdf.crs is None:
+        raise InputError(f"vector labels {description} have no CRS; set one (e.g. "
+                         f"ogr2ogr -a_srs EPSG:4326) so they can be placed on the "
+                         f"prediction")
+    return gdf, description
+
+
 def _any_overlap(geoms: npt.NDArray[Any], grid: _Grid) -> bool:
     import shapely
 
@@ -423,3 +439,206 @@ def _labels_kind(labels: str | os.PathLike[str] | Any) -> str:
     if not p.exists():
         raise InputError(f"labels not found: {p}")
     return "vector" if p.suffix.lower() in VECTOR_SUFFIXES else "raster"
+
+
+#: Label value of "no label" in :class:`GridLabels` reads (training's ``IGNORE``).
+NO_LABEL = 255
+
+
+@dataclass
+class GridLabels:
+    """Label class ids on a pixel grid, read window by window: training's label source.
+
+    The same alignment as scoring (nearest neighbour for classes, per-chunk rasterizing
+    of vectors); reads return uint8 class ids with :data:`NO_LABEL` where no label
+    covers a pixel. Build with :func:`grid_labels`.
+    """
+
+    description: str
+    window: tuple[int, int, int, int]
+    read_window: Callable[[tuple[int, int], tuple[int, int]], npt.NDArray[np.uint8]]
+    names: dict[int, str] = field(default_factory=dict)
+    close: Callable[[], None] = lambda: None
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[np.uint8]:
+        """Class ids over grid window ``rows x cols`` (:data:`NO_LABEL` where none)."""
+        out = np.full((rows[1] - rows[0], cols[1] - cols[0]), NO_LABEL, np.uint8)
+        inter = _intersect(self.window, rows, cols)
+        if inter is not None:
+            (r0, r1), (c0, c1) = inter
+            out[r0 - rows[0]:r1 - rows[0], c0 - cols[0]:c1 - cols[0]] = \
+                self.read_window((r0, r1), (c0, c1))
+        return out
+
+
+_ALL_IDS = tuple(range(NO_LABEL))  # every class id a uint8 label can hold
+
+
+def grid_labels(labels: str | os.PathLike[str] | Any, *, crs: CRS | None,
+                transform: Affine, height: int, width: int,
+                label_field: str | None = None, background: int = 0,
+                class_names: Sequence[str] | None = None,
+                colors: Callable[[npt.NDArray[Any], str], npt.NDArray[np.uint8]]
+                | None = None, ignore_index: int | None = None) -> GridLabels:
+    """Put training labels (raster, label tiles or vector) onto a scene's pixel grid.
+
+    Parameters
+    ----------
+    labels : path or GeoDataFrame
+        A label raster on any grid (other CRS, resolution or extent), a folder of label
+        tiles, or a vector file.
+    crs, transform, height, width
+        The scene's grid. Without a CRS, only a label raster of the same size works.
+    label_field : str, optional
+        Vector labels: the attribute holding class ids or class names (default: every
+        feature is class 1). Names are ``class_names[id]``; without ``class_names`` the
+        names found get ids 0, 1, ... in sorted order (see ``GridLabels.names``).
+    background : int
+        Vector labels: class id of the pixels no feature covers.
+    colors : callable, optional
+        Colour-coded RGB label rasters: ``colors(rgb, source)`` decodes ``(3, h, w)``
+        values to class ids (:data:`NO_LABEL` for ignored colours).
+    ignore_index : int, optional
+        Label value that means "no label".
+    """
+    kind = _labels_kind(labels)
+    if crs is None:
+        if kind != "raster":
+            raise InputError(f"the scene has no CRS: {kind} labels cannot be placed on it "
+                             "(give a label raster of the same size, or georeference it)")
+        return _plain_labels(os.fspath(labels), (height, width), colors, ignore_index)
+    grid = _Grid(crs, transform, height, width)
+    if kind == "vector":
+        return _vector_grid_labels(labels, grid, label_field, background, class_names,
+                                   ignore_index)
+    paths = _tile_paths(Path(labels)) if kind == "tiles" else [os.fspath(labels)]
+    description = f"label tiles in {labels}" if kind == "tiles" else os.fspath(labels)
+    if colors is not None:
+        return _color_grid_labels(paths, grid, colors, description, tiles=kind == "tiles")
+    source = _raster_source(paths, grid, _ALL_IDS, ignore_index, description,
+                            tiles=kind == "tiles", check_names=False)
+    for note in source.notes:
+        warnings.warn(note, GeosegWarning, stacklevel=2)
+
+    def read(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[np.uint8]:
+        codes = source.lut[source.read(rows, cols)]
+        unknown = codes == NO_LABEL + 2
+        if unknown.any() and source.values_seen - {float(NO_LABEL)}:
+            bad = sorted(source.values_seen - {float(NO_LABEL)})[:5]
+            raise InputError(f"labels {description} hold values {bad}: class ids must be "
+                             f"integers 0..254 (255 = no label)")
+        return np.where(codes < NO_LABEL, codes, NO_LABEL).astype(np.uint8)
+
+    return GridLabels(description, source.window, read, close=source.close)
+
+
+def _plain_labels(path: str, shape: tuple[int, int],
+                  colors: Callable[[npt.NDArray[Any], str], npt.NDArray[np.uint8]] | None,
+                  ignore_index: int | None) -> GridLabels:
+    """Read a label raster pixel for pixel (scene and labels without georeferencing)."""
+    handles = _Handles()
+    with open_raster(path) as src:
+        if src.shape != shape:
+            raise InputError(f"labels {path} are {src.width}x{src.height} px but the scene "
+                             f"is {shape[1]}x{shape[0]}, and neither has a CRS to align "
+                             f"them")
+
+    def read(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[np.uint8]:
+        src = handles.get(path, lambda: [open_raster(path)])
+        win = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
+        if colors is not None:
+            return colors(src.read(window=win), path)
+        data = src.read(1, window=win)
+        codes = encode(data, _ALL_IDS, nodata=src.nodata, ignore_index=ignore_index,
+                       valid=src.read_masks(1, window=win) > 0)
+        if (codes == NO_LABEL + 2).any() and (data[codes == NO_LABEL + 2] != NO_LABEL).any():
+            raise InputError(f"labels {path} hold values outside 0..254 (255 = no label)")
+        return np.where(codes < NO_LABEL, codes, NO_LABEL).astype(np.uint8)
+
+    return GridLabels(path, (0, shape[0], 0, shape[1]), read, close=handles.close)
+
+
+def _color_grid_labels(paths: Sequence[str], grid: _Grid,
+                       colors: Callable[[npt.NDArray[Any], str], npt.NDArray[np.uint8]],
+                       description: str, *, tiles: bool) -> GridLabels:
+    """Colour-coded RGB label rasters, aligned like id rasters, decoded per window."""
+    items = [_raster_labels(p, grid, None, tile=tiles, bands=3) for p in paths]
+    found = [it for it in items if it is not None]
+    if not found:
+        raise NoOverlapError(f"{description} does not overlap the scene; check that both "
+                             f"cover the same area (and their CRSs)")
+    handles = _Handles()
+
+    def read(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[np.uint8]:
+        out = np.full((rows[1] - rows[0], cols[1] - cols[0]), NO_LABEL, np.uint8)
+        for item in found:
+            inter = _intersect(item.window, rows, cols)
+            if inter is None:
+                continue
+            (r0, r1), (c0, c1) = inter
+            rgb, valid = item.read(handles, grid, (r0, r1), (c0, c1))
+            ids = colors(rgb, item.path)
+            if valid is not None:
+                ids = np.where(valid, ids, NO_LABEL).astype(np.uint8)
+            dst = out[r0 - rows[0]:r1 - rows[0], c0 - cols[0]:c1 - cols[0]]
+            free = dst == NO_LABEL  # mosaic: the first tile (name order) holding data wins
+            dst[free] = ids[free]
+        return out
+
+    return GridLabels(description, _union([f.window for f in found]), read,
+                      close=handles.close)
+
+
+def _vector_grid_labels(labels: str | os.PathLike[str] | Any, grid: _Grid,
+                        label_field: str | None, background: int,
+                        class_names: Sequence[str] | None, ignore_index: int | None
+                        ) -> GridLabels:
+    """Vector labels holding class ids or names, rasterized per window."""
+    gdf, description = _read_vector(labels)
+    if label_field is None:
+        gdf = gdf.assign(_class=1)
+        label_field = "_class"
+    if label_field not in gdf.columns:
+        fields = [c for c in gdf.columns if c != gdf.geometry.name]
+        raise InputError(f"vector labels {description} have no field {label_field!r}; "
+                         f"fields: {', '.join(fields) or 'none'}")
+    names = _field_names(gdf[label_field].dropna(), class_names, background, description)
+    lookup = [names.get(i, f"\0{i}") for i in _ALL_IDS]  # class name by id, for the field
+    source = _vector_source(gdf, grid, class_ids=_ALL_IDS, class_names=lookup,
+                            ignore_index=ignore_index, label_field=label_field,
+                            label_fill=background)
+    source.description = description
+
+    def read(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[np.uint8]:
+        codes = source.read(rows, cols)
+        return np.where(codes < NO_LABEL, codes, NO_LABEL).astype(np.uint8)
+
+    return GridLabels(description, source.window, read, names=names)
+
+
+def _field_names(values: Any, class_names: Sequence[str] | None, background: int,
+                 description: str) -> dict[int, str]:
+    """Class id of each name a label field may hold; checks the field's ids and names.
+
+    With ``class_names``, a name's id is its position there. Without, the names found
+    get the ids after ``background`` in sorted order (``background`` is "background").
+    """
+    found = sorted({str(v) for v in values
+                    if isinstance(v, str) and not v.strip().lstrip("-").isdigit()})
+    numbers = [v for v in values if not (isinstance(v, str) and str(v) in found)]
+    bad = [v for v in numbers if not float(v).is_integer() or not 0 <= float(v) < NO_LABEL]
+    if bad:
+        raise InputError(f"{description}: class id {bad[0]!r} is not an integer 0..254")
+    if class_names is not None:
+        unknown = [v for v in found if v not in class_names]
+        if unknown:
+            raise UnknownNameError(f"{description} holds class name {unknown[0]!r}, which "
+                                   f"is not in --class-names ({', '.join(class_names)})")
+        return dict(enumerate(class_names))
+    if not found:
+        return {}
+    ids = [i for i in _ALL_IDS if i != background][:len(found)]
+    if len(ids) < len(found):
+        raise InputError(f"{description}: {len(found)} class names; at most "
+                         f"{NO_LABEL - 1} besides the background")
+    return {background: "background", **dict(zip(ids, found, strict=True))}

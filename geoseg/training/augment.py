@@ -8,6 +8,7 @@ so a chip is reproducible from its seed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,12 +54,19 @@ def _resize(image: npt.NDArray[Any], mask: npt.NDArray[np.uint8], size: int
 
 
 def random_chip(image: npt.NDArray[Any], mask: npt.NDArray[np.uint8], size: int,
-                rng: np.random.Generator, augment: Augment | None = None
+                rng: np.random.Generator, augment: Augment | None = None, *,
+                valid: npt.NDArray[np.bool_] | None = None,
+                fill: Sequence[float] | None = None
                 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
     """Cut a random ``size`` x ``size`` chip from ``image``/``mask`` and augment it.
 
-    Images smaller than the crop are padded (image 0, mask ``IGNORE``).
+    ``valid`` (per band, see :func:`geoseg.io.band_validity`) marks values that hold
+    data; the others are replaced by ``fill`` (the band means) right after the crop,
+    before any resampling, with the function prediction uses. Images smaller than the
+    crop are padded (image ``fill`` or 0, mask ``IGNORE``).
     """
+    from geoseg.io import fill_nodata
+
     aug = augment or Augment(flips=False, rot90=False)
     scale = float(rng.uniform(*aug.scale)) if aug.scale != (1.0, 1.0) else 1.0
     crop = max(8, round(size / scale))
@@ -67,10 +75,18 @@ def random_chip(image: npt.NDArray[Any], mask: npt.NDArray[np.uint8], size: int,
     if ph or pw:
         image = np.pad(image, ((0, 0), (0, ph), (0, pw)))
         mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=IGNORE)
+        if fill is not None:
+            valid = np.ones(image.shape, bool) if valid is None else valid
+            valid = np.pad(valid, ((0, 0), (0, ph), (0, pw)), constant_values=False)
         h, w = mask.shape
     y = int(rng.integers(0, h - crop + 1))
     x = int(rng.integers(0, w - crop + 1))
-    img = image[:, y:y + crop, x:x + crop].astype(np.float32)
+    part = image[:, y:y + crop, x:x + crop]
+    if fill is not None:
+        img = fill_nodata(part, None if valid is None else valid[:, y:y + crop, x:x + crop],
+                          fill)[0]
+    else:
+        img = part.astype(np.float32)
     msk = mask[y:y + crop, x:x + crop]
     if crop != size:
         img, msk = _resize(img, msk, size)

@@ -1,9 +1,9 @@
 """A georeferenced scene plus labels, as training data.
 
-Labels are a raster (any grid: it is warped onto the scene's grid with nearest-neighbour
-resampling through a ``WarpedVRT``) or a vector file whose ``label_field`` holds class ids,
-rasterized on the fly with ``rasterio.features.rasterize`` per window. Scene nodata pixels
-become ``IGNORE`` in the masks.
+Labels are a raster on any grid, a folder of label tiles or a vector file whose
+``label_field`` holds class ids or names; :func:`geoseg.scoring.labels.grid_labels` (the
+one label source, shared with ``score``) puts them on the scene's grid. Pixels where no
+band of the scene holds data, or that no label covers, become ``IGNORE`` in the masks.
 
 :func:`tile_scene` writes chip pairs (``images/`` + ``masks/`` GeoTIFFs) that
 :func:`geoseg.training.data.find_pairs` reads back; :func:`scene_blocks` cuts the scene
@@ -16,10 +16,10 @@ plain pixel grid on the scene's own raster is exact and simpler here.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,15 +27,15 @@ import numpy as np
 import numpy.typing as npt
 
 from geoseg._atomic import atomic_path, check_distinct
-from geoseg.errors import InputError, NoOverlapError, OutputExistsError
-from geoseg.training.data import IGNORE, ClassTable, LabeledImage, Pair
+from geoseg.errors import InputError, OutputExistsError
+from geoseg.io import band_validity, open_raster
+from geoseg.scoring.labels import GridLabels, grid_labels
+from geoseg.training.data import IGNORE, ClassTable, LabeledImage, Pair, decode_colors
 
 if TYPE_CHECKING:
     from geoseg.training.loop import TrainConfig, TrainResult
 
-__all__ = ["ChipWindow", "LabelSource", "scene_blocks", "tile_scene", "train_scene"]
-
-_VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".gml", ".kml")
+__all__ = ["ChipWindow", "scene_blocks", "tile_scene", "train_scene"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,152 +48,25 @@ class ChipWindow:
     width: int
 
 
-class LabelSource:
-    """Labels on the scene's grid, read window by window (class ids, ``IGNORE`` = none)."""
-
-    def __init__(self, scene: Any, labels: str | os.PathLike[str], *,
-                 label_field: str | None = None, background: int = 0) -> None:
-        self.scene = scene
-        self.path = Path(labels)
-        self.background = background
-        self._gdf: Any = None
-        self._vrt: Any = None
-        self._src: Any = None
-        if self.path.suffix.lower() in _VECTOR_SUFFIXES:
-            self._open_vector(label_field)
-        else:
-            self._open_raster()
-
-    def _open_vector(self, label_field: str | None) -> None:
-        import geopandas as gpd
-
-        try:
-            gdf = gpd.read_file(self.path)
-        except Exception as exc:  # noqa: BLE001 - pyogrio raises several kinds
-            raise InputError(f"cannot read labels {self.path}: {exc}") from None
-        if gdf.crs is None:
-            raise InputError(f"labels {self.path} have no CRS; set one (e.g. ogr2ogr -a_srs)")
-        if self.scene.crs is None:
-            raise InputError(f"scene {self.scene.name} has no CRS; vector labels need one")
-        if label_field is None:
-            gdf["_class"] = 1
-            label_field = "_class"
-        elif label_field not in gdf.columns:
-            raise InputError(f"labels {self.path} have no field {label_field!r}; fields: "
-                             f"{', '.join(c for c in gdf.columns if c != 'geometry')}")
-        values = gdf[label_field]
-        try:
-            ids = values.astype("int64")
-        except (TypeError, ValueError):
-            raise InputError(f"field {label_field!r} of {self.path} must hold integer class "
-                             f"ids, got e.g. {values.iloc[0]!r}") from None
-        bad = ids[(ids < 0) | (ids > 254)]
-        if len(bad):
-            raise InputError(f"field {label_field!r} of {self.path} holds class id "
-                             f"{int(bad.iloc[0])}, outside 0..254")
-        gdf = gdf.assign(_id=ids).to_crs(self.scene.crs)
-        gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()]
-        left, bottom, right, top = self.scene.bounds
-        if gdf.empty or not gdf.total_bounds[0] < right or not gdf.total_bounds[2] > left \
-                or not gdf.total_bounds[1] < top or not gdf.total_bounds[3] > bottom:
-            raise NoOverlapError(f"labels {self.path} do not overlap scene {self.scene.name}")
-        self._gdf = gdf
-
-    def _open_raster(self) -> None:
-        import rasterio
-        from rasterio.enums import Resampling
-        from rasterio.errors import RasterioIOError
-        from rasterio.vrt import WarpedVRT
-
-        try:
-            src = rasterio.open(self.path)
-        except RasterioIOError as exc:
-            raise InputError(f"cannot read labels {self.path}: "
-                             f"{str(exc).splitlines()[0]}") from None
-        self._src = src
-        same_grid = (src.crs == self.scene.crs and src.transform == self.scene.transform
-                     and src.shape == self.scene.shape)
-        if same_grid or src.crs is None or self.scene.crs is None:
-            if src.shape != self.scene.shape:
-                raise InputError(f"labels {self.path} are {src.width}x{src.height} px but "
-                                 f"scene {self.scene.name} is {self.scene.width}x"
-                                 f"{self.scene.height}, and they cannot be aligned (no CRS)")
-            self._vrt = src
-        else:
-            self._vrt = WarpedVRT(src, crs=self.scene.crs, transform=self.scene.transform,
-                                  width=self.scene.width, height=self.scene.height,
-                                  resampling=Resampling.nearest, nodata=IGNORE)
-
-    def read(self, win: ChipWindow) -> npt.NDArray[np.uint8]:
-        """Class ids in ``win`` (``IGNORE`` where unlabelled)."""
-        from rasterio.windows import Window
-        from rasterio.windows import transform as win_transform
-
-        if self._gdf is not None:
-            from rasterio.features import rasterize
-            from shapely.geometry import box
-
-            transform = win_transform(Window(win.col, win.row, win.width, win.height),
-                                      self.scene.transform)
-            x0, y0 = transform @ (0, 0)
-            x1, y1 = transform @ (win.width, win.height)
-            hits = self._gdf.sindex.query(box(min(x0, x1), min(y0, y1), max(x0, x1),
-                                              max(y0, y1)))
-            part = self._gdf.iloc[hits]
-            if part.empty:
-                return np.full((win.height, win.width), self.background, np.uint8)
-            burnt: npt.NDArray[np.uint8] = rasterize(
-                zip(part.geometry, part["_id"], strict=True), out_shape=(win.height, win.width),
-                transform=transform, fill=self.background, dtype="uint8")
-            return burnt
-        from rasterio.errors import RasterioIOError
-
-        from geoseg.io import read_error
-
-        window = Window(win.col, win.row, win.width, win.height)
-        try:
-            data: npt.NDArray[Any] = self._vrt.read(1, window=window, boundless=True,
-                                                    fill_value=IGNORE)
-        except RasterioIOError as exc:
-            raise read_error(str(self.path), window, exc) from None
-        nodata = self._vrt.nodata
-        if nodata is not None and nodata != IGNORE:
-            data = np.where(data == nodata, IGNORE, data)
-        if data.min() < 0 or data.max() > 255:
-            raise InputError(f"labels {self.path} hold values outside 0..254")
-        return data.astype(np.uint8)
-
-    def close(self) -> None:
-        """Release the label raster."""
-        for handle in (self._vrt, self._src):
-            if handle is not None:
-                handle.close()
-
-
 class _SceneReader:
-    def __init__(self, path: str | os.PathLike[str], bands: Sequence[int] | None) -> None:
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    """The scene's bands, read window by window with their per-band validity."""
 
+    def __init__(self, path: str | os.PathLike[str], bands: Sequence[int] | None) -> None:
         self.name = Path(path).name
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self.ds = rasterio.open(path)
-        except RasterioIOError as exc:
-            raise InputError(f"{path} is not a raster GDAL can read "
-                             f"({str(exc).splitlines()[0]})") from None
+        self.ds = open_raster(path)
         self.crs, self.transform = self.ds.crs, self.ds.transform
         self.shape = (self.ds.height, self.ds.width)
         self.height, self.width = self.shape
-        self.bounds = tuple(self.ds.bounds)
         self.nodata = self.ds.nodata
         self.bands = list(bands) if bands else list(range(1, self.ds.count + 1))
         if max(self.bands) > self.ds.count or min(self.bands) < 1:
+            self.ds.close()
             raise InputError(f"{path} has {self.ds.count} bands; --bands asks for "
                              f"{','.join(map(str, self.bands))}")
 
-    def read(self, win: ChipWindow) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+    def read(self, win: ChipWindow
+             ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None, npt.NDArray[np.bool_]]:
+        """Values, per-band validity (None: all valid) and pixel validity of ``win``."""
         from rasterio.errors import RasterioIOError
         from rasterio.windows import Window
 
@@ -201,11 +74,36 @@ class _SceneReader:
 
         w = Window(win.col, win.row, win.width, win.height)
         try:
-            data = self.ds.read(self.bands, window=w, boundless=True, fill_value=0)
-            valid = self.ds.read_masks(self.bands[0], window=w, boundless=True) > 0
+            data = self.ds.read(self.bands, window=w)
         except RasterioIOError as exc:
             raise read_error(self.ds.name, w, exc) from None
-        return data, valid
+        valid = band_validity(self.ds, self.bands, data, w)
+        pixel = np.ones(data.shape[1:], bool) if valid is None else np.asarray(valid.any(0))
+        return data, valid, pixel
+
+    def labels(self, labels: str | os.PathLike[str], label_field: str | None,
+               background: int, class_names: Sequence[str] | None,
+               table: ClassTable | None) -> GridLabels:
+        """Put ``labels`` on this scene's grid (the one label source, shared with score)."""
+        colors = None if table is None or not table.colors else _color_decoder(table)
+        return grid_labels(labels, crs=self.crs, transform=self.transform,
+                           height=self.height, width=self.width, label_field=label_field,
+                           background=background, class_names=class_names, colors=colors)
+
+    def close(self) -> None:
+        """Release the scene."""
+        self.ds.close()
+
+
+def _color_decoder(table: ClassTable) -> Any:
+    """RGB ``(3, h, w)`` -> class ids (``IGNORE`` for ignored colours), via the table."""
+    lut = np.full(256, IGNORE, np.uint8)
+    lut[:len(table.classes)] = table.ids
+
+    def decode(rgb: npt.NDArray[Any], source: str) -> npt.NDArray[np.uint8]:
+        return lut[decode_colors(rgb[:3], table, source=f"labels {source}")]
+
+    return decode
 
 
 def _windows(shape: tuple[int, int], size: int, stride: int) -> Iterator[ChipWindow]:
@@ -224,70 +122,65 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
                output_dir: str | os.PathLike[str], *, size: int = 512,
                stride: int | None = None, label_field: str | None = None,
                bands: Sequence[int] | None = None, background: int = 0,
+               class_names: Sequence[str] | None = None,
+               class_colors: str | os.PathLike[str] | None = None,
                skip_nodata: bool = True, skip_background: bool = False,
                overwrite: bool = False) -> list[Pair]:
     """Write ``size`` x ``size`` chip pairs of ``scene`` and its labels to ``output_dir``.
 
     Chips go to ``output_dir/images/<scene>_r<row>_c<col>.tif`` and the masks (uint8
-    class ids, ``IGNORE`` = 255 where the scene has no data or labels are missing) to
-    ``output_dir/masks/`` with the same name; both keep the chip's CRS and transform.
+    class ids, ``IGNORE`` = 255 where no band of the scene has data or no label covers
+    the pixel) to ``output_dir/masks/`` with the same name; both keep the chip's CRS and
+    transform. Labels may lie on another grid (CRS, resolution, extent): they are put on
+    the scene's grid by :func:`geoseg.scoring.labels.grid_labels`, as ``score`` does.
 
     Parameters
     ----------
     stride : int, optional
         Step between chips (default ``size``: no overlap).
+    label_field : str, optional
+        Vector labels: the attribute holding class ids or class names.
+    class_names : sequence of str, optional
+        Class names in id order (ids of the names a label field holds).
+    class_colors : path, optional
+        Class-colour file for colour-coded RGB label rasters (masks get class ids).
     skip_nodata : bool
         Skip chips whose scene pixels are all nodata.
     skip_background : bool
         Skip chips whose labels are all ``background`` (or unlabelled).
     """
-    import rasterio
-    from rasterio.windows import Window
-    from rasterio.windows import transform as win_transform
+    from geoseg.training.data import read_class_table
 
     if size < 8:
         raise InputError(f"chip size must be at least 8 px, got {size}")
     step = stride or size
     if step < 1:
         raise InputError(f"stride must be positive, got {step}")
+    table = read_class_table(class_colors) if class_colors is not None else None
     reader = _SceneReader(scene, bands)
-    source = LabelSource(reader, labels, label_field=label_field, background=background)
+    try:
+        source = reader.labels(labels, label_field, background, class_names, table)
+    except BaseException:
+        reader.close()
+        raise
     out = Path(output_dir)
-    img_dir, msk_dir = out / "images", out / "masks"
-    made = [d for d in (out, img_dir, msk_dir) if not d.exists()]
-    for d in (img_dir, msk_dir):
+    made = [d for d in (out, out / "images", out / "masks") if not d.exists()]
+    for d in (out / "images", out / "masks"):
         d.mkdir(parents=True, exist_ok=True)
-    stem = Path(scene).stem
     pairs: list[Pair] = []
     created: list[Path] = []  # removed again if the run fails: a correct chip set or none
     try:
         for win in _windows(reader.shape, size, step):
-            data, valid = reader.read(win)
+            data, _, valid = reader.read(win)
             if skip_nodata and not valid.any():
                 continue
-            mask = source.read(win)
-            mask = np.where(valid, mask, IGNORE).astype(np.uint8)
+            mask = np.where(valid, source.read(*_span(win)), IGNORE).astype(np.uint8)
             if skip_background and not ((mask != background) & (mask != IGNORE)).any():
                 continue
-            name = f"{stem}_r{win.row:06d}_c{win.col:06d}.tif"
-            transform = win_transform(Window(win.col, win.row, win.width, win.height),
-                                      reader.transform)
-            common = {"driver": "GTiff", "height": win.height, "width": win.width,
-                      "crs": reader.crs, "transform": transform}
-            targets = []
-            for path, arr, nodata in ((img_dir / name, data, reader.nodata),
-                                      (msk_dir / name, mask[None], IGNORE)):
-                if path.exists() and not overwrite:
-                    raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-                check_distinct([("chip", path)], [("SCENE", scene), ("--labels", labels)])
-                if not path.exists():
-                    created.append(path)
-                with atomic_path(path, overwrite=overwrite) as tmp, \
-                        rasterio.open(tmp, "w", count=arr.shape[0], dtype=arr.dtype.name,
-                                      nodata=nodata, **common) as dst:
-                    dst.write(arr)
-                targets.append(path)
-            pairs.append(Pair(targets[0], targets[1]))
+            pairs.append(_write_pair(out, f"{Path(scene).stem}_r{win.row:06d}_c{win.col:06d}"
+                                     ".tif", reader, win, data, mask, overwrite=overwrite,
+                                     names=source.names or _table_names(table),
+                                     inputs=(scene, labels), created=created))
     except BaseException:
         for path in created:
             path.unlink(missing_ok=True)
@@ -297,69 +190,139 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
         raise
     finally:
         source.close()
-        reader.ds.close()
+        reader.close()
     if not pairs:
         raise InputError(f"no chip of {scene} kept (all nodata or background); check the "
                          "labels overlap the scene, or drop --skip-background")
     return pairs
 
 
+def _span(win: ChipWindow) -> tuple[tuple[int, int], tuple[int, int]]:
+    return (win.row, win.row + win.height), (win.col, win.col + win.width)
+
+
+def _table_names(table: ClassTable | None) -> dict[int, str]:
+    return {} if table is None else {c.id: c.name for c in table.classes}
+
+
+def _write_pair(out: Path, name: str, reader: _SceneReader, win: ChipWindow,
+                data: npt.NDArray[Any], mask: npt.NDArray[np.uint8], *, overwrite: bool,
+                names: dict[int, str], inputs: tuple[Any, Any], created: list[Path]) -> Pair:
+    """Write one image chip and its mask (class names in its tags, when known)."""
+    import rasterio
+    from rasterio.windows import Window
+    from rasterio.windows import transform as win_transform
+
+    transform = win_transform(Window(win.col, win.row, win.width, win.height),
+                              reader.transform)
+    common = {"driver": "GTiff", "height": win.height, "width": win.width,
+              "crs": reader.crs, "transform": transform}
+    targets = []
+    for path, arr, nodata in ((out / "images" / name, data, reader.nodata),
+                              (out / "masks" / name, mask[None], IGNORE)):
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+        check_distinct([("chip", path)], [("SCENE", inputs[0]), ("--labels", inputs[1])])
+        if not path.exists():
+            created.append(path)
+        with atomic_path(path, overwrite=overwrite) as tmp, \
+                rasterio.open(tmp, "w", count=arr.shape[0], dtype=arr.dtype.name,
+                              nodata=nodata, **common) as dst:
+            dst.write(arr)
+            if names and arr is not data:
+                dst.update_tags(class_names_by_id=";".join(
+                    f"{k}={v}" for k, v in sorted(names.items())))
+        targets.append(path)
+    return Pair(targets[0], targets[1])
+
+
+def _block_windows(shape: tuple[int, int], block: int) -> Iterator[ChipWindow]:
+    """Disjoint blocks of at most ``block`` px covering the scene (equal sizes per axis)."""
+    edges = []
+    for n in shape:
+        k = max(1, -(-n // block))  # ceil: no block larger than ``block``
+        edges.append(np.linspace(0, n, k + 1).round().astype(int).tolist())
+    rows, cols = edges
+    for r0, r1 in itertools.pairwise(rows):
+        for c0, c1 in itertools.pairwise(cols):
+            yield ChipWindow(r0, c0, r1 - r0, c1 - c0)
+
+
 def scene_blocks(scene: str | os.PathLike[str], labels: str | os.PathLike[str], *,
                  block: int, label_field: str | None = None,
-                 bands: Sequence[int] | None = None, background: int = 0
-                 ) -> list[LabeledImage]:
-    """Cut a scene and its labels into non-overlapping blocks held in memory (raw ids)."""
+                 bands: Sequence[int] | None = None, background: int = 0,
+                 class_names: Sequence[str] | None = None, table: ClassTable | None = None
+                 ) -> tuple[list[LabeledImage], dict[int, str]]:
+    """Cut a scene and its labels into disjoint blocks held in memory (raw class ids).
+
+    Blocks never overlap (edge blocks are not shifted inwards), so holding some out
+    for validation leaves no validation pixel inside a training crop. Returns the
+    blocks and the class names the labels carry (vector names, colour table).
+    """
     reader = _SceneReader(scene, bands)
-    source = LabelSource(reader, labels, label_field=label_field, background=background)
+    try:
+        source = reader.labels(labels, label_field, background, class_names, table)
+    except BaseException:
+        reader.close()
+        raise
     blocks: list[LabeledImage] = []
     try:
-        for win in _windows(reader.shape, block, block):
-            h = min(block, reader.height - win.row)
-            w = min(block, reader.width - win.col)
-            win = ChipWindow(win.row, win.col, h, w)  # noqa: PLW2901 - trimmed edge block
-            data, valid = reader.read(win)
+        for win in _block_windows(reader.shape, block):
+            data, band_valid, valid = reader.read(win)
             if not valid.any():
                 continue
-            mask = np.where(valid, source.read(win), IGNORE).astype(np.uint8)
+            mask = np.where(valid, source.read(*_span(win)), IGNORE).astype(np.uint8)
             blocks.append(LabeledImage(data, mask, f"{reader.name}@r{win.row}c{win.col}",
-                                       valid))
+                                       band_valid,
+                                       window=(win.row, win.col, win.height, win.width)))
     finally:
         source.close()
-        reader.ds.close()
+        reader.close()
     if not blocks:
         raise InputError(f"{scene} holds no valid pixel")
-    return blocks
+    return blocks, source.names or _table_names(table)
 
 
 def _to_channels(blocks: Sequence[LabeledImage], table: ClassTable) -> list[LabeledImage]:
     lut = table.id_lut()
-    return [LabeledImage(b.image, lut[b.mask], b.name, b.valid) for b in blocks]
+    return [replace(b, mask=lut[b.mask]) for b in blocks]
 
 
 def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
                 output: str | os.PathLike[str], *, label_field: str | None = None,
                 class_names: Sequence[str] | None = None,
+                class_colors: str | os.PathLike[str] | None = None,
                 val: str | os.PathLike[str] | None = None, val_fraction: float = 0.2,
                 bands: Sequence[int] | None = None, band_names: Sequence[str] | None = None,
                 config: TrainConfig | None = None, block: int | None = None,
                 **kwargs: Any) -> TrainResult:
-    """Train on a georeferenced scene and its labels (raster or vector).
+    """Train on a georeferenced scene and its labels (raster, label tiles or vector).
 
-    The scene is cut into spatial blocks (default: 4 crops on a side); ``val_fraction`` of
-    the blocks is held out for validation unless ``val`` (a folder of pairs) is given.
+    The scene is cut into disjoint spatial blocks (default: about 4 crops on a side);
+    ``val_fraction`` of the blocks is held out for validation unless ``val`` (a folder of
+    pairs) is given. Labels on another grid are aligned as ``score`` aligns them;
+    colour-coded RGB label rasters need ``class_colors``.
     """
     from geoseg._atomic import check_output
+    from geoseg.training.data import read_class_table
     from geoseg.training.loop import TrainConfig, fit, split_blocks
     from geoseg.training.loop import _pairs as pairs_of
 
     cfg = config or TrainConfig()
     check_output(output, overwrite=bool(kwargs.get("overwrite") or kwargs.get("resume")))
+    colors = read_class_table(class_colors) if class_colors is not None else None
     size = block or max(cfg.crop_size * 4, cfg.tile_size)
-    blocks = scene_blocks(scene, labels, block=size, label_field=label_field, bands=bands)
+    blocks, names = scene_blocks(scene, labels, block=size, label_field=label_field,
+                                 bands=bands, class_names=class_names, table=colors)
     ids = sorted({int(v) for b in blocks for v in np.unique(b.mask) if v != IGNORE})
     if not ids:
         raise InputError(f"labels {labels} mark no pixel of {scene}")
-    table = ClassTable.from_ids(ids, class_names)
+    if colors is not None:
+        table = colors
+    elif class_names is None and names:
+        table = ClassTable.from_ids(ids, [names.get(i, f"class_{i}") for i in ids])
+    else:
+        table = ClassTable.from_ids(ids, class_names and _names_for(ids, class_names))
     images = _to_channels(blocks, table)
     if val is None:
         train_images, val_images = split_blocks(images, val_fraction, cfg.seed)
@@ -372,3 +335,13 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
             f"{len(val_images)} held-out blocks of {size} px", "label_field": label_field}
     return fit(train_images, val_images, table, output, config=cfg, bands=band_names,
                provenance=prov, **kwargs)
+
+
+def _names_for(ids: Sequence[int], class_names: Sequence[str]) -> list[str]:
+    """Names of the classes found: ``class_names`` in id order, or one per class found."""
+    if len(class_names) == len(ids):
+        return list(class_names)
+    if max(ids) < len(class_names):
+        return [class_names[i] for i in ids]
+    raise InputError(f"{len(class_names)} class names given, but the labels hold class "
+                     f"ids {ids}; give one name per id 0..{max(ids)}")

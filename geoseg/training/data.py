@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from geoseg.errors import InputError
+from geoseg.io import band_validity, fill_nodata, open_raster
 from geoseg.models.spec import ClassInfo
 
 if TYPE_CHECKING:
@@ -260,25 +260,38 @@ class LabeledImage:
     image: npt.NDArray[Any]  # (bands, H, W), raw values
     mask: npt.NDArray[np.uint8]  # (H, W), channel index or IGNORE
     name: str
-    valid: npt.NDArray[np.bool_] | None = None  # image pixels holding data (None: all)
+    #: (bands, H, W): True where a band's value holds data (None: every value does);
+    #: see :func:`geoseg.io.band_validity`. Where no band does, ``mask`` is ``IGNORE``.
+    valid: npt.NDArray[np.bool_] | None = None
+    #: ``(row, col, height, width)`` in the scene, for blocks cut from one scene.
+    window: tuple[int, int, int, int] | None = None
+
+    def model_input(self, mean: Sequence[float], rows: slice = slice(None),
+                    cols: slice = slice(None)) -> npt.NDArray[np.float32]:
+        """Raw values of a window with nodata filled as prediction fills them (float32)."""
+        valid = None if self.valid is None else self.valid[:, rows, cols]
+        return fill_nodata(self.image[:, rows, cols], valid, mean)[0]
 
 
-def _read(path: Path) -> tuple[npt.NDArray[Any], Any, float | None]:
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+def _read(path: Path) -> tuple[npt.NDArray[Any], Any, npt.NDArray[np.bool_] | None,
+                               dict[int, str]]:
+    """Values, colour table (single band), per-band validity and class names of a raster.
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as ds:
-                data = ds.read()
-                try:
-                    cmap = ds.colormap(1) if ds.count == 1 else None
-                except ValueError:
-                    cmap = None
-                return data, cmap, ds.nodata
-    except RasterioIOError as exc:
-        raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    Class names come from a ``class_names_by_id`` tag (``0=land;1=building``), as
+    ``geoseg tile`` writes them into its masks.
+    """
+    with open_raster(path) as ds:
+        data = ds.read()
+        try:
+            cmap = ds.colormap(1) if ds.count == 1 else None
+        except ValueError:
+            cmap = None
+        names: dict[int, str] = {}
+        for item in ds.tags().get("class_names_by_id", "").split(";"):
+            key, sep, name = item.partition("=")
+            if sep and key.strip().isdigit() and name.strip():
+                names[int(key)] = name.strip()
+        return data, cmap, band_validity(ds, range(1, ds.count + 1), data), names
 
 
 def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None = None,
@@ -288,19 +301,18 @@ def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None 
     With ``table=None`` the mask holds class ids and the classes are the ids found
     (a table is built; callers merge tables over all pairs with :func:`load_pairs`).
     """
-    image, _, nodata = _read(pair.image)
+    image, _, valid, _ = _read(pair.image)
     if bands is not None:
         if max(bands) > image.shape[0] or min(bands) < 1:
             raise InputError(f"{pair.image} has {image.shape[0]} bands; --bands "
                              f"{','.join(map(str, bands))} asks for others")
         image = image[[b - 1 for b in bands]]
-    mask, cmap, _ = _read(pair.mask)
+        valid = None if valid is None or valid[[b - 1 for b in bands]].all() \
+            else valid[[b - 1 for b in bands]]
+    mask, cmap, _, names = _read(pair.mask)
     if mask.shape[1:] != image.shape[1:]:
         raise InputError(f"mask {pair.mask} is {mask.shape[2]}x{mask.shape[1]} px but image "
                          f"{pair.image} is {image.shape[2]}x{image.shape[1]}; they must match")
-    valid = None
-    if nodata is not None:
-        valid = ~np.all(image == nodata, axis=0)
     if table is not None and table.colors:
         if mask.shape[0] == 1 and cmap:
             lut = np.zeros((256, 3), np.uint8)
@@ -321,7 +333,8 @@ def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None 
         ids = ids.astype(np.uint8)
         present = [int(v) for v in np.unique(ids) if v not in (IGNORE, ignore_index)]
         if table is None:
-            out_table = ClassTable.from_ids(present)
+            out_table = ClassTable.from_ids(present, [names.get(i, f"class_{i}")
+                                                      for i in present])
         else:
             known = set(table.ids)
             extra = [v for v in present if v not in known]
@@ -331,8 +344,8 @@ def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None 
                                  "--ignore-index")
             out_table = table
         decoded = out_table.id_lut(ignore_index)[ids] if table is not None else ids
-    if valid is not None:
-        decoded = np.where(valid, decoded, IGNORE).astype(np.uint8)
+    if valid is not None:  # no band holds data: no label either
+        decoded = np.where(valid.any(axis=0), decoded, IGNORE).astype(np.uint8)
     return LabeledImage(image, decoded, pair.image.name, valid), out_table
 
 
@@ -343,13 +356,13 @@ def load_pairs(pairs: Sequence[Pair], table: ClassTable | None, *,
     if not pairs:
         raise InputError("the dataset is empty: no image/mask pair found")
     if table is None:
-        ids: set[int] = set()
+        names: dict[int, str] = {}
         for pair in pairs:
             _, t = read_pair(pair, None, ignore_index=ignore_index, bands=bands)
-            ids.update(t.ids)
-        if not ids:
+            names.update((c.id, c.name) for c in t.classes)
+        if not names:
             raise InputError(f"no labelled pixel in {len(pairs)} masks (all ignore)")
-        table = ClassTable.from_ids(sorted(ids))
+        table = ClassTable.from_ids(sorted(names), [names[i] for i in sorted(names)])
     out = [read_pair(p, table, ignore_index=ignore_index, bands=bands)[0] for p in pairs]
     n_bands = {im.image.shape[0] for im in out}
     if len(n_bands) > 1:
@@ -361,20 +374,27 @@ def load_pairs(pairs: Sequence[Pair], table: ClassTable | None, *,
 
 
 def band_stats(images: Sequence[LabeledImage]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-band mean and standard deviation over the valid pixels of all images."""
+    """Per-band mean and standard deviation over the values that hold data.
+
+    Each band is counted over its own valid values (its nodata values, NaN and +-inf
+    are left out), so a nodata ring on one band does not skew that band or the others.
+    """
     n_bands = images[0].image.shape[0]
     total = np.zeros(n_bands)
     total_sq = np.zeros(n_bands)
-    count = 0
+    count = np.zeros(n_bands)
     for im in images:
-        data = im.image.reshape(n_bands, -1).astype(np.float64)
-        if im.valid is not None:
-            data = data[:, im.valid.reshape(-1)]
-        total += data.sum(axis=1)
-        total_sq += (data ** 2).sum(axis=1)
-        count += data.shape[1]
-    if count == 0:
-        raise InputError("no valid image pixel to compute normalisation statistics from")
+        for b in range(n_bands):
+            data = im.image[b].astype(np.float64)
+            if im.valid is not None:
+                data = data[im.valid[b]]
+            total[b] += data.sum()
+            total_sq[b] += (data ** 2).sum()
+            count[b] += data.size
+    if (count == 0).any():
+        band = int(np.argmin(count)) + 1
+        raise InputError(f"band {band} holds no valid value in the training images (all "
+                         "nodata): no normalisation statistics; drop it with --bands")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
     return tuple(float(m) for m in mean), tuple(float(max(s, 1e-6)) for s in std)
@@ -402,6 +422,7 @@ class ChipDataset:
         self.images = list(images)
         self.size = size
         self.length = length
+        self.fill = tuple(float(m) for m in mean)
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.seed = seed
@@ -424,7 +445,8 @@ class ChipDataset:
 
         rng = np.random.default_rng([self.seed, self.epoch, index])
         im = self.images[int(rng.choice(len(self.images), p=self._p))]
-        image, mask = random_chip(im.image, im.mask, self.size, rng, self.augment)
-        image = (image.astype(np.float32) - self.mean) / self.std
+        image, mask = random_chip(im.image, im.mask, self.size, rng, self.augment,
+                                  valid=im.valid, fill=self.fill)
+        image = (image - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(image)), \
             torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))

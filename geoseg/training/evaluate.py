@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from geoseg.metrics import confusion_counts, iou_per_class, mean_defined
 from geoseg.training.data import IGNORE, ClassTable, LabeledImage, Pair, read_pair
 
 if TYPE_CHECKING:
@@ -90,10 +91,8 @@ def evaluate_bundle(model: str | os.PathLike[str] | Any, pairs: Sequence[Pair],
 
             with rasterio.open(out) as ds:
                 pred = ds.read(1)
-            truth = labelled.mask
-            valid = (truth != IGNORE) & (pred != IGNORE)
-            cm = np.bincount(truth[valid].astype(np.int64) * n + pred[valid],
-                             minlength=n * n).reshape(n, n)
+            cm = confusion_counts(labelled.mask, pred, range(n), ignore_index=IGNORE,
+                                  pred_nodata=IGNORE).matrix
             total += cm
             per_image[_image_key(pair)] = iou_from_confusion(cm, include)[1]
     iou, miou = iou_from_confusion(total, include)
@@ -102,29 +101,26 @@ def evaluate_bundle(model: str | os.PathLike[str] | Any, pairs: Sequence[Pair],
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """``(C, C)`` int64 counts, rows truth, columns prediction; ``IGNORE`` pixels skipped."""
+    """``(C, C)`` int64 counts, rows truth, columns prediction; ``IGNORE`` pixels skipped.
+
+    Computed by :func:`geoseg.metrics.confusion_counts`, the code ``score`` uses.
+    """
     import torch
 
-    valid = target != IGNORE
-    t = target[valid].long()
-    p = pred[valid].long()
-    return torch.bincount(t * n_classes + p, minlength=n_classes ** 2).reshape(
-        n_classes, n_classes)
+    counts = confusion_counts(target.cpu().numpy(), pred.cpu().numpy(), range(n_classes),
+                              ignore_index=IGNORE, pred_nodata=IGNORE)
+    return torch.from_numpy(counts.matrix)
 
 
 def iou_from_confusion(cm: npt.NDArray[np.int64], include: Sequence[int] | None = None
                        ) -> tuple[npt.NDArray[np.float64], float]:
     """IoU per class and the macro mIoU over ``include`` (default: all classes).
 
-    IoU is NaN where a class is absent from truth and prediction; mIoU skips NaN classes.
+    IoU is NaN where a class is absent from truth and prediction; mIoU skips NaN classes
+    (:func:`geoseg.metrics.iou_per_class` and :func:`geoseg.metrics.mean_defined`).
     """
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
-    sel = iou if include is None else iou[list(include)]
-    miou = float(np.nanmean(sel)) if np.isfinite(sel).any() else math.nan
-    return iou, miou
+    iou = iou_per_class(cm)
+    return iou, mean_defined(iou if include is None else iou[list(include)])
 
 
 def _val_chips(images: Sequence[LabeledImage], size: int, mean: npt.NDArray[np.float32],
@@ -148,7 +144,7 @@ def _val_chips(images: Sequence[LabeledImage], size: int, mean: npt.NDArray[np.f
     chips = []
     for k, y, x in windows:
         im = images[k]
-        img = im.image[:, y:y + size, x:x + size].astype(np.float32)
+        img = im.model_input(mean.ravel().tolist(), slice(y, y + size), slice(x, x + size))
         msk = im.mask[y:y + size, x:x + size]
         ph, pw = size - msk.shape[0], size - msk.shape[1]
         if ph or pw:

@@ -90,9 +90,9 @@ def _build(config: TrainConfig, spec: ModelSpec, weights: str | None,
 
     info: dict[str, Any] = {}
     if init is not None:
-        from geoseg.models.bundle import load_bundle
+        from geoseg.models import resolve_model
 
-        base = load_bundle(init)
+        base = resolve_model(init)  # a bundle file or a default-model name
         if base.spec.n_bands != spec.n_bands:
             raise InputError(f"--init {init} expects {base.spec.n_bands} bands; the training "
                              f"images have {spec.n_bands}")
@@ -182,6 +182,11 @@ def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage
                          "leaves at least one image/block for validation")
     progress = progress or NullProgress()
     n_classes = len(table.classes)
+    if n_classes < 2:
+        raise InputError(f"the labels hold {n_classes} class "
+                         f"({', '.join(c.name for c in table.classes)}): a segmentation "
+                         "model needs at least 2 (are colour-coded labels read as ids? pass "
+                         "--class-colors)")
     n_bands = train_images[0].image.shape[0]
     band_names = tuple(bands) if bands else tuple(f"band{i + 1}" for i in range(n_bands))
     if len(band_names) != n_bands:

@@ -105,3 +105,76 @@ def test_tile_cli_writes_chip_pairs(runner, tmp_path):
     r = runner.invoke(cli, ["tile", str(scene), "--labels", str(labels), "-o",
                             str(tmp_path / "chips"), "--size", "32"])
     assert "exists; pass --overwrite" in _one_line_error(r)
+
+
+# -- issue 14: names, default models, colour-coded scene labels, help text ------------------
+
+def test_train_help_names_only_existing_options(runner):
+    import re
+
+    from geoseg.cli.train import train
+
+    r = runner.invoke(cli, ["train", "--help"])
+    assert r.exit_code == 0
+    known = {o for p in train.params for o in (*p.opts, *p.secondary_opts)} | {"--help"}
+    mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", r.output))
+    assert mentioned and mentioned <= known, mentioned - known
+
+
+def test_bundle_inspect_and_train_init_take_default_model_names(runner, tmp_path):
+    from geoseg.models import default_model_path
+
+    if not default_model_path("deeplab").is_file():
+        pytest.skip("default model deeplab not installed")
+    r = runner.invoke(cli, ["bundle", "inspect", "deeplab"])
+    assert r.exit_code == 0, r.output
+    assert "deeplab" in r.output
+    data = _pairs(tmp_path / "d", size=48)
+    out = tmp_path / "ft.safetensors"
+    r = runner.invoke(cli, ["train", str(data), "-o", str(out), "--init", "deeplab",
+                            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
+                            "--crop-size", "32", "--tile-size", "32", "--overlap", "8",
+                            "--device", "cpu",
+                            "--precision", "fp32", "--quiet"])
+    assert r.exit_code == 0, r.output
+    from geoseg.models.bundle import read_spec
+
+    assert read_spec(out).architecture == "deeplab"
+
+
+def test_tile_and_train_cli_scene_labels_with_names_and_colours(runner, tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    cmap = make_class_map((256, 256), n_classes=3, block=16, seed=6)
+    scene = make_geotiff(tmp_path / "s.tif", make_scene(cmap, seed=6), nodata=None)
+    x0, y0 = 500000.0, 4000000.0
+    gpd.GeoDataFrame({"kind": ["road", "building"]},
+                     geometry=[box(x0, y0 - 200, x0 + 1280, y0),
+                               box(x0 + 300, y0 - 900, x0 + 600, y0 - 500)],
+                     crs="EPSG:32633").to_file(tmp_path / "l.geojson")
+    r = runner.invoke(cli, ["tile", str(scene), "--labels", str(tmp_path / "l.geojson"),
+                            "--label-field", "kind", "--class-names", "land,road,building",
+                            "-o", str(tmp_path / "chips"), "--size", "64", "--quiet"])
+    assert r.exit_code == 0, r.output
+    import rasterio
+
+    with rasterio.open(tmp_path / "chips" / "masks" / "s_r000000_c000000.tif") as ms:
+        assert ms.read(1)[5, 5] == 1 and ms.read(1)[60, 40] == 2
+
+    colours = {0: (60, 16, 152), 1: (132, 41, 246), 2: (110, 193, 228)}
+    rgb = np.array([colours[i] for i in range(3)], np.uint8)[cmap].transpose(2, 0, 1)
+    labels = make_geotiff(tmp_path / "rgb.tif", rgb, nodata=None)
+    table = tmp_path / "classes.json"
+    table.write_text(json.dumps([{"id": i, "name": f"c{i}", "color": list(c)}
+                                 for i, c in colours.items()]))
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(scene), "--labels", str(labels), "-o", str(out), *TINY]
+    r = runner.invoke(cli, args)  # RGB labels without --class-colors: refused, one line
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "--class-colors" in r.output and len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(cli, [*args, "--class-colors", str(table)])
+    assert r.exit_code == 0, r.output
+    from geoseg.models.bundle import read_spec
+
+    assert [c.name for c in read_spec(out).classes] == ["c0", "c1", "c2"]

@@ -34,8 +34,12 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--ignore-index", type=int, metavar="N",
               help="Label value to exclude from scoring (counted as ignored).")
 @click.option("--classes", callback=_names, metavar="NAME,NAME,...",
-              help="Class names in id order (for maps without class tags); with "
-                   "--objects: the object classes to keep.")
+              help="Class names of PRED in id order (rename its tagged classes, or "
+                   "name ids 0..k-1; without tags or this, classes are named by their "
+                   "ids); with --objects: the object classes to keep.")
+@click.option("--label-map", metavar="VALUE=CLASS,...",
+              help="What label values mean, e.g. 0=land,1=building (classes by name "
+                   "or id; a name PRED lacks is reported with IoU 0).")
 @click.option("--label-field", metavar="FIELD",
               help="Vector labels: attribute holding class ids or names.")
 @click.option("--label-fill", metavar="CLASS",
@@ -55,7 +59,7 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None
 @options.progress_opt
 def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
           plot: Path | None, ignore_index: int | None, classes: list[str] | None,
-          label_field: str | None, label_fill: str | None, objects: bool,
+          label_map: str | None, label_field: str | None, label_fill: str | None, objects: bool,
           iou_threshold: float, chunk_size: int, workers: int | None, overwrite: bool,
           quiet: bool, progress_kind: str) -> None:
     """Score the class map PRED against LABELS: per-class IoU, mIoU, F1, kappa.
@@ -67,6 +71,7 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
     geoseg score map.tif --labels truth.tif -o report.json --csv cm.csv
     geoseg score map.tif --labels fields.gpkg --label-field crop --ignore-index 0
     geoseg score map.tif --labels tiles/ --plot cm.png
+    geoseg score map.tif --labels mask.tif --label-map 0=background,1=building
     geoseg score pred.geojson --labels truth.geojson --objects
     """
     from geoseg._atomic import atomic_path, check_output
@@ -89,7 +94,8 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
         from geoseg.scoring.pipeline import plot_confusion, write_confusion_csv
         from geoseg.scoring.pipeline import score as run
 
-        report = run(pred, labels, classes=classes, ignore_index=ignore_index,
+        report = run(pred, labels, classes=classes, label_map=label_map,
+                     ignore_index=ignore_index,
                      label_field=label_field, label_fill=label_fill,
                      chunk_size=chunk_size, num_workers=workers, progress=progress)
         data, text = report.to_dict(), report.table()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg._atomic import check_output
+from geoseg.classmap import ClassMapInfo
 from geoseg.errors import InputError, OutputError
 from geoseg.io import NODATA_CLASS, open_scene, select_bands
 from geoseg.prediction.graph import (
@@ -241,11 +242,9 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         "tile_size": str(tile), "overlap": str(ov), "blend": blend,
         "precision": used_precision, "engine": used_engine,
         "bands": ",".join(str(b) for b in chosen),
-        "class_names": ",".join(spec.class_names()),
-        "class_ids": ",".join(str(i) for i in class_ids),
-        "class_colors": ";".join("{},{},{}".format(*c.color) for c in spec.classes),
         "nodata_class": str(NODATA_CLASS),
-        **{f"CLASS_{i}": n for i, n in zip(class_ids, spec.class_names(), strict=True)},
+        **ClassMapInfo(tuple(class_ids), tuple(spec.class_names()),
+                       tuple(c.color for c in spec.classes)).to_tags(),
     }
     progress.log(f"model={bundle.name} size={src.width}x{src.height} bands={len(chosen)} "
                  f"crs={src.crs.to_string() if src.crs else 'none'} tiles={grid.n_tiles}"

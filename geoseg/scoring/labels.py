@@ -26,13 +26,13 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from geoseg.errors import InputError, NoOverlapError, UnknownNameError
+from geoseg.errors import InputError, NoOverlapError
 from geoseg.metrics import (
     class_lut,
     code_dtype,
     encode,
 )
-from geoseg.scoring.arrays import _describe_ids
+from geoseg.scoring.classes import ScoreClasses
 
 VECTOR_SUFFIXES = frozenset({".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet",
                              ".geoparquet", ".kml", ".gml", ".sqlite"})
@@ -45,7 +45,7 @@ RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".img", ".jp2", ".png"})
 class _Grid:
     """The prediction's grid and the pixel window being scored."""
 
-    crs: CRS
+    crs: CRS | None  # None: not georeferenced (scored pixel by pixel)
     transform: Affine
     height: int
     width: int
@@ -145,7 +145,7 @@ class _RasterLabels:
         return [src, vrt]
 
 
-def _raster_labels(path: str, grid: _Grid, n_classes: int, *, tile: bool = False
+def _raster_labels(path: str, grid: _Grid, *, tile: bool = False
                    ) -> _RasterLabels | None:
     """Describe a label raster relative to the grid; None if it does not overlap."""
     with warnings.catch_warnings():
@@ -153,24 +153,20 @@ def _raster_labels(path: str, grid: _Grid, n_classes: int, *, tile: bool = False
         try:
             with rasterio.open(path) as src:
                 crs, transform = src.crs, src.transform
-                bounds, nodata, tags = src.bounds, src.nodata, src.tags()
+                bounds, nodata = src.bounds, src.nodata
                 count, dtype = src.count, src.dtypes[0]
+                shape = (src.height, src.width)
                 flags = src.mask_flag_enums[0]
         except RasterioIOError as exc:
             msg = str(exc).splitlines()[0] if str(exc) else "unreadable"
             raise InputError(f"{path} is not a raster GDAL can read ({msg})") from None
     what = "label tile" if tile else "label raster"
-    if crs is None:
-        raise InputError(f"{what} {path} has no CRS; labels must be georeferenced "
-                         f"(assign one with gdal_edit.py -a_srs EPSG:XXXX)")
     if count != 1:
         raise InputError(f"{what} {path} has {count} bands; labels need 1 band of "
                          f"class values")
-    names = tags.get("class_names")
-    if names and len(names.split(",")) != n_classes:
-        raise InputError(
-            f"{what} {path} has {len(names.split(','))} classes ({names}); the "
-            f"prediction has {n_classes}: the class counts must match")
+    if crs is None or grid.crs is None:
+        return _pixel_labels(path, grid, crs, shape, nodata=nodata, flags=flags,
+                             dtype=dtype, what=what)
     if crs == grid.crs:
         lb = tuple(bounds)
     else:
@@ -198,6 +194,27 @@ def _raster_labels(path: str, grid: _Grid, n_classes: int, *, tile: bool = False
                          needs_mask=needs_mask, dtype=dtype)
 
 
+def _pixel_labels(path: str, grid: _Grid, crs: CRS | None, shape: tuple[int, int], *,
+                  nodata: float | None, flags: Any, dtype: str, what: str
+                  ) -> _RasterLabels:
+    """Labels and prediction without georeferencing: pixel by pixel, same size only."""
+    if crs is None and grid.crs is not None:
+        raise InputError(f"{what} {path} has no CRS; labels must be georeferenced "
+                         f"(assign one with gdal_edit.py -a_srs EPSG:XXXX)")
+    if crs is not None:
+        raise InputError(f"the prediction has no CRS but {what} {path} has one; "
+                         f"georeference the prediction (predict a georeferenced scene)")
+    if shape != (grid.height, grid.width):
+        raise InputError(
+            f"neither the prediction ({grid.width}x{grid.height} px) nor {what} {path} "
+            f"({shape[1]}x{shape[0]} px) is georeferenced, and their sizes differ, so "
+            f"they cannot be aligned")
+    return _RasterLabels(path=path, window=(0, grid.height, 0, grid.width),
+                         aligned=(0, 0), nodata=nodata,
+                         needs_mask=MaskFlags.all_valid not in flags and nodata is None,
+                         dtype=dtype)
+
+
 def _offset_if_aligned(crs: CRS, transform: Affine, grid: _Grid
                        ) -> tuple[int, int] | None:
     """Integer (row, col) offset when the file's pixels coincide with the grid's."""
@@ -211,6 +228,40 @@ def _offset_if_aligned(crs: CRS, transform: Affine, grid: _Grid
     if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
         return None
     return round(dy), round(dx)
+
+
+class _Recode:
+    """Recode labels from the model's classes to the score's (model + extras).
+
+    Label values that ``classes.value_map`` maps are given their class
+    (see :mod:`geoseg.scoring.classes`).
+    """
+
+    def __init__(self, class_ids: Sequence[int], classes: ScoreClasses | None) -> None:
+        m = len(class_ids)
+        self.model_ids = list(class_ids)
+        self.n = m if classes is None else len(classes.ids)
+        self.code_lut = None if classes is None else classes.pred_code_lut(m + 3)
+        self.values = {} if classes is None else classes.numeric_map()
+
+    def lut(self, lut: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Recode a raw-value table (index = label value)."""
+        if self.code_lut is None:
+            return lut
+        out: npt.NDArray[Any] = self.code_lut[lut]
+        for v, k in self.values.items():
+            if v.is_integer() and 0 <= v < out.size and out[int(v)] != self.n + 1:
+                out[int(v)] = k
+        return out
+
+    def codes(self, data: npt.NDArray[Any], codes: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Codes of a label block (``encode`` of ``data`` with the model's ids)."""
+        if self.code_lut is None:
+            return codes
+        out: npt.NDArray[Any] = self.code_lut[codes]
+        for v, k in self.values.items():
+            out[(data == v) & (out != self.n + 1)] = k
+        return out
 
 
 @dataclass
@@ -247,10 +298,13 @@ def _intersect(a: tuple[int, int, int, int], rows: tuple[int, int],
 
 
 def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
-                   ignore_index: int | None, description: str, *, tiles: bool
-                   ) -> _Labels:
-    n = len(class_ids)
-    items = [_raster_labels(p, grid, n, tile=tiles) for p in paths]
+                   ignore_index: int | None, description: str, *, tiles: bool,
+                   classes: ScoreClasses | None = None) -> _Labels:
+    """Label rasters as a block reader of codes; ``classes`` maps values to classes."""
+    items = [_raster_labels(p, grid, tile=tiles) for p in paths]
+    recode = _Recode(class_ids, classes)
+    class_ids = recode.model_ids
+    n = recode.n
     found = [it for it in items if it is not None]
     if not found:
         raise NoOverlapError(f"{description} does not overlap the prediction; check "
@@ -262,8 +316,8 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
     if len(items) == 1 and found[0].dtype == "uint8":
         # Raw values: the histogram is encoded once at the end, not every pixel.
         item = found[0]
-        lut = np.concatenate([class_lut(class_ids, 256, nodata=item.nodata,
-                                        ignore_index=ignore_index),
+        lut = np.concatenate([recode.lut(class_lut(class_ids, 256, nodata=item.nodata,
+                                                   ignore_index=ignore_index)),
                               np.array([nodata_code], dtype=dtype)])
         raw_dtype = np.uint16 if item.needs_mask else np.uint8
 
@@ -293,8 +347,8 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
                 continue
             (r0, r1), (c0, c1) = inter
             data, valid = item.read(handles, grid, (r0, r1), (c0, c1))
-            codes = encode(data, class_ids, nodata=item.nodata, valid=valid,
-                           ignore_index=ignore_index)
+            codes = recode.codes(data, encode(data, class_ids, nodata=item.nodata,
+                                              valid=valid, ignore_index=ignore_index))
             if codes.max() == n + 2:  # unknown values: remember a few for the message
                 bad = np.unique(data[codes == n + 2])[:8]
                 with lock:
@@ -311,9 +365,9 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
     return labels
 
 
-def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
-                   class_names: Sequence[str], ignore_index: int | None,
-                   label_field: str | None, label_fill: int | str | None) -> _Labels:
+def _vector_source(path: str | Any, grid: _Grid, *, classes: ScoreClasses,
+                   ignore_index: int | None, label_field: str | None,
+                   label_fill: int | str | None) -> _Labels:
     import geopandas as gpd
     import shapely
     from rasterio.features import rasterize
@@ -339,11 +393,14 @@ def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
         raise InputError(f"vector labels {description} have no field {label_field!r}; "
                          f"fields: {', '.join(fields) or 'none'}")
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty & gdf[label_field].notna()]
-    n = len(class_ids)
-    codes = np.array([_class_code(v, class_ids, class_names, ignore_index, description)
+    codes = np.array([_class_code(v, classes, ignore_index, description)
                       for v in gdf[label_field]], dtype=np.int64)
-    fill_code = n + 1 if label_fill is None else _class_code(
-        label_fill, class_ids, class_names, ignore_index, "--label-fill")
+    fill_code = -2 if label_fill is None else _class_code(
+        label_fill, classes, ignore_index, "--label-fill")
+    classes.check_some_match(codes, description)
+    n = len(classes.ids)  # after the codes: label classes the model lacks were added
+    codes[codes == -1] = n
+    fill_code = {-1: n, -2: n + 1}.get(fill_code, fill_code)
     geoms = gdf.geometry.to_crs(grid.crs).to_numpy() if gdf.crs != grid.crs \
         else gdf.geometry.to_numpy()
     if len(geoms) == 0:
@@ -386,23 +443,23 @@ def _any_overlap(geoms: npt.NDArray[Any], grid: _Grid) -> bool:
     return bool(shapely.intersects(geoms, shapely.box(*grid.bounds)).any())
 
 
-def _class_code(value: Any, class_ids: Sequence[int], class_names: Sequence[str],
-                ignore_index: int | None, where: str) -> int:
-    """Code of a label value given as a class id or a class name."""
-    n = len(class_ids)
+def _class_code(value: Any, classes: ScoreClasses, ignore_index: int | None,
+                where: str) -> int:
+    """Matrix index of a label value given as a class id or name; -1 for ignore."""
+    cid = classes.mapped(value)
+    if cid is not None:
+        return classes.index(cid)
     if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
-        if value in class_names:
-            return class_names.index(value)
-        raise UnknownNameError(f"unknown class name {value!r} in {where}; classes of "
-                               f"the prediction: {', '.join(class_names)}")
+        return classes.index(classes.target(value, where=where))
     number = float(value)
     if ignore_index is not None and number == ignore_index:
-        return n
-    if number.is_integer() and int(number) in class_ids:
-        return list(class_ids).index(int(number))
+        return -1
+    model = classes.ids[:classes.n_model]
+    if number.is_integer() and int(number) in model:
+        return model.index(int(number))
     raise InputError(f"{where} has class value {value!r}, which is not a class of the "
-                     f"prediction ({n} classes: {_describe_ids(class_ids)}); the class "
-                     f"counts do not match")
+                     f"prediction ({classes.describe()}); pass --label-map "
+                     f"{value}=CLASS to say which class it is")
 
 
 def _tile_paths(directory: Path) -> list[str]:

@@ -30,6 +30,7 @@ import shapely
 
 from geoseg._atomic import check_output
 from geoseg.classmap import (
+    ClassMapInfo,
     ClassTable,
     class_table,
     open_class_map,
@@ -277,12 +278,10 @@ def _probability_bands(
 
     with rasterio.open(prob.path) as src:
         count = src.count  # all bands: open_scene hides a 4th band GDAL calls alpha
-    tag_ids = prob.tags.get("class_ids") or scene.tags.get("class_ids", "")
-    ids = (
-        [int(i) for i in tag_ids.split(",")]
-        if tag_ids
-        else sorted(table.names) or list(range(count))
+    info = ClassMapInfo.from_tags(prob, strict=True) or ClassMapInfo.from_tags(
+        scene, strict=True
     )
+    ids = list(info.ids) if info else sorted(table.names) or list(range(count))
     if len(ids) != count:
         raise InputError(
             f"probability raster {prob.path} has {count} bands for "

@@ -50,6 +50,7 @@ def _devices(ctx: click.Context, param: click.Parameter, value: str | None) -> t
               help="Run on an existing dask.distributed cluster.")
 @click.option("--devices", callback=_devices, metavar="cuda:0,cuda:1",
               help="One local worker per device.")
+@options.xyz_pattern_opt
 @options.overwrite_opt
 @options.quiet_opt
 @options.progress_opt
@@ -58,8 +59,8 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
             batch_size: int, chunk_tiles: int, device: str, precision: str, engine: str,
             blend: str, probabilities: Path | None, preview: Path | None,
             vectorize_to: Path | None, resume: bool, num_workers: int, workers: int | None,
-            scheduler: str | None, devices: tuple[str, ...], overwrite: bool, quiet: bool,
-            progress_kind: str) -> None:
+            scheduler: str | None, devices: tuple[str, ...], xyz_pattern: str | None,
+            overwrite: bool, quiet: bool, progress_kind: str) -> None:
     """Predict georeferenced class maps for SCENE(s).
 
     SCENE is a raster path, a GDAL URL (/vsicurl/..., s3://...), a glob, or @list.txt
@@ -81,7 +82,10 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
               "precision": precision, "engine": engine, "blend": blend,
               "overwrite": overwrite, "resume": resume, "num_workers": num_workers,
               "devices": devices}
-    with dask_client(scheduler=scheduler, workers=workers, devices=devices) as client:
+    from geoseg.xyz import xyz_pattern as xyz_names
+
+    with xyz_names(xyz_pattern), \
+            dask_client(scheduler=scheduler, workers=workers, devices=devices) as client:
         if not many:
             from geoseg.prediction.pipeline import predict as run
 

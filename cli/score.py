@@ -54,15 +54,20 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None
               help="Chunk side, px (memory grows with its square).")
 @click.option("--workers", type=click.IntRange(1),
               help="Threads (default: one per core).")
+@options.xyz_pattern_opt
 @options.overwrite_opt
 @options.quiet_opt
 @options.progress_opt
 def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
           plot: Path | None, ignore_index: int | None, classes: list[str] | None,
           label_map: str | None, label_field: str | None, label_fill: str | None, objects: bool,
-          iou_threshold: float, chunk_size: int, workers: int | None, overwrite: bool,
-          quiet: bool, progress_kind: str) -> None:
+          iou_threshold: float, chunk_size: int, workers: int | None,
+          xyz_pattern: str | None, overwrite: bool, quiet: bool, progress_kind: str
+          ) -> None:
     """Score the class map PRED against LABELS: per-class IoU, mIoU, F1, kappa.
+
+    PRED may be a folder or a quoted glob of georeferenced class-map chips, scored as
+    one virtual mosaic (with --objects, true polygons are cut to the chips).
 
     Classes absent from both labels and prediction are NaN and skipped by the means
     (mIoU averages the classes present in the labels or the prediction).
@@ -73,6 +78,7 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
     geoseg score map.tif --labels tiles/ --plot cm.png
     geoseg score map.tif --labels mask.tif --label-map 0=background,1=building
     geoseg score pred.geojson --labels truth.geojson --objects
+    geoseg score 'chips/*.tif' --labels buildings.geojson --objects
     """
     from geoseg._atomic import atomic_path, check_output
     from geoseg.progress import make_progress
@@ -83,26 +89,29 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
         if dst is not None:
             check_output(dst, overwrite=overwrite)
     progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
-    if objects:
-        from geoseg.scoring.objects import score_objects
+    from geoseg.xyz import xyz_pattern as xyz_names
 
-        result = score_objects(pred, labels, iou_threshold=iou_threshold,
-                               label_field=label_field, classes=classes,
-                               workers=workers)
-        data, text = result.to_dict(), result.table()
-    else:
-        from geoseg.scoring.pipeline import plot_confusion, write_confusion_csv
-        from geoseg.scoring.pipeline import score as run
+    with xyz_names(xyz_pattern):  # XYZ chips named otherwise than z/x/y or -X-Y-Z
+        if objects:
+            from geoseg.scoring.objects import score_objects
 
-        report = run(pred, labels, classes=classes, label_map=label_map,
-                     ignore_index=ignore_index,
-                     label_field=label_field, label_fill=label_fill,
-                     chunk_size=chunk_size, num_workers=workers, progress=progress)
-        data, text = report.to_dict(), report.table()
-        if csv_path is not None:
-            write_confusion_csv(report, csv_path, overwrite=overwrite)
-        if plot is not None:
-            plot_confusion(report, plot, overwrite=overwrite)
+            result = score_objects(pred, labels, iou_threshold=iou_threshold,
+                                   label_field=label_field, classes=classes,
+                                   workers=workers)
+            data, text = result.to_dict(), result.table()
+        else:
+            from geoseg.scoring.pipeline import plot_confusion, write_confusion_csv
+            from geoseg.scoring.pipeline import score as run
+
+            report = run(pred, labels, classes=classes, label_map=label_map,
+                         ignore_index=ignore_index,
+                         label_field=label_field, label_fill=label_fill,
+                         chunk_size=chunk_size, num_workers=workers, progress=progress)
+            data, text = report.to_dict(), report.table()
+            if csv_path is not None:
+                write_confusion_csv(report, csv_path, overwrite=overwrite)
+            if plot is not None:
+                plot_confusion(report, plot, overwrite=overwrite)
     if output is not None:
         with atomic_path(output, overwrite=overwrite) as tmp:
             tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")

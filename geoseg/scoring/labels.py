@@ -118,6 +118,7 @@ class _RasterLabels:
     nodata: float | None
     needs_mask: bool
     dtype: str
+    georef: tuple[CRS, Affine] | None = None  # from an XYZ name, not from the file
 
     def read(self, handles: _Handles, grid: _Grid, rows: tuple[int, int],
              cols: tuple[int, int]
@@ -139,9 +140,11 @@ class _RasterLabels:
         from rasterio.vrt import WarpedVRT
 
         src = rasterio.open(self.path)
+        given = {} if self.georef is None else {"src_crs": self.georef[0],
+                                                 "src_transform": self.georef[1]}
         vrt = WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width,
                         height=grid.height, resampling=Resampling.nearest,
-                        add_alpha=self.nodata is None)
+                        add_alpha=self.nodata is None, **given)
         return [src, vrt]
 
 
@@ -161,6 +164,14 @@ def _raster_labels(path: str, grid: _Grid, *, tile: bool = False
             msg = str(exc).splitlines()[0] if str(exc) else "unreadable"
             raise InputError(f"{path} is not a raster GDAL can read ({msg})") from None
     what = "label tile" if tile else "label raster"
+    georef = None
+    if crs is None and transform.is_identity:
+        from geoseg.xyz import xyz_georef  # an XYZ chip: georeferenced by its name
+
+        xyz = xyz_georef(path, shape[1], shape[0])
+        if xyz is not None:
+            crs, transform = georef = CRS.from_string(xyz[0]), xyz[1]
+            bounds = rasterio.transform.array_bounds(*shape, transform)
     if count != 1:
         raise InputError(f"{what} {path} has {count} bands; labels need 1 band of "
                          f"class values")
@@ -191,7 +202,7 @@ def _raster_labels(path: str, grid: _Grid, *, tile: bool = False
             aligned = None
             needs_mask = True
     return _RasterLabels(path=path, window=window, aligned=aligned, nodata=nodata,
-                         needs_mask=needs_mask, dtype=dtype)
+                         needs_mask=needs_mask, dtype=dtype, georef=georef)
 
 
 def _pixel_labels(path: str, grid: _Grid, crs: CRS | None, shape: tuple[int, int], *,

@@ -23,6 +23,7 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from geoseg.scoring.labels import (
     _tile_paths,
     _vector_source,
 )
+from geoseg.scoring.mosaic import chip_paths, prediction_mosaic
 from geoseg.scoring.report import (
     CONVENTION,
     ScoreReport,
@@ -90,7 +92,9 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
     ----------
     pred : path
         Class map (as ``geoseg predict`` writes: one band of class ids, nodata 255, tags
-        ``class_ids`` and ``class_names``). Its grid is the reference grid. A map
+        ``class_ids`` and ``class_names``), or a folder or glob of georeferenced class-map
+        chips, scored as one virtual mosaic (:mod:`geoseg.scoring.mosaic`). Its grid is
+        the reference grid. A map
         without georeferencing is scored pixel by pixel against a label raster without
         georeferencing of the same size.
     labels : path or GeoDataFrame
@@ -134,6 +138,20 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
     """
     if chunk_size < 16:
         raise InputError(f"chunk size must be at least 16 px, got {chunk_size}")
+    chips = chip_paths(pred)
+    if chips is not None:  # a folder or glob of chips: one VRT mosaic
+        with prediction_mosaic(chips, os.fspath(pred)) as mosaic, \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = score(mosaic.path, labels, classes=classes, label_map=label_map,
+                           ignore_index=ignore_index, label_field=label_field,
+                           label_fill=label_fill, chunk_size=chunk_size,
+                           num_workers=num_workers, progress=progress)
+        for w in caught:  # said of the mosaic, not of its temporary VRT
+            warnings.warn(str(w.message).replace(mosaic.path, mosaic.description),
+                          w.category, stacklevel=2)
+        return replace(report, pred=mosaic.description, notes=tuple(
+            n.replace(mosaic.path, mosaic.description) for n in report.notes))
     scene = _open_pred(pred)
     kind = _labels_kind(labels)
     grid = _Grid(scene.crs, scene.transform, scene.height, scene.width)

@@ -24,6 +24,7 @@ from geoseg.io import NODATA_CLASS, Scene, open_scene
 __all__ = [
     "ClassMapInfo",
     "ClassTable",
+    "band_class_map",
     "building_classes",
     "class_table",
     "open_class_map",
@@ -278,7 +279,8 @@ def open_class_map(class_map: str | os.PathLike[str]) -> Scene:
     ):
         raise InputError(
             f"{scene.path} has dtype {scene.dtype}; a class map holds unsigned "
-            "integer class ids (uint8, as geoseg predict writes)"
+            "integer class ids (uint8, as geoseg predict writes); for a probability "
+            "or logit raster pass --threshold (and --band)"
         )
     if scene.count != 1:
         warnings.warn(
@@ -287,3 +289,95 @@ def open_class_map(class_map: str | os.PathLike[str]) -> Scene:
             stacklevel=3,
         )
     return scene
+
+
+def band_class_map(
+    source: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    band: int | None = None,
+    threshold: float | None = None,
+) -> str:
+    """Write one band of a raster as a uint8/uint16 class map (``dst``, GeoTIFF).
+
+    With ``threshold``, the band (a probability or logit raster, any dtype; its GDAL
+    scale/offset or ``scale``/``offset`` tags applied, as ``geoseg predict
+    --probabilities`` writes them) becomes class 1 where ``value >= threshold`` and
+    class 0 ("background") elsewhere; class 1 is named after the band (its class tag,
+    or its description without a ``p_`` prefix). Without it the band must hold class
+    ids and keeps the raster's class tags. Nodata (and NaN) stays nodata (255).
+    Written window by window: memory does not grow with the raster.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    scene = open_scene(source)  # honours sidecars and XYZ names; warns once if bare
+    with rasterio.open(scene.path) as src:
+        count = src.count
+        k = 1 if band is None else int(band)
+        if not 1 <= k <= count:
+            raise InputError(f"--band {k} does not exist: {scene.path} has bands 1..{count}")
+        dtype = np.dtype(src.dtypes[k - 1])
+        if threshold is None and (dtype.kind != "u" or dtype.itemsize > 2):
+            raise InputError(
+                f"band {k} of {scene.path} has dtype {dtype}; pass --threshold to turn "
+                "a probability or logit band into a class map"
+            )
+        info = ClassMapInfo.from_tags(src, strict=False)
+        scale, offset = _band_scale(src, k)
+        nodata = src.nodatavals[k - 1]
+        out_dtype = "uint8" if threshold is not None else dtype.name
+        profile = {
+            "driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
+            "dtype": out_dtype, "nodata": NODATA_CLASS if threshold is not None else nodata,
+            "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+            "transform": scene.transform,
+        }
+        if scene.crs is not None:
+            profile["crs"] = scene.crs
+        with rasterio.open(dst, "w", **profile) as out:
+            for row in range(0, src.height, 512):
+                win = Window(0, row, src.width, min(512, src.height - row))
+                data = src.read(k, window=win)
+                if threshold is not None:
+                    data = _threshold(data, nodata, scale, offset, threshold)
+                out.write(data, 1, window=win)
+            if threshold is not None:
+                name = _band_name(src.descriptions[k - 1], info, k)
+                out.update_tags(**ClassMapInfo((0, 1), ("background", name)).to_tags())
+            elif info is not None:
+                out.update_tags(**info.to_tags())
+    return os.fspath(dst)
+
+
+def _band_scale(src: Any, k: int) -> tuple[float, float]:
+    scale, offset = float(src.scales[k - 1] or 1.0), float(src.offsets[k - 1] or 0.0)
+    if scale == 1.0 and offset == 0.0:
+        tags = src.tags()
+        try:
+            scale = float(tags.get("scale", 1.0))
+            offset = float(tags.get("offset", 0.0))
+        except ValueError:
+            scale, offset = 1.0, 0.0
+    return scale, offset
+
+
+def _threshold(data: npt.NDArray[Any], nodata: float | None, scale: float, offset: float,
+               threshold: float) -> npt.NDArray[np.uint8]:
+    values = data.astype(np.float64) * scale + offset
+    out = (values >= threshold).astype(np.uint8)
+    invalid = ~np.isfinite(values)
+    if nodata is not None:
+        invalid |= data == nodata
+    out[invalid] = NODATA_CLASS
+    return out
+
+
+def _band_name(description: str | None, info: ClassMapInfo | None, k: int) -> str:
+    if info is not None and k <= len(info.names):
+        return info.names[k - 1]
+    if description:
+        name = description.removeprefix("p_").replace(",", " ").strip()
+        if name:
+            return name
+    return f"band_{k}"

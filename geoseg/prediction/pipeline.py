@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg._atomic import check_output
 from geoseg.classmap import ClassMapInfo
-from geoseg.errors import InputError, OutputError
-from geoseg.io import NODATA_CLASS, open_scene, select_bands
+from geoseg.errors import GeosegWarning, InputError, OutputError
+from geoseg.io import NODATA_CLASS, Scene, open_scene, select_bands
 from geoseg.prediction.graph import (
     CANCELLED,
     PROGRESS,
@@ -108,6 +109,28 @@ def _execute_distributed(client: Any, blocks: dict[tuple[int, int], Any],
         raise
 
 
+def _check_values(bundle: Bundle, src: Scene, chosen: Sequence[int],
+                  scale: float | str | None, client: Any, progress: Progress) -> Bundle:
+    """Warn when the scene's values are far from the trained range, or apply --scale."""
+    from geoseg.models.value_range import range_warning, scaled_spec
+
+    if scale is None:
+        message = range_warning(src, chosen, bundle.spec)
+        if message:
+            warnings.warn(message, GeosegWarning, stacklevel=3)
+        return bundle
+    if client is not None:
+        raise InputError("--scale is not supported on a dask.distributed cluster (its "
+                         "workers load the bundle themselves); rescale the scene first")
+    spec = scaled_spec(bundle.spec, src, chosen, scale)
+    progress.log(f"scale={scale}: normalisation mean={_fmt(spec.mean)} std={_fmt(spec.std)}")
+    return replace(bundle, spec=spec)
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return ",".join(f"{v:.4g}" for v in values)
+
+
 def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             model: str | os.PathLike[str] | Bundle = "deeplab",
             bands: Sequence[int] | None = None, tile_size: int | None = None,
@@ -117,7 +140,8 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             preview: str | os.PathLike[str] | None = None,
             vectorize: str | os.PathLike[str] | None = None, overwrite: bool = False,
             resume: bool = False, num_workers: int = 2, client: Any = None,
-            devices: Sequence[str] = (), progress: Progress | None = None) -> PredictResult:
+            devices: Sequence[str] = (), scale: float | str | None = None,
+            progress: Progress | None = None) -> PredictResult:
     """Predict a georeferenced class map for ``scene`` and write it to ``output``.
 
     Parameters
@@ -160,6 +184,11 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Run the chunks on this dask.distributed cluster instead of local threads.
     devices : sequence of str
         With ``client``: one device per worker (``cuda:0``, ``cuda:1``, ...).
+    scale : float or "percentile", optional
+        Rescale the scene's values before the model: a factor, or ``"percentile"``
+        (each band's 1st..99th percentiles onto the trained ones). Without it, a scene
+        whose values are far from the model's training range gets a one-line warning
+        (:mod:`geoseg.models.value_range`).
     progress : Progress, optional
         Where to report progress (tiles done).
 
@@ -186,8 +215,9 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     if not src.path.startswith("/vsi") and Path(src.path).absolute() in (out_path, prob_path):
         raise OutputError(f"output {out_path} would overwrite the input scene")
     bundle = model if isinstance(model, Bundle) else resolve_model(model)
+    chosen = select_bands(src, bands, bundle.spec.n_bands, bundle.spec.bands)
+    bundle = _check_values(bundle, src, chosen, scale, client, progress)
     spec = bundle.spec
-    chosen = select_bands(src, bands, spec.n_bands, spec.bands)
     tile = int(tile_size or spec.tile_size)
     ov = int(spec.overlap if overlap is None else overlap)
     grid = plan_tiles(src.shape, tile=tile, overlap=ov, chunk_tiles=chunk_tiles)

@@ -24,6 +24,7 @@ import numpy as np
 from geoseg._atomic import check_output
 from geoseg.errors import InputError
 from geoseg.models.spec import ModelSpec
+from geoseg.models.value_range import image_range
 from geoseg.progress import NullProgress, Progress
 from geoseg.training.data import IGNORE, ChipDataset, ClassTable, LabeledImage, Pair
 from geoseg.training.evaluate import _autocast
@@ -188,6 +189,9 @@ def fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage]
                      arch_params=dict(config.arch_params))
     torch.manual_seed(config.seed)
     model, spec, init_info = _build(config, spec, weights, init)
+    spec = spec.with_(input_dtype=train_images[0].image.dtype.name,  # for predict's check
+                      input_range=image_range([im.image for im in train_images],
+                                              [im.valid for im in train_images]))
     device, precision = _device_and_amp(config)
     model.to(device)
     if config.channels_last:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-
 from geoseg.cli.main import cli
+
 from geoseg.errors import BundleError, GeosegWarning, InputError
 from geoseg.io import open_scene
 from geoseg.models.spec import ModelSpec

@@ -14,7 +14,7 @@ import shapely
 
 from geoseg.classmap import ClassMapInfo
 from geoseg.errors import InputError
-from geoseg.testing import make_class_map, make_geotiff
+from geoseg.testing import make_geotiff
 from geoseg.vector.pipeline import vectorize, vectorize_to_file
 
 

@@ -56,5 +56,10 @@ bands_opt = click.option("--bands", callback=_bands, metavar="4,3,2",
 model_opt = click.option("-m", "--model", default="deeplab", show_default=True,
                          metavar="NAME|BUNDLE",
                          help="Default model name (geoseg models) or a bundle file.")
+xyz_pattern_opt = click.option(
+    "--xyz-pattern", metavar="REGEX",
+    help="Name pattern of XYZ chips without georeferencing, with groups (?P<z>..), "
+         "(?P<x>..), (?P<y>..) (default: z/x/y.png and NAME-X-Y-Z.tif); such chips "
+         "are placed in EPSG:3857 by their names.")
 device_opt = click.option("--device", default="auto", show_default=True,
                           metavar="auto|cpu|cuda|cuda:N|mps", help="Where the model runs.")

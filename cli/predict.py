@@ -14,6 +14,20 @@ def _devices(ctx: click.Context, param: click.Parameter, value: str | None) -> t
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+def _scale(ctx: click.Context, param: click.Parameter, value: str | None
+           ) -> float | str | None:
+    if value is None or value.strip().lower() == "percentile":
+        return None if value is None else "percentile"
+    try:
+        factor = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number or 'percentile', got {value!r}"
+                                 ) from None
+    if not factor > 0 or factor == float("inf"):
+        raise click.BadParameter(f"must be a positive number, got {value}")
+    return factor
+
+
 @click.command()
 @click.argument("scenes", nargs=-1, required=True, metavar="SCENE...")
 @options.output_opt(help="Class map to write (Cloud-Optimized GeoTIFF, .tif); with several "
@@ -50,6 +64,11 @@ def _devices(ctx: click.Context, param: click.Parameter, value: str | None) -> t
               help="Run on an existing dask.distributed cluster.")
 @click.option("--devices", callback=_devices, metavar="cuda:0,cuda:1",
               help="One local worker per device.")
+@click.option("--scale", callback=_scale, metavar="FACTOR|percentile",
+              help="Rescale the scene's values for the model: a factor (e.g. 0.0255 "
+                   "for 16-bit scenes on an 8-bit model), or percentile (each band's "
+                   "1st..99th percentiles onto the trained range).")
+@options.xyz_pattern_opt
 @options.overwrite_opt
 @options.quiet_opt
 @options.progress_opt
@@ -58,8 +77,9 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
             batch_size: int, chunk_tiles: int, device: str, precision: str, engine: str,
             blend: str, probabilities: Path | None, preview: Path | None,
             vectorize_to: Path | None, resume: bool, num_workers: int, workers: int | None,
-            scheduler: str | None, devices: tuple[str, ...], overwrite: bool, quiet: bool,
-            progress_kind: str) -> None:
+            scheduler: str | None, devices: tuple[str, ...], scale: float | str | None,
+            xyz_pattern: str | None,
+            overwrite: bool, quiet: bool, progress_kind: str) -> None:
     """Predict georeferenced class maps for SCENE(s).
 
     SCENE is a raster path, a GDAL URL (/vsicurl/..., s3://...), a glob, or @list.txt
@@ -80,8 +100,11 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
               "batch_size": batch_size, "chunk_tiles": chunk_tiles, "device": device,
               "precision": precision, "engine": engine, "blend": blend,
               "overwrite": overwrite, "resume": resume, "num_workers": num_workers,
-              "devices": devices}
-    with dask_client(scheduler=scheduler, workers=workers, devices=devices) as client:
+              "devices": devices, "scale": scale}
+    from geoseg.xyz import xyz_pattern as xyz_names
+
+    with xyz_names(xyz_pattern), \
+            dask_client(scheduler=scheduler, workers=workers, devices=devices) as client:
         if not many:
             from geoseg.prediction.pipeline import predict as run
 

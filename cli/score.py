@@ -35,8 +35,12 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--ignore-index", type=int, metavar="N",
               help="Label value to exclude from scoring (counted as ignored).")
 @click.option("--classes", callback=_names, metavar="NAME,NAME,...",
-              help="Class names in id order (for maps without class tags); with "
-                   "--objects: the object classes to keep.")
+              help="Class names of PRED in id order (rename its tagged classes, or "
+                   "name ids 0..k-1; without tags or this, classes are named by their "
+                   "ids); with --objects: the object classes to keep.")
+@click.option("--label-map", metavar="VALUE=CLASS,...",
+              help="What label values mean, e.g. 0=land,1=building (classes by name "
+                   "or id; a name PRED lacks is reported with IoU 0).")
 @click.option("--label-field", metavar="FIELD",
               help="Vector labels: attribute holding class ids or names.")
 @click.option("--label-fill", metavar="CLASS",
@@ -51,15 +55,20 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None
               help="Chunk side, px (memory grows with its square).")
 @click.option("--workers", type=click.IntRange(1),
               help="Threads (default: one per core).")
+@options.xyz_pattern_opt
 @options.overwrite_opt
 @options.quiet_opt
 @options.progress_opt
 def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
           plot: Path | None, ignore_index: int | None, classes: list[str] | None,
-          label_field: str | None, label_fill: str | None, objects: bool,
-          iou_threshold: float, chunk_size: int, workers: int | None, overwrite: bool,
-          quiet: bool, progress_kind: str) -> None:
+          label_map: str | None, label_field: str | None, label_fill: str | None, objects: bool,
+          iou_threshold: float, chunk_size: int, workers: int | None,
+          xyz_pattern: str | None, overwrite: bool, quiet: bool, progress_kind: str
+          ) -> None:
     """Score the class map PRED against LABELS: per-class IoU, mIoU, F1, kappa.
+
+    PRED may be a folder or a quoted glob of georeferenced class-map chips, scored as
+    one virtual mosaic (with --objects, true polygons are cut to the chips).
 
     Classes absent from both labels and prediction are NaN and skipped by the means
     (mIoU averages the classes present in the labels or the prediction).
@@ -68,7 +77,9 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
     geoseg score map.tif --labels truth.tif -o report.json --csv cm.csv
     geoseg score map.tif --labels fields.gpkg --label-field crop --ignore-index 0
     geoseg score map.tif --labels tiles/ --plot cm.png
+    geoseg score map.tif --labels mask.tif --label-map 0=background,1=building
     geoseg score pred.geojson --labels truth.geojson --objects
+    geoseg score 'chips/*.tif' --labels buildings.geojson --objects
     """
     from geoseg._atomic import check_distinct, check_output, destination_locks
     from geoseg.progress import make_progress
@@ -86,38 +97,43 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
     with destination_locks(output, csv_path, plot):
         text = _run(pred, labels, output, csv_path, plot, objects=objects,
                     iou_threshold=iou_threshold, label_field=label_field, classes=classes,
-                    workers=workers, ignore_index=ignore_index, label_fill=label_fill,
-                    chunk_size=chunk_size, overwrite=overwrite, progress=progress)
+                    label_map=label_map, workers=workers, ignore_index=ignore_index,
+                    label_fill=label_fill, chunk_size=chunk_size, xyz_pattern=xyz_pattern,
+                    overwrite=overwrite, progress=progress)
     if not quiet:
         click.echo(text)
 
 
 def _run(pred: str, labels: str, output: Path | None, csv_path: Path | None,
          plot: Path | None, *, objects: bool, iou_threshold: float, label_field: str | None,
-         classes: list[str] | None, workers: int | None, ignore_index: int | None,
-         label_fill: str | None, chunk_size: int, overwrite: bool, progress: Any) -> str:
+         classes: list[str] | None, label_map: str | None, workers: int | None,
+         ignore_index: int | None, label_fill: str | None, chunk_size: int,
+         xyz_pattern: str | None, overwrite: bool, progress: Any) -> str:
     """Score and write the outputs (their locks are held); return the table."""
     from geoseg._atomic import atomic_path
+    from geoseg.xyz import xyz_pattern as xyz_names
 
-    if objects:
-        from geoseg.scoring.objects import score_objects
+    with xyz_names(xyz_pattern):  # XYZ chips named otherwise than z/x/y or -X-Y-Z
+        if objects:
+            from geoseg.scoring.objects import score_objects
 
-        result = score_objects(pred, labels, iou_threshold=iou_threshold,
-                               label_field=label_field, classes=classes,
-                               workers=workers)
-        data, text = result.to_dict(), result.table()
-    else:
-        from geoseg.scoring.pipeline import plot_confusion, write_confusion_csv
-        from geoseg.scoring.pipeline import score as run
+            result = score_objects(pred, labels, iou_threshold=iou_threshold,
+                                   label_field=label_field, classes=classes,
+                                   workers=workers)
+            data, text = result.to_dict(), result.table()
+        else:
+            from geoseg.scoring.pipeline import plot_confusion, write_confusion_csv
+            from geoseg.scoring.pipeline import score as run
 
-        report = run(pred, labels, classes=classes, ignore_index=ignore_index,
-                     label_field=label_field, label_fill=label_fill,
-                     chunk_size=chunk_size, num_workers=workers, progress=progress)
-        data, text = report.to_dict(), report.table()
-        if csv_path is not None:
-            write_confusion_csv(report, csv_path, overwrite=overwrite)
-        if plot is not None:
-            plot_confusion(report, plot, overwrite=overwrite)
+            report = run(pred, labels, classes=classes, label_map=label_map,
+                         ignore_index=ignore_index,
+                         label_field=label_field, label_fill=label_fill,
+                         chunk_size=chunk_size, num_workers=workers, progress=progress)
+            data, text = report.to_dict(), report.table()
+            if csv_path is not None:
+                write_confusion_csv(report, csv_path, overwrite=overwrite)
+            if plot is not None:
+                plot_confusion(report, plot, overwrite=overwrite)
     if output is not None:
         with atomic_path(output, overwrite=overwrite) as tmp:
             tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")

@@ -85,6 +85,19 @@ def _names(
     help="Probability raster from predict --probabilities: adds mean_confidence.",
 )
 @click.option(
+    "--threshold",
+    type=float,
+    metavar="P",
+    help="CLASSMAP is a probability/logit raster: class 1 where the band is >= P "
+    "(after its scale), else background.",
+)
+@click.option(
+    "--band",
+    type=click.IntRange(1),
+    metavar="N",
+    help="1-based band of CLASSMAP to read (default 1), e.g. one class's probability.",
+)
+@click.option(
     "--dst-crs", metavar="EPSG:XXXX", help="Write in this CRS (default: the map's)."
 )
 @click.option(
@@ -113,6 +126,8 @@ def vectorize(
     regularize: bool,
     centerlines: bool,
     probabilities: str | None,
+    threshold: float | None,
+    band: int | None,
     dst_crs: str | None,
     chunk_size: int,
     workers: int | None,
@@ -126,6 +141,7 @@ def vectorize(
     geoseg vectorize landcover.tif -o landcover.gpkg --simplify 2
     geoseg vectorize map.tif --classes building --regularize --min-area 10 -o b.gpkg
     geoseg vectorize map.tif --classes building --centerlines -o city.gpkg
+    geoseg vectorize probs.tif --band 2 --threshold 0.5 -o buildings.gpkg
     """
     from geoseg.progress import make_progress
     from geoseg.vector.pipeline import vectorize_to_file
@@ -149,6 +165,8 @@ def vectorize(
         regularize=regularize,
         centerlines=centerlines,
         probabilities=probabilities,
+        threshold=threshold,
+        band=band,
         chunk_size=chunk_size,
         workers=workers,
     )

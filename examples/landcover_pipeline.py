@@ -55,6 +55,9 @@ def main() -> None:
         report = score_arrays(labels, pred, ids, [c.name for c in table.classes],
                               truth_nodata=255)
         print(report.table())
+    else:
+        print(f"skipping the score: its labels are not here ({mask}); they are the "
+              f"Dubai masks of ../shared/data (see the README's Data section)")
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ import os
 import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,11 @@ def open_scene(path: str | os.PathLike[str]) -> Scene:
     if scene.count < 1:
         raise InputError(f"{text} has no data bands")
     if not georef:
+        from geoseg.xyz import xyz_georef  # an XYZ chip: georeferenced by its name
+
+        tile = xyz_georef(text, scene.width, scene.height)
+        if tile is not None:
+            return replace(scene, crs=CRS.from_string(tile[0]), transform=tile[1])
         warnings.warn(f"{text} has no georeferencing; outputs will have none either",
                       GeosegWarning, stacklevel=2)
     return scene

@@ -50,6 +50,12 @@ class ModelSpec:
         Default tile side and tile overlap for inference, pixels.
     gsd_m : float
         Ground sample distance of the training data, metres (NaN if unknown).
+    input_dtype : str or None
+        Data type of the training images (``uint8``, ``uint16``, ``float32`` ...).
+    input_range : tuple of (float, float), or None
+        Per band, the 1st and 99th percentiles of the training images' valid pixels
+        (raw values); predict warns when a scene is far from them
+        (:mod:`geoseg.models.value_range`). None for bundles that predate it.
     arch_params : dict
         Extra keyword arguments of the architecture builder (e.g. decoder channels).
     provenance : dict
@@ -65,6 +71,8 @@ class ModelSpec:
     tile_size: int = 512
     overlap: int = 64
     gsd_m: float = math.nan
+    input_dtype: str | None = None
+    input_range: tuple[tuple[float, float], ...] | None = None
     arch_params: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -77,7 +85,13 @@ class ModelSpec:
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "arch_params", {
             k: tuple(v) if isinstance(v, list) else v for k, v in self.arch_params.items()})
+        if self.input_range is not None:
+            object.__setattr__(self, "input_range", tuple(
+                (float(lo), float(hi)) for lo, hi in self.input_range))
         n = len(self.bands)
+        if self.input_range is not None and len(self.input_range) != n:
+            raise BundleError(f"input_range has {len(self.input_range)} entries for "
+                              f"{n} bands")
         if n == 0:
             raise BundleError("a model needs at least one input band")
         if len(self.mean) != n or len(self.std) != n:
@@ -155,6 +169,9 @@ class ModelSpec:
                 tile_size=int(d.get("tile_size", 512)),
                 overlap=int(d.get("overlap", 64)),
                 gsd_m=math.nan if gsd is None else float(gsd),
+                input_dtype=None if d.get("input_dtype") is None else str(d["input_dtype"]),
+                input_range=None if d.get("input_range") is None else tuple(
+                    (float(lo), float(hi)) for lo, hi in d["input_range"]),
                 arch_params=dict(d.get("arch_params") or {}),
                 provenance=dict(d.get("provenance") or {}),
                 format_version=version,

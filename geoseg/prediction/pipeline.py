@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,9 @@ from geoseg._atomic import (
     destination_locks,
     write_errors,
 )
-from geoseg.errors import DiskFullError, InputError
-from geoseg.io import NODATA_CLASS, count_nodata, open_scene, select_bands
+from geoseg.classmap import ClassMapInfo
+from geoseg.errors import DiskFullError, GeosegWarning, InputError
+from geoseg.io import NODATA_CLASS, Scene, count_nodata, open_scene, select_bands
 from geoseg.prediction.graph import (
     CANCELLED,
     PROGRESS,
@@ -156,6 +158,28 @@ def _tile_and_checks(spec: Any, src: Any, tile_size: int | None, overlap: int | 
     return tile, ov
 
 
+def _check_values(bundle: Bundle, src: Scene, chosen: Sequence[int],
+                  scale: float | str | None, client: Any, progress: Progress) -> Bundle:
+    """Warn when the scene's values are far from the trained range, or apply --scale."""
+    from geoseg.models.value_range import range_warning, scaled_spec
+
+    if scale is None:
+        message = range_warning(src, chosen, bundle.spec)
+        if message:
+            warnings.warn(message, GeosegWarning, stacklevel=3)
+        return bundle
+    if client is not None:
+        raise InputError("--scale is not supported on a dask.distributed cluster (its "
+                         "workers load the bundle themselves); rescale the scene first")
+    spec = scaled_spec(bundle.spec, src, chosen, scale)
+    progress.log(f"scale={scale}: normalisation mean={_fmt(spec.mean)} std={_fmt(spec.std)}")
+    return replace(bundle, spec=spec)
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return ",".join(f"{v:.4g}" for v in values)
+
+
 def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             model: str | os.PathLike[str] | Bundle = "deeplab",
             bands: Sequence[int] | None = None, tile_size: int | None = None,
@@ -165,7 +189,8 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             preview: str | os.PathLike[str] | None = None,
             vectorize: str | os.PathLike[str] | None = None, overwrite: bool = False,
             resume: bool = False, num_workers: int = 2, client: Any = None,
-            devices: Sequence[str] = (), progress: Progress | None = None) -> PredictResult:
+            devices: Sequence[str] = (), scale: float | str | None = None,
+            progress: Progress | None = None) -> PredictResult:
     """Predict a georeferenced class map for ``scene`` and write it to ``output``.
 
     Parameters
@@ -208,6 +233,11 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Run the chunks on this dask.distributed cluster instead of local threads.
     devices : sequence of str
         With ``client``: one device per worker (``cuda:0``, ``cuda:1``, ...).
+    scale : float or "percentile", optional
+        Rescale the scene's values before the model: a factor, or ``"percentile"``
+        (each band's 1st..99th percentiles onto the trained ones). Without it, a scene
+        whose values are far from the model's training range gets a one-line warning
+        (:mod:`geoseg.models.value_range`).
     progress : Progress, optional
         Where to report progress (tiles done).
 
@@ -234,7 +264,8 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             src, paths, model, chosen=chosen, tile=tile, ov=ov, batch_size=batch_size,
             chunk_tiles=chunk_tiles, device=device, precision=precision, engine=engine,
             blend=blend, overwrite=overwrite, resume=resume, num_workers=num_workers,
-            client=client, devices=devices, progress=progress or NullProgress(), t0=t0)
+            client=client, devices=devices, scale=scale, progress=progress or NullProgress(),
+            t0=t0)
 
 
 def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path | None],
@@ -242,7 +273,8 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                     batch_size: int, chunk_tiles: int, device: str, precision: str,
                     engine: str, blend: str, overwrite: bool, resume: bool,
                     num_workers: int, client: Any, devices: Sequence[str],
-                    progress: Progress, t0: float) -> PredictResult:
+                    scale: float | str | None, progress: Progress, t0: float
+                    ) -> PredictResult:
     """:func:`predict` once its destinations are checked and locked."""
     from geoseg import __version__
     from geoseg.io import class_colormap
@@ -252,6 +284,7 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
 
     out_path, prob_path, preview_path, vector_path = paths
     bundle = model if isinstance(model, Bundle) else resolve_model(model)
+    bundle = _check_values(bundle, src, chosen, scale, client, progress)
     spec = bundle.spec
     grid = plan_tiles(src.shape, tile=tile, overlap=ov, chunk_tiles=chunk_tiles)
     if client is not None and bundle.path is None:
@@ -306,11 +339,9 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
         "tile_size": str(tile), "overlap": str(ov), "blend": blend,
         "precision": used_precision, "engine": used_engine,
         "bands": ",".join(str(b) for b in chosen),
-        "class_names": ",".join(spec.class_names()),
-        "class_ids": ",".join(str(i) for i in class_ids),
-        "class_colors": ";".join("{},{},{}".format(*c.color) for c in spec.classes),
         "nodata_class": str(NODATA_CLASS),
-        **{f"CLASS_{i}": n for i, n in zip(class_ids, spec.class_names(), strict=True)},
+        **ClassMapInfo(tuple(class_ids), tuple(spec.class_names()),
+                       tuple(c.color for c in spec.classes)).to_tags(),
     }
     progress.log(f"model={bundle.name} size={src.width}x{src.height} bands={len(chosen)} "
                  f"crs={src.crs.to_string() if src.crs else 'none'} tiles={grid.n_tiles}"

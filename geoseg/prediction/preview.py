@@ -13,6 +13,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from geoseg._atomic import atomic_path
+from geoseg.classmap import ClassMapInfo
 from geoseg.io import NODATA_CLASS
 
 __all__ = ["render_preview"]
@@ -47,9 +48,9 @@ def render_preview(scene: str | os.PathLike[str], class_map: str | os.PathLike[s
         h, w = max(1, round(cm.height * scale)), max(1, round(cm.width * scale))
         classes = cm.read(1, out_shape=(h, w), resampling=Resampling.nearest)
         cmap = cm.colormap(1)
-        tags = cm.tags()
-    names = tags.get("class_names", "").split(",") if tags.get("class_names") else []
-    ids = [int(i) for i in tags.get("class_ids", "").split(",") if i] or list(range(len(names)))
+        info = ClassMapInfo.from_tags(cm, strict=False)  # a legend is cosmetic
+    names = list(info.names) if info else []
+    ids = list(info.ids) if info else []
     with rasterio.open(scene) as src:
         idx = list(bands) if bands else list(range(1, min(src.count, 3) + 1))
         img = src.read(idx, out_shape=(len(idx), h, w), resampling=Resampling.bilinear)

@@ -143,14 +143,14 @@ def _check_unknown(counts: ConfusionCounts, class_ids: Sequence[int], *, labels:
         raise InputError(
             f"{labels} has {counts.unknown_labels:,} pixels with values{seen} that "
             f"are not classes of the prediction ({len(class_ids)} classes: {ids}); the "
-            f"class counts do not match: pass --classes to list every class, or "
-            f"--ignore-index for a void value")
+            f"class ids do not match: pass --label-map VALUE=CLASS to say which class "
+            f"each label value is, or --ignore-index for a void value")
     if counts.unknown_pred:
         seen = _examples(pred_values)
         raise InputError(
             f"{pred} has {counts.unknown_pred:,} pixels with values{seen} that are "
-            f"not its classes ({len(class_ids)} classes: {ids}); pass --classes to "
-            f"list every class")
+            f"not its classes ({len(class_ids)} classes: {ids}); its class tags are "
+            f"wrong: pass --classes to name every class in id order")
 
 
 def _describe_ids(class_ids: Sequence[int]) -> str:

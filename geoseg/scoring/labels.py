@@ -23,7 +23,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import GeosegWarning, InputError, NoOverlapError, UnknownNameError
@@ -34,6 +34,7 @@ from geoseg.metrics import (
     encode,
 )
 from geoseg.scoring.arrays import _describe_ids
+from geoseg.scoring.classes import ScoreClasses
 
 VECTOR_SUFFIXES = frozenset({".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet",
                              ".geoparquet", ".kml", ".gml", ".sqlite"})
@@ -46,7 +47,7 @@ RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".img", ".jp2", ".png"})
 class _Grid:
     """The prediction's grid and the pixel window being scored."""
 
-    crs: CRS
+    crs: CRS | None  # None: not georeferenced (scored pixel by pixel)
     transform: Affine
     height: int
     width: int
@@ -119,15 +120,13 @@ class _RasterLabels:
     nodata: float | None
     needs_mask: bool
     dtype: str
+    georef: tuple[CRS, Affine] | None = None  # from an XYZ name, not from the file
     bands: tuple[int, ...] = (1,)  # (1, 2, 3) for a colour-coded RGB label raster
 
     def read(self, handles: _Handles, grid: _Grid, rows: tuple[int, int],
              cols: tuple[int, int]
              ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]:
-        """Label values over pred-grid window ``rows x cols`` and validity (or None).
-
-        Values are ``(h, w)`` for one band, ``(bands, h, w)`` for several.
-        """
+        """Label values over pred-grid window ``rows x cols`` and validity (or None)."""
         if self.aligned is not None:
             src = handles.get(self.path, lambda: [rasterio.open(self.path)])
             dy, dx = self.aligned
@@ -145,39 +144,50 @@ class _RasterLabels:
         from rasterio.vrt import WarpedVRT
 
         src = rasterio.open(self.path)
+        given = {} if self.georef is None else {"src_crs": self.georef[0],
+                                                 "src_transform": self.georef[1]}
         vrt = WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width,
                         height=grid.height, resampling=Resampling.nearest,
-                        add_alpha=self.nodata is None)
+                        add_alpha=self.nodata is None, **given)
         return [src, vrt]
 
 
-def _raster_labels(path: str, grid: _Grid, n_classes: int | None, *, tile: bool = False,
-                   bands: int = 1) -> _RasterLabels | None:
+def _raster_labels(path: str, grid: _Grid, *, tile: bool = False, bands: int = 1
+                   ) -> _RasterLabels | None:
     """Describe a label raster relative to the grid; None if it does not overlap.
 
-    ``n_classes`` None skips the check of the file's class names against the grid's
-    classes; ``bands`` is 3 for colour-coded (RGB) labels.
+    ``bands`` is 3 for colour-coded (RGB) labels (training's --class-colors).
     """
-    with open_raster(path) as src:
-        crs, transform = src.crs, src.transform
-        bounds, nodata, tags = src.bounds, src.nodata, src.tags()
-        count, dtype = src.count, src.dtypes[0]
-        flags = src.mask_flag_enums[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with rasterio.open(path) as src:
+                crs, transform = src.crs, src.transform
+                bounds, nodata = src.bounds, src.nodata
+                count, dtype = src.count, src.dtypes[0]
+                shape = (src.height, src.width)
+                flags = src.mask_flag_enums[0]
+        except RasterioIOError as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else "unreadable"
+            raise InputError(f"{path} is not a raster GDAL can read ({msg})") from None
     what = "label tile" if tile else "label raster"
-    if crs is None:
-        raise InputError(f"{what} {path} has no CRS; labels must be georeferenced "
-                         f"(assign one with gdal_edit.py -a_srs EPSG:XXXX)")
+    georef = None
+    if crs is None and transform.is_identity:
+        from geoseg.xyz import xyz_georef  # an XYZ chip: georeferenced by its name
+
+        xyz = xyz_georef(path, shape[1], shape[0])
+        if xyz is not None:
+            crs, transform = georef = CRS.from_string(xyz[0]), xyz[1]
+            bounds = rasterio.transform.array_bounds(*shape, transform)
     if bands == 1 and count != 1:
         raise InputError(f"{what} {path} has {count} bands; labels need 1 band of "
                          f"class values (colour-coded labels need --class-colors)")
     if count < bands:
         raise InputError(f"{what} {path} has {count} band(s); colour-coded labels need "
                          f"{bands} (RGB)")
-    names = tags.get("class_names")
-    if n_classes is not None and names and len(names.split(",")) != n_classes:
-        raise InputError(
-            f"{what} {path} has {len(names.split(','))} classes ({names}); the "
-            f"prediction has {n_classes}: the class counts must match")
+    if crs is None or grid.crs is None:
+        return _pixel_labels(path, grid, crs, shape, nodata=nodata, flags=flags,
+                             dtype=dtype, what=what)
     if crs == grid.crs:
         lb = tuple(bounds)
     else:
@@ -202,8 +212,29 @@ def _raster_labels(path: str, grid: _Grid, n_classes: int | None, *, tile: bool 
             aligned = None
             needs_mask = True
     return _RasterLabels(path=path, window=window, aligned=aligned, nodata=nodata,
-                         needs_mask=needs_mask, dtype=dtype,
+                         needs_mask=needs_mask, dtype=dtype, georef=georef,
                          bands=tuple(range(1, bands + 1)))
+
+
+def _pixel_labels(path: str, grid: _Grid, crs: CRS | None, shape: tuple[int, int], *,
+                  nodata: float | None, flags: Any, dtype: str, what: str
+                  ) -> _RasterLabels:
+    """Labels and prediction without georeferencing: pixel by pixel, same size only."""
+    if crs is None and grid.crs is not None:
+        raise InputError(f"{what} {path} has no CRS; labels must be georeferenced "
+                         f"(assign one with gdal_edit.py -a_srs EPSG:XXXX)")
+    if crs is not None:
+        raise InputError(f"the prediction has no CRS but {what} {path} has one; "
+                         f"georeference the prediction (predict a georeferenced scene)")
+    if shape != (grid.height, grid.width):
+        raise InputError(
+            f"neither the prediction ({grid.width}x{grid.height} px) nor {what} {path} "
+            f"({shape[1]}x{shape[0]} px) is georeferenced, and their sizes differ, so "
+            f"they cannot be aligned")
+    return _RasterLabels(path=path, window=(0, grid.height, 0, grid.width),
+                         aligned=(0, 0), nodata=nodata,
+                         needs_mask=MaskFlags.all_valid not in flags and nodata is None,
+                         dtype=dtype)
 
 
 def _offset_if_aligned(crs: CRS, transform: Affine, grid: _Grid
@@ -219,6 +250,40 @@ def _offset_if_aligned(crs: CRS, transform: Affine, grid: _Grid
     if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
         return None
     return round(dy), round(dx)
+
+
+class _Recode:
+    """Recode labels from the model's classes to the score's (model + extras).
+
+    Label values that ``classes.value_map`` maps are given their class
+    (see :mod:`geoseg.scoring.classes`).
+    """
+
+    def __init__(self, class_ids: Sequence[int], classes: ScoreClasses | None) -> None:
+        m = len(class_ids)
+        self.model_ids = list(class_ids)
+        self.n = m if classes is None else len(classes.ids)
+        self.code_lut = None if classes is None else classes.pred_code_lut(m + 3)
+        self.values = {} if classes is None else classes.numeric_map()
+
+    def lut(self, lut: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Recode a raw-value table (index = label value)."""
+        if self.code_lut is None:
+            return lut
+        out: npt.NDArray[Any] = self.code_lut[lut]
+        for v, k in self.values.items():
+            if v.is_integer() and 0 <= v < out.size and out[int(v)] != self.n + 1:
+                out[int(v)] = k
+        return out
+
+    def codes(self, data: npt.NDArray[Any], codes: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Codes of a label block (``encode`` of ``data`` with the model's ids)."""
+        if self.code_lut is None:
+            return codes
+        out: npt.NDArray[Any] = self.code_lut[codes]
+        for v, k in self.values.items():
+            out[(data == v) & (out != self.n + 1)] = k
+        return out
 
 
 @dataclass
@@ -256,10 +321,12 @@ def _intersect(a: tuple[int, int, int, int], rows: tuple[int, int],
 
 def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
                    ignore_index: int | None, description: str, *, tiles: bool,
-                   check_names: bool = True) -> _Labels:
-    n = len(class_ids)
-    items = [_raster_labels(p, grid, n if check_names else None, tile=tiles)
-             for p in paths]
+                   classes: ScoreClasses | None = None) -> _Labels:
+    """Label rasters as a block reader of codes; ``classes`` maps values to classes."""
+    items = [_raster_labels(p, grid, tile=tiles) for p in paths]
+    recode = _Recode(class_ids, classes)
+    class_ids = recode.model_ids
+    n = recode.n
     found = [it for it in items if it is not None]
     if not found:
         raise NoOverlapError(f"{description} does not overlap the prediction; check "
@@ -271,8 +338,8 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
     if len(items) == 1 and found[0].dtype == "uint8":
         # Raw values: the histogram is encoded once at the end, not every pixel.
         item = found[0]
-        lut = np.concatenate([class_lut(class_ids, 256, nodata=item.nodata,
-                                        ignore_index=ignore_index),
+        lut = np.concatenate([recode.lut(class_lut(class_ids, 256, nodata=item.nodata,
+                                                   ignore_index=ignore_index)),
                               np.array([nodata_code], dtype=dtype)])
         raw_dtype = np.uint16 if item.needs_mask else np.uint8
 
@@ -302,8 +369,8 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
                 continue
             (r0, r1), (c0, c1) = inter
             data, valid = item.read(handles, grid, (r0, r1), (c0, c1))
-            codes = encode(data, class_ids, nodata=item.nodata, valid=valid,
-                           ignore_index=ignore_index)
+            codes = recode.codes(data, encode(data, class_ids, nodata=item.nodata,
+                                              valid=valid, ignore_index=ignore_index))
             if codes.max() == n + 2:  # unknown values: remember a few for the message
                 bad = np.unique(data[codes == n + 2])[:8]
                 with lock:
@@ -320,7 +387,150 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
     return labels
 
 
-def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
+def _vector_source(path: str | Any, grid: _Grid, *, classes: ScoreClasses,
+                   ignore_index: int | None, label_field: str | None,
+                   label_fill: int | str | None) -> _Labels:
+    import geopandas as gpd
+    import shapely
+    from rasterio.features import rasterize
+
+    if isinstance(path, gpd.GeoDataFrame):
+        gdf, description = path, "label GeoDataFrame"
+    else:
+        description = str(path)
+        try:
+            gdf = gpd.read_file(path)
+        except Exception as exc:  # noqa: BLE001 - pyogrio raises several unrelated types for bad files
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"cannot read vector labels {path} ({msg})") from None
+    if gdf.crs is None:
+        raise InputError(f"vector labels {description} have no CRS; set one (e.g. "
+                         f"ogr2ogr -a_srs EPSG:4326) so they can be placed on the "
+                         f"prediction")
+    fields = [c for c in gdf.columns if c != gdf.geometry.name]
+    if label_field is None:
+        raise InputError(f"pass --label-field to say which attribute of {description} "
+                         f"holds the class (fields: {', '.join(fields) or 'none'})")
+    if label_field not in gdf.columns:
+        raise InputError(f"vector labels {description} have no field {label_field!r}; "
+                         f"fields: {', '.join(fields) or 'none'}")
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty & gdf[label_field].notna()]
+    codes = np.array([_class_code(v, classes, ignore_index, description)
+                      for v in gdf[label_field]], dtype=np.int64)
+    fill_code = -2 if label_fill is None else _class_code(
+        label_fill, classes, ignore_index, "--label-fill")
+    classes.check_some_match(codes, description)
+    n = len(classes.ids)  # after the codes: label classes the model lacks were added
+    codes[codes == -1] = n
+    fill_code = {-1: n, -2: n + 1}.get(fill_code, fill_code)
+    geoms = gdf.geometry.to_crs(grid.crs).to_numpy() if gdf.crs != grid.crs \
+        else gdf.geometry.to_numpy()
+    if len(geoms) == 0:
+        raise NoOverlapError(f"{description} has no features with a {label_field!r} "
+                             f"value, so nothing overlaps the prediction")
+    xmin, ymin, xmax, ymax = shapely.total_bounds(geoms)
+    if label_fill is None:
+        window = _window_of_bounds(grid, (xmin, ymin, xmax, ymax))
+    else:  # an explicit background labels every pixel of the prediction
+        window = (0, grid.height, 0, grid.width)
+    if window is None or not _any_overlap(geoms, grid):
+        raise NoOverlapError(f"{description} does not overlap the prediction; check "
+                             f"that both cover the same area (and their CRSs)")
+    tree = shapely.STRtree(geoms)
+    dtype = code_dtype(n)
+    rast_dtype = "uint8" if dtype == np.uint8 else "uint16"
+
+    def read_codes(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[Any]:
+        shape = (rows[1] - rows[0], cols[1] - cols[0])
+        transform = grid.transform @ Affine.translation(cols[0], rows[0])
+        x0, y0 = transform @ (0, 0)
+        x1, y1 = transform @ (shape[1], shape[0])
+        hits = np.sort(tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1),
+                                              max(y0, y1))))
+        if hits.size == 0:
+            return np.full(shape, fill_code, dtype=dtype)
+        out = rasterize(zip(geoms[hits], codes[hits].tolist(), strict=True),
+                        out_shape=shape, transform=transform, fill=fill_code,
+                        dtype=rast_dtype)
+        block: npt.NDArray[Any] = out.astype(dtype, copy=False)
+        return block
+
+    return _Labels(description=description, window=window, read=read_codes,
+                   n_values=n + 3, lut=np.arange(n + 3), dtype=dtype)
+
+
+def _any_overlap(geoms: npt.NDArray[Any], grid: _Grid) -> bool:
+    import shapely
+
+    return bool(shapely.intersects(geoms, shapely.box(*grid.bounds)).any())
+
+
+def _class_code(value: Any, classes: ScoreClasses, ignore_index: int | None,
+                where: str) -> int:
+    """Matrix index of a label value given as a class id or name; -1 for ignore."""
+    cid = classes.mapped(value)
+    if cid is not None:
+        return classes.index(cid)
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        return classes.index(classes.target(value, where=where))
+    number = float(value)
+    if ignore_index is not None and number == ignore_index:
+        return -1
+    model = classes.ids[:classes.n_model]
+    if number.is_integer() and int(number) in model:
+        return model.index(int(number))
+    raise InputError(f"{where} has class value {value!r}, which is not a class of the "
+                     f"prediction ({classes.describe()}); pass --label-map "
+                     f"{value}=CLASS to say which class it is")
+
+
+def _tile_paths(directory: Path) -> list[str]:
+    paths = sorted(str(p) for p in directory.rglob("*")
+                   if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+    if not paths:
+        raise InputError(f"label directory {directory} holds no raster tiles "
+                         f"({', '.join(sorted(RASTER_SUFFIXES))})")
+    return paths
+
+
+def _labels_kind(labels: str | os.PathLike[str] | Any) -> str:
+    if not isinstance(labels, (str, os.PathLike)):
+        return "vector"
+    p = Path(labels)
+    if p.is_dir():
+        return "tiles"
+    if not p.exists():
+        raise InputError(f"labels not found: {p}")
+    return "vector" if p.suffix.lower() in VECTOR_SUFFIXES else "raster"
+
+
+# ---------------------------------------------------------------- training's label source
+
+#: Training masks: class ids 0..254, 255 where no label covers a pixel.
+NO_LABEL = 255
+
+
+def _read_vector(path: str | os.PathLike[str] | Any) -> tuple[Any, str]:
+    """Vector labels (a file or a GeoDataFrame) with a CRS, and how to name them."""
+    import geopandas as gpd
+
+    if isinstance(path, gpd.GeoDataFrame):
+        gdf, description = path, "label GeoDataFrame"
+    else:
+        description = os.fspath(path)
+        try:
+            gdf = gpd.read_file(path)
+        except Exception as exc:  # noqa: BLE001 - pyogrio raises several unrelated types for bad files
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"cannot read vector labels {path} ({msg})") from None
+    if gdf.crs is None:
+        raise InputError(f"vector labels {description} have no CRS; set one (e.g. "
+                         f"ogr2ogr -a_srs EPSG:4326) so they can be placed on the "
+                         f"prediction")
+    return gdf, description
+
+
+def _id_vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
                    class_names: Sequence[str], ignore_index: int | None,
                    label_field: str | None, label_fill: int | str | None) -> _Labels:
     import shapely
@@ -336,9 +546,9 @@ def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
                          f"fields: {', '.join(fields) or 'none'}")
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty & gdf[label_field].notna()]
     n = len(class_ids)
-    codes = np.array([_class_code(v, class_ids, class_names, ignore_index, description)
+    codes = np.array([_id_class_code(v, class_ids, class_names, ignore_index, description)
                       for v in gdf[label_field]], dtype=np.int64)
-    fill_code = n + 1 if label_fill is None else _class_code(
+    fill_code = n + 1 if label_fill is None else _id_class_code(
         label_fill, class_ids, class_names, ignore_index, "--label-fill")
     geoms = gdf.geometry.to_crs(grid.crs).to_numpy() if gdf.crs != grid.crs \
         else gdf.geometry.to_numpy()
@@ -376,33 +586,7 @@ def _vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
                    n_values=n + 3, lut=np.arange(n + 3), dtype=dtype)
 
 
-def _read_vector(path: str | os.PathLike[str] | Any) -> tuple[Any, str]:
-    """Vector labels (a file or a GeoDataFrame) with a CRS, and how to name them."""
-    import geopandas as gpd
-
-    if isinstance(path, gpd.GeoDataFrame):
-        gdf, description = path, "label GeoDataFrame"
-    else:
-        description = os.fspath(path)
-        try:
-            gdf = gpd.read_file(path)
-        except Exception as exc:  # noqa: BLE001 - pyogrio raises several unrelated types for bad files
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"cannot read vector labels {path} ({msg})") from None
-    if gdf.crs is None:
-        raise InputError(f"vector labels {description} have no CRS; set one (e.g. "
-                         f"ogr2ogr -a_srs EPSG:4326) so they can be placed on the "
-                         f"prediction")
-    return gdf, description
-
-
-def _any_overlap(geoms: npt.NDArray[Any], grid: _Grid) -> bool:
-    import shapely
-
-    return bool(shapely.intersects(geoms, shapely.box(*grid.bounds)).any())
-
-
-def _class_code(value: Any, class_ids: Sequence[int], class_names: Sequence[str],
+def _id_class_code(value: Any, class_ids: Sequence[int], class_names: Sequence[str],
                 ignore_index: int | None, where: str) -> int:
     """Code of a label value given as a class id or a class name."""
     n = len(class_ids)
@@ -419,30 +603,6 @@ def _class_code(value: Any, class_ids: Sequence[int], class_names: Sequence[str]
     raise InputError(f"{where} has class value {value!r}, which is not a class of the "
                      f"prediction ({n} classes: {_describe_ids(class_ids)}); the class "
                      f"counts do not match")
-
-
-def _tile_paths(directory: Path) -> list[str]:
-    paths = sorted(str(p) for p in directory.rglob("*")
-                   if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
-    if not paths:
-        raise InputError(f"label directory {directory} holds no raster tiles "
-                         f"({', '.join(sorted(RASTER_SUFFIXES))})")
-    return paths
-
-
-def _labels_kind(labels: str | os.PathLike[str] | Any) -> str:
-    if not isinstance(labels, (str, os.PathLike)):
-        return "vector"
-    p = Path(labels)
-    if p.is_dir():
-        return "tiles"
-    if not p.exists():
-        raise InputError(f"labels not found: {p}")
-    return "vector" if p.suffix.lower() in VECTOR_SUFFIXES else "raster"
-
-
-#: Label value of "no label" in :class:`GridLabels` reads (training's ``IGNORE``).
-NO_LABEL = 255
 
 
 @dataclass
@@ -516,7 +676,7 @@ def grid_labels(labels: str | os.PathLike[str] | Any, *, crs: CRS | None,
     if colors is not None:
         return _color_grid_labels(paths, grid, colors, description, tiles=kind == "tiles")
     source = _raster_source(paths, grid, _ALL_IDS, ignore_index, description,
-                            tiles=kind == "tiles", check_names=False)
+                            tiles=kind == "tiles")
     for note in source.notes:
         warnings.warn(note, GeosegWarning, stacklevel=2)
 
@@ -562,7 +722,7 @@ def _color_grid_labels(paths: Sequence[str], grid: _Grid,
                        colors: Callable[[npt.NDArray[Any], str], npt.NDArray[np.uint8]],
                        description: str, *, tiles: bool) -> GridLabels:
     """Colour-coded RGB label rasters, aligned like id rasters, decoded per window."""
-    items = [_raster_labels(p, grid, None, tile=tiles, bands=3) for p in paths]
+    items = [_raster_labels(p, grid, tile=tiles, bands=3) for p in paths]
     found = [it for it in items if it is not None]
     if not found:
         raise NoOverlapError(f"{description} does not overlap the scene; check that both "
@@ -604,7 +764,7 @@ def _vector_grid_labels(labels: str | os.PathLike[str] | Any, grid: _Grid,
                          f"fields: {', '.join(fields) or 'none'}")
     names = _field_names(gdf[label_field].dropna(), class_names, background, description)
     lookup = [names.get(i, f"\0{i}") for i in _ALL_IDS]  # class name by id, for the field
-    source = _vector_source(gdf, grid, class_ids=_ALL_IDS, class_names=lookup,
+    source = _id_vector_source(gdf, grid, class_ids=_ALL_IDS, class_names=lookup,
                             ignore_index=ignore_index, label_field=label_field,
                             label_fill=background)
     source.description = description

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from geoseg.errors import GeosegWarning, InputError
+from geoseg.scoring.mosaic import chip_paths, prediction_mosaic
 
 __all__ = ["ObjectScore", "load_polygons", "score_objects"]
 
@@ -189,6 +190,39 @@ def _polygonal(geom: Any) -> Any:
     return geom
 
 
+def _raster_footprint(pred: Any) -> tuple[Any, Any] | None:
+    """Bounds of a class-map prediction (shapely box, CRS); None for vector input."""
+    if not isinstance(pred, (str, os.PathLike)) or \
+            Path(pred).suffix.lower() not in RASTER_SUFFIXES:
+        return None
+    import shapely
+
+    from geoseg.io import open_scene
+
+    scene = open_scene(pred)
+    if scene.crs is None:
+        return None
+    t = scene.transform
+    xs, ys = (t.c, t.c + t.a * scene.width), (t.f, t.f + t.e * scene.height)
+    return shapely.box(min(xs), min(ys), max(xs), max(ys)), scene.crs
+
+
+def _clip(truth: Any, footprint: Any, crs: Any) -> Any:
+    """Cut true polygons to where there is a prediction (outside: no false negatives)."""
+    import geopandas as gpd
+    import shapely
+
+    area = gpd.GeoSeries([footprint], crs=crs).to_crs(truth.crs).iloc[0]
+    geoms = truth.geometry.to_numpy()
+    inside = shapely.intersects(geoms, area)
+    cut = np.array([_polygonal(g) for g in shapely.intersection(geoms[inside], area)],
+                   dtype=object)
+    keep = ~shapely.is_empty(cut) & (shapely.area(cut) > 0)
+    kept = truth[inside][keep]
+    return gpd.GeoDataFrame(kept.drop(columns=kept.geometry.name), geometry=cut[keep],
+                            crs=truth.crs).reset_index(drop=True)
+
+
 def _metric_crs(pred: Any, truth: Any) -> Any:
     if truth.crs.is_projected:
         return truth.crs
@@ -207,8 +241,10 @@ def score_objects(pred: str | os.PathLike[str] | Any,
     Parameters
     ----------
     pred : path or GeoDataFrame
-        Predicted footprints: a vector file, a GeoDataFrame, or a class map (GeoTIFF)
-        that is vectorized first.
+        Predicted footprints: a vector file, a GeoDataFrame, a class map (GeoTIFF)
+        that is vectorized first, or a folder or glob of class-map chips (one VRT
+        mosaic). For a class map, true polygons are cut to its footprint (the chips'
+        boxes): truth where nothing was predicted is not a false negative.
     truth : path or GeoDataFrame
         True footprints.
     iou_threshold : float
@@ -241,9 +277,19 @@ def score_objects(pred: str | os.PathLike[str] | Any,
 
     if not 0.0 < iou_threshold <= 1.0:
         raise InputError(f"IoU threshold must be in (0, 1], got {iou_threshold}")
-    p = load_polygons(pred, what="prediction", label_field=label_field, classes=classes,
-                      workers=workers)
+    chips = chip_paths(pred) if isinstance(pred, (str, os.PathLike)) else None
+    if chips is not None:  # a folder or glob of class-map chips: one VRT mosaic
+        with prediction_mosaic(chips, os.fspath(pred)) as mosaic:
+            p = load_polygons(mosaic.path, what="prediction", classes=classes,
+                              workers=workers)
+        footprint: tuple[Any, Any] | None = (mosaic.footprint(), mosaic.crs)
+    else:
+        p = load_polygons(pred, what="prediction", label_field=label_field,
+                          classes=classes, workers=workers)
+        footprint = _raster_footprint(pred)
     t = load_polygons(truth, what="labels", label_field=label_field, classes=classes)
+    if footprint is not None:
+        t = _clip(t, *footprint)
     crs = _metric_crs(p, t)
     pg = p.geometry.to_crs(crs).to_numpy() if p.crs != crs else p.geometry.to_numpy()
     tg = t.geometry.to_crs(crs).to_numpy() if t.crs != crs else t.geometry.to_numpy()

@@ -22,16 +22,20 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import numpy.typing as npt
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
+from geoseg.classmap import ClassMapInfo
 from geoseg.errors import GeosegWarning, InputError
 from geoseg.io import Scene, open_scene
 from geoseg.metrics import (
@@ -47,6 +51,7 @@ from geoseg.scoring.arrays import (
     confusion_from_arrays,
     score_arrays,
 )
+from geoseg.scoring.classes import score_classes, trim_absent
 from geoseg.scoring.labels import (
     _Grid,
     _Handles,
@@ -55,6 +60,7 @@ from geoseg.scoring.labels import (
     _tile_paths,
     _vector_source,
 )
+from geoseg.scoring.mosaic import chip_paths, prediction_mosaic
 from geoseg.scoring.report import (
     CONVENTION,
     ScoreReport,
@@ -73,45 +79,10 @@ __all__ = [
 ]
 
 
-def pred_classes(scene: Scene, classes: Sequence[str] | None
-                 ) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """Class ids and names of a class map, from its tags and/or ``classes``.
-
-    Raises
-    ------
-    InputError
-        Neither the tags nor ``classes`` give the classes, or their counts differ.
-    """
-    tag_ids = scene.tags.get("class_ids")
-    tag_names = scene.tags.get("class_names")
-    ids: tuple[int, ...] | None = None
-    if tag_ids:
-        try:
-            ids = tuple(int(v) for v in tag_ids.split(","))
-        except ValueError:
-            raise InputError(f"{scene.path} has a malformed class_ids tag {tag_ids!r}; "
-                             f"pass --classes") from None
-    names = tuple(tag_names.split(",")) if tag_names else None
-    if ids is None and names is not None:
-        ids = tuple(range(len(names)))
-    if classes is not None:
-        given = tuple(c.strip() for c in classes if c.strip())
-        if ids is not None and len(given) != len(ids):
-            raise InputError(
-                f"--classes gives {len(given)} classes ({','.join(given)}) but "
-                f"{scene.path} has {len(ids)} ({','.join(names or map(str, ids))}); "
-                f"the class counts must match")
-        return (ids or tuple(range(len(given)))), given
-    if ids is None:
-        raise InputError(f"{scene.path} has no class_names tag (it was not written by "
-                         f"geoseg predict); pass --classes name0,name1,... in id order")
-    if names is None or len(names) != len(ids):
-        names = tuple(map(str, ids))
-    return ids, names
-
-
 def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
-          classes: Sequence[str] | None = None, ignore_index: int | None = None,
+          classes: Sequence[str] | None = None,
+          label_map: str | Mapping[Any, Any] | None = None,
+          ignore_index: int | None = None,
           label_field: str | None = None, label_fill: int | str | None = None,
           chunk_size: int = 1024, num_workers: int | None = None,
           progress: Progress | None = None) -> ScoreReport:
@@ -121,13 +92,23 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
     ----------
     pred : path
         Class map (as ``geoseg predict`` writes: one band of class ids, nodata 255, tags
-        ``class_ids`` and ``class_names``). Its grid is the reference grid.
+        ``class_ids`` and ``class_names``), or a folder or glob of georeferenced class-map
+        chips, scored as one virtual mosaic (:mod:`geoseg.scoring.mosaic`). Its grid is
+        the reference grid. A map
+        without georeferencing is scored pixel by pixel against a label raster without
+        georeferencing of the same size.
     labels : path or GeoDataFrame
         A label raster (any grid and CRS), a vector file (or GeoDataFrame) with a class
         attribute, or a directory of georeferenced label tiles.
     classes : sequence of str, optional
-        Class names in id order; required when ``pred`` has no ``class_names`` tag, and
-        must have as many entries as the map has classes.
+        Class names in id order. With as many names as ``pred``'s tags list they rename
+        those classes, otherwise they are ids ``0..k-1``. Without them and without tags,
+        classes are named by their ids (said in the report's notes).
+    label_map : str or mapping, optional
+        What label values mean: ``"0=land,1=building"`` or ``{0: "land"}`` (values to
+        class names or ids). A name the prediction lacks is reported with IoU 0; a label
+        id that is no class of a named prediction is an error, never a guess. See
+        :mod:`geoseg.scoring.classes` for every rule.
     ignore_index : int, optional
         Label value excluded from scoring (counted as ``ignored``).
     label_field : str, optional
@@ -157,28 +138,48 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
     """
     if chunk_size < 16:
         raise InputError(f"chunk size must be at least 16 px, got {chunk_size}")
-    scene = open_scene(pred)
-    if scene.count != 1:
-        raise InputError(f"{scene.path} has {scene.count} bands; a class map has 1")
-    if scene.crs is None:
-        raise InputError(f"{scene.path} has no CRS; the prediction must be "
-                         f"georeferenced to be aligned with labels")
-    class_ids, class_names = pred_classes(scene, classes)
-    n = len(class_ids)
-    grid = _Grid(scene.crs, scene.transform, scene.height, scene.width)
+    chips = chip_paths(pred)
+    if chips is not None:  # a folder or glob of chips: one VRT mosaic
+        with prediction_mosaic(chips, os.fspath(pred)) as mosaic, \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = score(mosaic.path, labels, classes=classes, label_map=label_map,
+                           ignore_index=ignore_index, label_field=label_field,
+                           label_fill=label_fill, chunk_size=chunk_size,
+                           num_workers=num_workers, progress=progress)
+        for w in caught:  # said of the mosaic, not of its temporary VRT
+            warnings.warn(str(w.message).replace(mosaic.path, mosaic.description),
+                          w.category, stacklevel=2)
+        return replace(report, pred=mosaic.description, notes=tuple(
+            n.replace(mosaic.path, mosaic.description) for n in report.notes))
+    scene = _open_pred(pred)
     kind = _labels_kind(labels)
-    if kind == "tiles":
-        paths = _tile_paths(Path(labels))
-        source = _raster_source(paths, grid, class_ids, ignore_index,
-                                f"label tiles in {labels}", tiles=True)
-    elif kind == "raster":
-        source = _raster_source([os.fspath(labels)], grid, class_ids, ignore_index,
-                                os.fspath(labels), tiles=False)
-    else:
-        source = _vector_source(labels, grid, class_ids=class_ids,
-                                class_names=class_names, ignore_index=ignore_index,
+    grid = _Grid(scene.crs, scene.transform, scene.height, scene.width)
+    paths = (_tile_paths(Path(labels)) if kind == "tiles"
+             else [os.fspath(labels)] if kind == "raster" else [])
+    label_info = _label_classes(paths[0]) if paths else None
+    pred_values = None
+    if not classes and ClassMapInfo.from_tags(scene) is None:
+        pred_values = _untagged_values(scene, paths if kind == "raster" else [],
+                                       chunk_size, num_workers)
+    sc = score_classes(scene, classes=classes, label_map=label_map,
+                       label_info=label_info, pred_values=pred_values)
+    model_ids = sc.ids[:sc.n_model]
+    if kind == "vector":
+        if scene.crs is None:
+            raise InputError(f"{scene.path} has no CRS; the prediction must be "
+                             f"georeferenced to be aligned with vector labels")
+        source = _vector_source(labels, grid, classes=sc, ignore_index=ignore_index,
                                 label_field=label_field, label_fill=label_fill)
-    for note in source.notes:
+    else:
+        description = f"label tiles in {labels}" if kind == "tiles" else paths[0]
+        source = _raster_source(paths, grid, model_ids, ignore_index, description,
+                                tiles=kind == "tiles", classes=sc)
+    notes = [*sc.notes, *source.notes]
+    if scene.crs is None:
+        notes.append(f"{scene.path} and its labels have no georeferencing: scored pixel "
+                     f"by pixel ({scene.width}x{scene.height} px)")
+    for note in notes:
         warnings.warn(note, GeosegWarning, stacklevel=2)
     row0, row1, col0, col1 = source.window
     chunks = (_chunks(row0, row1, chunk_size), _chunks(col0, col1, chunk_size))
@@ -200,20 +201,22 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
                        meta=np.empty((0, 0), dtype=source.dtype))
     pred_raw = map_blocks(pred_block, chunks=chunks, dtype=np.dtype(scene.dtype),
                           meta=np.empty((0, 0), dtype=scene.dtype))
-    pred_values, n_pred, pred_lut = _space(pred_raw, class_ids, nodata=scene.nodata)
+    pred_codes, n_pred, pred_lut = _space(pred_raw, model_ids, nodata=scene.nodata)
+    pred_lut = sc.pred_code_lut(sc.n_model + 3)[pred_lut]
     progress = progress or NullProgress()
     try:
         # Each block is read once: GDAL's block cache (5% of RAM by default) would only
         # make memory grow with the scene, so keep it small.
         with rasterio.Env(GDAL_CACHEMAX=64):
-            hist = _reduce(truth, pred_values, source.n_values, n_pred,
+            hist = _reduce(truth, pred_codes, source.n_values, n_pred,
                            num_workers=num_workers, progress=progress)
     finally:
         source.close()
         pred_handles.close()
+    n = len(sc.ids)
     counts = ConfusionCounts.from_histogram(
         collapse_histogram(hist, source.lut, pred_lut, n))
-    _check_unknown(counts, class_ids, labels=source.description, pred=scene.path,
+    _check_unknown(counts, sc.ids, labels=source.description, pred=scene.path,
                    label_values=source.values_seen | _unknown_values(
                        hist, source.lut, n, axis=1),
                    pred_values=_unknown_values(hist, pred_lut, n, axis=0))
@@ -222,9 +225,74 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
             f"no pixel to score: of {counts.total:,} overlapping pixels, "
             f"{counts.nodata_labels:,} have no label, {counts.ignored:,} are ignored "
             f"and {counts.nodata_pred:,} have no prediction")
-    return ScoreReport.from_counts(counts, class_ids, class_names,
-                                   ignore_index=ignore_index, pred=scene.path,
-                                   labels=source.description, notes=source.notes)
+    ids, names = sc.ids, sc.names
+    if not sc.named:
+        counts, ids, names = trim_absent(counts, sc)
+    return ScoreReport.from_counts(counts, ids, names, ignore_index=ignore_index,
+                                   pred=scene.path, labels=source.description,
+                                   notes=notes)
+
+
+def _open_pred(pred: str | os.PathLike[str]) -> Scene:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeosegWarning)  # no georeferencing: said later
+        scene = open_scene(pred)
+    if scene.count != 1:
+        raise InputError(f"{scene.path} has {scene.count} bands; a class map has 1")
+    return scene
+
+
+def _label_classes(path: str) -> ClassMapInfo | None:
+    """Class names a label raster's tags give (None without, or for a non-raster)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with rasterio.open(path) as src:
+                return ClassMapInfo.from_tags(src, strict=True)
+        except RasterioIOError:
+            return None  # reported by the label reader, with its own message
+
+
+def _untagged_values(scene: Scene, label_paths: Sequence[str], chunk_size: int,
+                     num_workers: int | None) -> list[int] | None:
+    """Values present in a map without class tags and in its label raster.
+
+    None when both are uint8: every id 0..254 is then scored in one pass (and the
+    classes absent from both are dropped from the report).
+    """
+    labels = [open_scene(p) for p in label_paths]
+    if scene.dtype == "uint8" and all(lb.dtype == "uint8" for lb in labels):
+        return None
+    values: set[int] = set()
+    for s in (scene, *labels):
+        values |= _values_present(s, chunk_size, num_workers)
+    return sorted(values)
+
+
+def _values_present(scene: Scene, chunk_size: int, num_workers: int | None
+                    ) -> set[int]:
+    """Integer values present in a raster's band 1, nodata excepted (one read)."""
+    handles = _Handles()
+
+    def block(block_info: dict[Any, Any] | None = None) -> npt.NDArray[Any]:
+        (r0, r1), (c0, c1) = block_info[None]["array-location"]  # type: ignore[index]
+        src = handles.get(scene.path, lambda: [rasterio.open(scene.path)])
+        data = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+        return np.unique(data).astype(np.int64)
+
+    chunks = (_chunks(0, scene.height, chunk_size), _chunks(0, scene.width, chunk_size))
+    map_blocks: Callable[..., da.Array] = da.map_blocks
+    arr = map_blocks(block, chunks=chunks, dtype=np.int64,
+                     meta=np.empty((0, 0), dtype=np.int64))
+    try:
+        parts = dask.compute(  # type: ignore[attr-defined,no-untyped-call]
+            *arr.to_delayed().ravel().tolist(),  # type: ignore[no-untyped-call]
+            scheduler="threads", num_workers=num_workers)
+    finally:
+        handles.close()
+    values = np.unique(np.concatenate([np.ravel(p) for p in parts]))
+    nodata = scene.nodata
+    return {int(v) for v in values if nodata is None or v != nodata}
 
 
 def _chunks(start: int, stop: int, size: int) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ import numpy as np
 from geoseg._atomic import check_distinct, check_output, destination_locks
 from geoseg.errors import InputError
 from geoseg.models.spec import ModelSpec
+from geoseg.models.value_range import image_range
 from geoseg.progress import NullProgress, Progress
 from geoseg.training.data import IGNORE, ChipDataset, ClassTable, LabeledImage, Pair
 from geoseg.training.evaluate import _autocast
@@ -219,6 +220,9 @@ def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage
     # --init takes the architecture from the bundle: record that, not the CLI defaults
     config = dataclasses.replace(config, architecture=spec.architecture,
                                  backbone=spec.backbone, arch_params=dict(spec.arch_params))
+    spec = spec.with_(input_dtype=train_images[0].image.dtype.name,  # for predict's check
+                      input_range=image_range([im.image for im in train_images],
+                                              [im.valid for im in train_images]))
     device, precision = _device_and_amp(config)
     model.to(device)
     if config.channels_last:

@@ -9,7 +9,8 @@ depends on the window size rather than the map size. Nodata pixels are never a p
 
 After the merge, optional steps run in metres (a geographic CRS such as EPSG:4326 is
 projected to its local UTM zone for them, and back): hole filling, a minimum area,
-squaring of building outlines, and simplification. When more than one class is
+squaring of building outlines, and simplification (on a lon/lat map it runs in lon/lat
+with a tolerance in metres, so no outline is bent into an invalid one). When more than one class is
 vectorized the polygons form a land-cover *coverage*, and simplification uses
 ``shapely.coverage_simplify`` so neighbours stay gap- and overlap-free.
 """
@@ -19,8 +20,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +33,9 @@ import shapely
 
 from geoseg._atomic import check_distinct, check_output, destination_locks
 from geoseg.classmap import (
+    ClassMapInfo,
     ClassTable,
+    band_class_map,
     class_table,
     open_class_map,
     road_classes,
@@ -40,7 +45,7 @@ from geoseg.errors import InputError
 from geoseg.io import NODATA_CLASS, Scene, open_scene
 from geoseg.progress import NullProgress, Progress
 from geoseg.vector.chunks import _concat
-from geoseg.vector.postprocess import pixel_to_crs, postprocess
+from geoseg.vector.postprocess import metric_frame, pixel_to_crs, postprocess
 from geoseg.vector.regularize import regularize_polygon
 from geoseg.vector.write import VECTOR_FORMATS, vector_driver, write_vectors
 
@@ -96,6 +101,8 @@ def vectorize(
     regularize: bool = False,
     centerlines: bool | Sequence[str | int] = False,
     probabilities: str | os.PathLike[str] | None = None,
+    threshold: float | None = None,
+    band: int | None = None,
     chunk_size: int = 2048,
     workers: int | None = None,
     progress: Progress | None = None,
@@ -137,6 +144,12 @@ def vectorize(
     probabilities : path, optional
         Probability raster from ``geoseg predict --probabilities`` (one uint8 band per
         class, ``p = value / 254``, 255 nodata); adds ``mean_confidence``.
+    threshold : float, optional
+        Read ``class_map`` as a probability or logit raster (any dtype): class 1 where
+        band ``band`` is at least ``threshold`` (after its scale/offset), else class 0
+        ``background``; see :func:`geoseg.classmap.band_class_map`.
+    band : int, optional
+        1-based band to read (default 1); without ``threshold`` it must hold class ids.
     chunk_size : int
         Chunk side in pixels; peak memory grows with its square, not with the map.
     workers : int, optional
@@ -163,11 +176,6 @@ def vectorize(
     UnknownNameError
         A class that the map does not name.
     """
-    import geopandas as gpd
-    from dask.delayed import delayed
-
-    from geoseg.vector.polygonize import merge_pieces, polygonize_chunk
-
     progress = progress or NullProgress()
     if connectivity not in (4, 8):
         raise InputError(f"connectivity must be 4 or 8, got {connectivity}")
@@ -178,6 +186,45 @@ def vectorize(
     ):
         if not math.isfinite(value) or value < 0:
             raise InputError(f"{name} must be a non-negative number of metres, got {value}")
+    if threshold is not None and not math.isfinite(threshold):
+        raise InputError(f"threshold must be a finite number, got {threshold}")
+    with ExitStack() as stack:
+        if threshold is not None or band is not None:
+            # The band as a class map on disk (streamed, bounded memory), so chunk
+            # tasks in other processes read it like any map; removed on return.
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="geoseg-band-"))
+            class_map = band_class_map(class_map, Path(tmp) / "classes.tif",
+                                       band=band, threshold=threshold)
+        return _vectorize(class_map, classes=classes, all_classes=all_classes,
+                          class_names=class_names, simplify=simplify,
+                          min_area=min_area, fill_holes=fill_holes,
+                          connectivity=connectivity, regularize=regularize,
+                          centerlines=centerlines, probabilities=probabilities,
+                          chunk_size=chunk_size, workers=workers, progress=progress)
+
+
+def _vectorize(
+    class_map: str | os.PathLike[str],
+    *,
+    classes: Sequence[str | int] | None,
+    all_classes: bool,
+    class_names: Sequence[str] | None,
+    simplify: float,
+    min_area: float,
+    fill_holes: float,
+    connectivity: int,
+    regularize: bool,
+    centerlines: bool | Sequence[str | int],
+    probabilities: str | os.PathLike[str] | None,
+    chunk_size: int,
+    workers: int | None,
+    progress: Progress,
+) -> gpd.GeoDataFrame:
+    import geopandas as gpd
+    from dask.delayed import delayed
+
+    from geoseg.vector.polygonize import merge_pieces, polygonize_chunk
+
     scene = open_class_map(class_map)
     table = class_table(scene, class_names)
     nodata = None if scene.nodata is None else int(scene.nodata)
@@ -249,12 +296,58 @@ def vectorize(
                 workers=workers,
                 progress=progress,
             )
+            if min_area > 0 and len(lines):
+                lines = _drop_small_road_lines(
+                    lines, scene, roads, min_area, connectivity, chunk_size, workers, progress
+                )
             frame = gpd.GeoDataFrame(_concat([frame, lines]), geometry="geometry", crs=scene.crs)
     finally:
         progress.close()
     return frame
 
 
+
+
+def _drop_small_road_lines(
+    lines: gpd.GeoDataFrame,
+    scene: Scene,
+    roads: Sequence[int],
+    min_area: float,
+    connectivity: int,
+    chunk_size: int,
+    workers: int | None,
+    progress: Progress,
+) -> gpd.GeoDataFrame:
+    """Drop centre lines of road regions smaller than ``min_area`` square metres.
+
+    The road regions are polygonized as for :func:`vectorize`; a line belongs to the
+    region holding its first vertex (a pixel centre, kept by simplification).
+    """
+    import geopandas as gpd
+    from dask.delayed import delayed
+
+    from geoseg.vector.polygonize import merge_pieces, polygonize_chunk
+
+    lut = np.zeros(256 if scene.dtype == "uint8" else 65536, bool)
+    lut[list(roads)] = True
+    specs, grid = _chunks(scene, chunk_size)
+    tasks = [
+        delayed(polygonize_chunk, pure=False)(
+            s, lut, connectivity, None, None, dask_key_name=f"road-area-{s.row}-{s.col}"
+        )
+        for s in specs
+    ]
+    merged = merge_pieces(_run_tasks(tasks, workers, progress, "road areas"), grid, connectivity)
+    regions = gpd.GeoSeries(pixel_to_crs(merged.geoms, scene), crs=scene.crs)
+    metric = metric_frame(regions)
+    small = regions.values[metric.series.area.to_numpy() * metric.factor**2 < min_area]
+    if not len(small):
+        return lines
+    starts = shapely.get_point(lines.geometry.values, 0)
+    inside, _ = shapely.STRtree(np.asarray(small)).query(starts, predicate="within")
+    keep = np.ones(len(lines), bool)
+    keep[inside] = False
+    return lines[keep].reset_index(drop=True)
 
 
 def _probability_bands(
@@ -277,12 +370,10 @@ def _probability_bands(
 
     with rasterio.open(prob.path) as src:
         count = src.count  # all bands: open_scene hides a 4th band GDAL calls alpha
-    tag_ids = prob.tags.get("class_ids") or scene.tags.get("class_ids", "")
-    ids = (
-        [int(i) for i in tag_ids.split(",")]
-        if tag_ids
-        else sorted(table.names) or list(range(count))
+    info = ClassMapInfo.from_tags(prob, strict=True) or ClassMapInfo.from_tags(
+        scene, strict=True
     )
+    ids = list(info.ids) if info else sorted(table.names) or list(range(count))
     if len(ids) != count:
         raise InputError(
             f"probability raster {prob.path} has {count} bands for "

@@ -1,7 +1,8 @@
 """Geometry steps after the seam merge, in metres.
 
-Hole filling, minimum area, squaring, simplification and ``area_m2``; a geographic CRS
-is projected to its local UTM zone for them and back.
+Hole filling, minimum area, squaring and ``area_m2``; a geographic CRS is projected to
+its local UTM zone for them and back. Simplification of a lon/lat map runs in lon/lat
+(see :func:`_simplify_geographic`), so outlines stay valid and a coverage gap-free.
 """
 
 from __future__ import annotations
@@ -122,14 +123,9 @@ def postprocess(
         changed = changed or len(todo) > 0
     else:
         todo = np.empty(0, np.int64)
-    if simplify > 0 and len(geoms):
-        rest = np.setdiff1d(np.arange(len(geoms)), todo)
-        if coverage:
-            geoms[rest] = shapely.coverage_simplify(geoms[rest], simplify / f)
-        else:
-            geoms[rest] = shapely.simplify(
-                geoms[rest], simplify / f, preserve_topology=True
-            )
+    rest = np.setdiff1d(np.arange(len(geoms)), todo)
+    if simplify > 0 and len(geoms) and not metric.geographic:
+        geoms[rest] = _simplify(geoms[rest], simplify / f, coverage=coverage)
         changed = True
     frame["area_m2"] = shapely.area(geoms) * f**2
     import geopandas as gpd
@@ -137,9 +133,57 @@ def postprocess(
     if changed:
         series = gpd.GeoSeries(geoms, crs=metric.series.crs)
         frame = frame.set_geometry(Metric(series, f, metric.geographic).back(scene.crs))
+    if simplify > 0 and len(geoms) and metric.geographic:
+        out = np.asarray(frame.geometry.values, dtype=object)
+        out[rest] = _simplify_geographic(out[rest], simplify, coverage=coverage)
+        frame = frame.set_geometry(gpd.GeoSeries(out, crs=scene.crs))
+        frame["area_m2"] = metric_frame(frame.geometry).series.area.to_numpy()
     cols = ["class_id", "class_name", "area_m2"]
     cols += [c for c in frame.columns if c not in (*cols, "geometry")] + ["geometry"]
     return frame[cols]
+
+
+def _simplify(geoms: npt.NDArray[np.object_], tolerance: float, *, coverage: bool
+              ) -> npt.NDArray[np.object_]:
+    """Simplify outlines (a coverage together, gap- and overlap-free); always valid."""
+    if coverage:
+        out = np.asarray(shapely.coverage_simplify(geoms, tolerance), dtype=object)
+    else:
+        out = np.asarray(shapely.simplify(geoms, tolerance, preserve_topology=True),
+                         dtype=object)
+    return _repair(out)
+
+
+def _simplify_geographic(geoms: npt.NDArray[np.object_], simplify_m: float, *,
+                         coverage: bool) -> npt.NDArray[np.object_]:
+    """Simplify lon/lat outlines in their own coordinates, at most ``simplify_m`` off.
+
+    Simplifying in UTM and projecting back bends every straight edge (the projection
+    is not affine), and even an affine scaling there and back rounds coordinates: a
+    vertex that lay on a neighbouring edge ends up across it, and real maps got
+    self-intersecting rings. So the outlines are simplified where they are written,
+    with the tolerance of a degree of latitude (the longest): north-south it is the
+    tolerance asked for, east-west ``cos(latitude)`` times stricter; never more.
+    """
+    degree_m = math.pi * 6378137.0 / 180.0  # metres per degree of latitude (sphere)
+    return _simplify(geoms, simplify_m / degree_m, coverage=coverage)
+
+
+def _repair(geoms: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+    """Make invalid polygons valid (their polygonal part), one by one.
+
+    ``make_valid`` keeps every vertex and only splits where rings cross, so neighbours
+    in a coverage keep their shared edges: no gap and no overlap appear.
+    """
+    bad = np.flatnonzero(~shapely.is_valid(geoms))
+    for i in bad:
+        fixed = shapely.make_valid(geoms[i])
+        if shapely.get_type_id(fixed) == 7:  # GeometryCollection: keep the polygons
+            parts = [g for g in shapely.get_parts(fixed)
+                     if shapely.get_type_id(g) in (3, 6)]
+            fixed = shapely.union_all(parts) if parts else shapely.Polygon()
+        geoms[i] = fixed
+    return geoms
 
 
 def _pixel_metres(scene: Scene, metric: Metric) -> float:

@@ -54,12 +54,8 @@ def _targets(path: Path, gdf: gpd.GeoDataFrame) -> list[tuple[Path, str | None, 
     )
     if not len(lines):
         return [(path, path.stem if vector_driver(path) == "GPKG" else None, polys)]
-    if (
-        not len(polys)
-        and "feature" in gdf.columns
-        and not (gdf["feature"] == "polygon").any()
-    ):
-        return [(path, path.stem if vector_driver(path) == "GPKG" else None, lines)]
+    # Lines always go to <name>_centerlines, even when no polygon remains (then the
+    # polygon layer is written empty), so a layer's name never depends on the data.
     if vector_driver(path) == "GPKG":
         return [(path, path.stem, polys), (path, f"{path.stem}_centerlines", lines)]
     return [
@@ -132,10 +128,12 @@ def write_vectors(
                         "pyarrow, or choose .gpkg/.fgb"
                     ) from None
                 continue
-            kw: dict[str, Any] = {"driver": driver, "layer": layer}
+            # GeoJSON/FlatGeobuf store a layer name: the file's, not the temporary's.
+            name = file.stem if driver in ("GeoJSON", "FlatGeobuf") else layer
+            kw: dict[str, Any] = {"driver": driver, "layer": name}
             if driver in ("ESRI Shapefile", "FlatGeobuf"):
                 kw["promote_to_multi"] = True
-            if layer is not None and tmp.exists():
+            if name is not None and tmp.exists():
                 kw["append"] = False
             try:
                 pyogrio.write_dataframe(frame, tmp, **kw)

@@ -102,8 +102,25 @@ def test_no_overlap_is_one_line(runner, tmp_path, pair):
 def test_mismatched_classes_is_one_line(runner, pair):
     p, t, *_ = pair
     line = one_line_error(runner.invoke(cli, ["score", str(p), "--labels", str(t),
-                                              "--classes", "a,b,c"]))
-    assert "class counts must match" in line
+                                              "--label-map", "0=7"]))
+    assert "class id 7 is not a class of the prediction" in line
+    line = one_line_error(runner.invoke(cli, ["score", str(p), "--labels", str(t),
+                                              "--label-map", "0"]))
+    assert "is not VALUE=CLASS" in line
+
+
+def test_label_map_option(runner, pair, tmp_path):
+    p, t, *_ = pair
+    r = runner.invoke(cli, ["score", str(p), "--labels", str(t), "-q", "-o",
+                            str(tmp_path / "r.json")])
+    plain = json.loads((tmp_path / "r.json").read_text())
+    r = runner.invoke(cli, ["score", str(p), "--labels", str(t), "-q", "--overwrite",
+                            "-o", str(tmp_path / "r.json"), "--label-map",
+                            "0=1,1=0"])
+    assert r.exit_code == 0, r.output
+    swapped = json.loads((tmp_path / "r.json").read_text())
+    m, n = plain["confusion_matrix"]["counts"], swapped["confusion_matrix"]["counts"]
+    assert n[0] == m[1] and n[1] == m[0] and n[2:] == m[2:]
 
 
 def test_vector_errors_are_one_line(runner, tmp_path, pair):

@@ -224,11 +224,20 @@ def test_label_values_beyond_prediction_classes(tmp_path, pred_path, maps):
 
 def test_mismatched_class_counts(tmp_path, pred_path, maps):
     labels = make_geotiff(tmp_path / "l.tif", maps[1], nodata=None, res=RES)
-    with pytest.raises(InputError, match=r"--classes gives 3 classes .* has 4"):
+    # --classes with another count replaces the tags (ids 0..2): the 3s are then no
+    # class, and each message gives advice that the call can follow.
+    with pytest.warns(GeosegWarning, match="replace the 4 classes"), \
+            pytest.raises(InputError, match=r"values such as 3 .*pass --label-map"):
         score(pred_path, labels, classes=["a", "b", "c"])
+    with pytest.warns(GeosegWarning, match="replace the 4 classes"), \
+            pytest.raises(InputError, match=r"pred.tif has .* values such as 3 .*"
+                                            r"pass --classes to name every class"):
+        score(pred_path, labels, classes=["a", "b", "c"], label_map="3=a")
+    assert score(pred_path, labels, classes=["a", "b", "c", "d"]).class_names == (
+        "a", "b", "c", "d")
     with rasterio.open(labels, "r+") as dst:
         dst.update_tags(class_names="a,b,c,d,e")
-    with pytest.raises(InputError, match=r"5 classes .* prediction has 4"):
+    with pytest.raises(InputError, match=r"names classes a,b,c,d,e, none of which"):
         score(pred_path, labels)
 
 
@@ -249,17 +258,102 @@ def test_vector_errors(tmp_path, pred_path, maps):
     with pytest.raises(InputError, match="class value 9"):
         score(pred_path, gdf, label_field="cls")
     named = gdf.assign(cls="lava")
-    with pytest.raises(UnknownNameError, match="unknown class name 'lava'"):
+    with pytest.raises(UnknownNameError, match=r"none of the classes .* \(lava\)"):
         score(pred_path, named, label_field="cls")
 
 
-def test_prediction_without_classes_needs_them(tmp_path, maps):
+def test_prediction_without_class_names_is_named_by_ids(tmp_path, maps, reference):
+    # Item 9: two plain class-id rasters score; names are the ids, said in the notes.
     bare = make_geotiff(tmp_path / "bare.tif", maps[2], nodata=255, res=RES)
     labels = make_geotiff(tmp_path / "l.tif", maps[1], nodata=None, res=RES)
-    with pytest.raises(InputError, match="no class_names tag"):
-        score(bare, labels)
+    with pytest.warns(GeosegWarning, match="no class names: classes are named by"):
+        report = score(bare, labels)
+    assert report.class_names == ("0", "1", "2", "3")
+    np.testing.assert_array_equal(report.matrix, reference.matrix)
+    assert any("named by their ids" in n for n in report.notes)
     report = score(bare, labels, classes=list(NAMES))
     assert report.class_names == NAMES
+
+
+def test_untagged_uint16_maps_and_label_only_class(tmp_path, maps):
+    # Not uint8: the classes present are found first; a class only in the labels
+    # is reported with IoU 0 (not dropped, not an error).
+    truth = maps[1].astype(np.uint16)
+    truth[10:16, 10:16] = 300
+    pred = maps[2].astype(np.uint16)
+    pred[pred == 255] = 65535
+    bare = make_geotiff(tmp_path / "bare.tif", pred, nodata=65535, res=RES)
+    labels = make_geotiff(tmp_path / "l.tif", truth, nodata=None, res=RES)
+    with pytest.warns(GeosegWarning, match="named by their ids"):
+        report = score(bare, labels, chunk_size=32)
+    assert report.class_ids == (0, 1, 2, 3, 300)
+    assert report.iou[-1] == 0.0
+    assert report.to_dict()["classes"][-1]["label_pixels"] == 36
+
+
+def test_named_label_class_absent_from_model_has_iou_zero(tmp_path, pred_path, maps):
+    truth = maps[1].copy()
+    truth[10:20, 10:20] = 9  # "glacier", which the model does not know
+    labels = make_geotiff(tmp_path / "l.tif", truth, nodata=None, res=RES)
+    with rasterio.open(labels, "r+") as dst:
+        dst.update_tags(class_names="water,forest,urban,crop,glacier",
+                        class_ids="0,1,2,3,9")
+    with pytest.warns(GeosegWarning, match="'glacier' is not a class"):
+        report = score(pred_path, labels)
+    assert report.class_names == (*NAMES, "glacier")
+    k = report.class_names.index("glacier")
+    assert report.iou[k] == 0.0 and report.to_dict()["classes"][k]["label_pixels"] == 100
+    assert report.matrix.sum() == score_arrays(
+        maps[1], maps[2], IDS).matrix.sum()  # every labelled pixel is scored
+    # Names are matched, not ids: labels whose ids are in another order still agree.
+    order = np.array([3, 2, 1, 0], np.uint8)[maps[1]]
+    swapped = make_geotiff(tmp_path / "s.tif", order, nodata=None, res=RES)
+    with rasterio.open(swapped, "r+") as dst:
+        dst.update_tags(class_names="crop,urban,forest,water", class_ids="0,1,2,3")
+    same(score(pred_path, swapped), score_arrays(maps[1], maps[2], IDS, NAMES))
+
+
+def test_label_map(tmp_path, maps):
+    # Item 7: a 0/1 building mask against a map whose class 0 is "building".
+    pred = np.where(maps[2] == 1, 0, 1).astype(np.uint8)  # 0 building, 1 background
+    pred_path = write_pred(tmp_path / "p.tif", pred, names=("building", "background"))
+    mask = (maps[1] == 1).astype(np.uint8)  # 1 = building, 0 = land
+    labels = make_geotiff(tmp_path / "m.tif", mask, nodata=None, res=RES)
+    plain = score(pred_path, labels)  # ids fit: read as ids (the documented default)
+    mapped = score(pred_path, labels, label_map="0=background,1=building")
+    by_id = score(pred_path, labels, label_map={0: 1, 1: 0})
+    same(mapped, by_id)
+    assert mapped.miou > 0.7 > plain.miou
+    expect = score_arrays(1 - mask, pred, (0, 1))
+    np.testing.assert_array_equal(mapped.matrix, expect.matrix)
+    # Ids that do not fit a named prediction: one line, never a guess.
+    three = make_geotiff(tmp_path / "t.tif", maps[1], nodata=None, res=RES)
+    with pytest.raises(InputError, match=r"values such as 2, 3 .*--label-map"):
+        score(pred_path, three)
+    with pytest.raises(InputError, match="is not VALUE=CLASS"):
+        score(pred_path, labels, label_map="0:background")
+    with pytest.raises(InputError, match="class id 7 is not a class"):
+        score(pred_path, labels, label_map="0=7")
+    # Vector labels go through the same map (values or names).
+    transform = rasterio.Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1])
+    gdf = _polygons(mask, transform, "EPSG:32633")
+    vec = score(pred_path, gdf, label_field="cls", label_map="0=background,1=building")
+    np.testing.assert_array_equal(vec.matrix, expect.matrix)
+
+
+def test_rasters_without_georeferencing_score_pixel_by_pixel(tmp_path, maps, reference):
+    # Item 16: the quick-start case (a JPEG input has no CRS).
+    pred = write_pred(tmp_path / "p.tif", maps[2], crs=None)
+    labels = make_geotiff(tmp_path / "l.tif", maps[1], nodata=None, crs=None)
+    with pytest.warns(GeosegWarning, match="no georeferencing: scored pixel by pixel"):
+        report = score(pred, labels)
+    same(report, reference)
+    small = make_geotiff(tmp_path / "s.tif", maps[1][:50], nodata=None, crs=None)
+    with pytest.raises(InputError, match="sizes differ"):
+        score(pred, small)
+    georef = make_geotiff(tmp_path / "g.tif", maps[1], nodata=None, res=RES)
+    with pytest.raises(InputError, match="prediction has no CRS but"):
+        score(pred, georef)
 
 
 def test_labels_without_crs(tmp_path, pred_path, maps):

@@ -219,6 +219,8 @@ def test_training_learns_and_bundle_roundtrips_through_predict(tmp_path):
     assert set(prov["val_iou"]) == {"a", "b", "c"} and prov["epochs"] == result.best_epoch
     assert prov["data"]["train_images"] == 3 and prov["data"]["val_images"] == 3
     assert bundle.spec.bands == ("r", "g", "b")
+    assert bundle.spec.input_dtype == "uint8"  # what predict checks scenes against
+    assert all(0 <= lo < hi <= 255 for lo, hi in bundle.spec.input_range)
     assert not any(p.exists() for p in checkpoint_paths(out))  # finished: no checkpoint
     lines = result.metrics_csv.read_text().splitlines()
     assert lines[0].startswith("epoch,step,train_loss,val_loss,val_miou,iou_a")

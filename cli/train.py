@@ -97,8 +97,8 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--no-augment", is_flag=True, help="No flips/rotations/jitter.")
 @click.option("--half", is_flag=True, help="Store fp16 weights (half the file size).")
 @click.option("--gsd", type=click.FloatRange(0, min_open=True), metavar="METRES",
-              help="Ground sample distance of the training imagery, recorded in the bundle "
-                   "(predict --resample uses it).")
+              help="Ground sample distance of the training imagery in metres, recorded "
+                   "in the bundle.")
 @options.device_opt
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               default="auto", show_default=True,

@@ -47,7 +47,9 @@ def image_range(images: Sequence[npt.NDArray[Any]],
     for im, valid in zip(images, valids, strict=True):
         data = im.reshape(n_bands, -1)[:, ::step].astype(np.float64)
         if valid is not None:
-            data = data[:, valid.reshape(-1)[::step]]
+            # validity per band (bands, H, W) or per pixel (H, W): invalid values -> NaN
+            keep = valid.reshape(valid.shape[0] if valid.ndim == 3 else 1, -1)[:, ::step]
+            data = np.where(keep, data, np.nan)
         parts.append(data)
     values = np.concatenate(parts, axis=1)
     out = []

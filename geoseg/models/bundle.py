@@ -30,13 +30,18 @@ FORMAT_KEY = "geoseg.format"
 
 @dataclass(frozen=True)
 class Bundle:
-    """A loaded model: the network (eval mode, on CPU) and its spec."""
+    """A loaded model: the network (eval mode, on CPU) and its spec.
 
-    model: nn.Module
+    A bundle imported from an ONNX file has no torch network (``model`` is None) and
+    carries the ONNX bytes in ``onnx`` instead; it runs with the ONNX engines.
+    """
+
+    model: nn.Module | None
     spec: ModelSpec
     name: str
     sha256: str
     path: Path | None = None
+    onnx: bytes | None = None
 
 
 def file_sha256(path: Path) -> str:

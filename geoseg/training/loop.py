@@ -24,9 +24,9 @@ import numpy as np
 from geoseg._atomic import check_output
 from geoseg.errors import InputError
 from geoseg.models.spec import ModelSpec
+from geoseg.prediction.inference import autocast
 from geoseg.progress import NullProgress, Progress
 from geoseg.training.data import IGNORE, ChipDataset, ClassTable, LabeledImage, Pair
-from geoseg.training.evaluate import _autocast
 from geoseg.training.losses import auto_class_weights, make_loss
 
 if TYPE_CHECKING:
@@ -92,6 +92,9 @@ def _build(config: TrainConfig, spec: ModelSpec, weights: str | None,
         from geoseg.models.bundle import load_bundle
 
         base = load_bundle(init)
+        if base.model is None:
+            raise InputError(f"--init {init} holds an imported ONNX model; fine-tuning needs "
+                             "a torch bundle")
         if base.spec.n_bands != spec.n_bands:
             raise InputError(f"--init {init} expects {base.spec.n_bands} bands; the training "
                              f"images have {spec.n_bands}")
@@ -256,7 +259,7 @@ def fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage]
                 x, y = xb.to(device), yb.to(device)
                 if config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(device, precision):
+                with autocast(device, precision):
                     logits = model(x)
                 loss = loss_fn(logits, y)
                 optimizer.zero_grad(set_to_none=True)

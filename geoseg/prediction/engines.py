@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import io
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -106,7 +107,6 @@ def _tmp_name(path: Path) -> Path:
 
 def _export_torch(bundle: Bundle, tile: int) -> bytes:
     """Export the bundle's torch network to ONNX bytes, dynamic batch, fixed tile."""
-    import io
     import tempfile
     import warnings
 
@@ -381,12 +381,13 @@ def _quantize_openvino(head: Path, key: str, calibration: Tiles, fixed: int | No
         import nncf
         import openvino as ov
 
-        nncf.set_log_level(logging.ERROR)  # no progress bars on stderr
+        nncf.set_log_level(logging.ERROR)
         tiles = calibration()
         model = ov.Core().read_model(str(head))
         data = nncf.Dataset(_batches(tiles, fixed))
-        quantized = nncf.quantize(model, data, subset_size=len(tiles),
-                                  fast_bias_correction=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # nncf draws progress bars
+            quantized = nncf.quantize(model, data, subset_size=len(tiles),
+                                      fast_bias_correction=True)
         tmp = _tmp_name(out)
         try:
             ov.save_model(quantized, str(tmp), compress_to_fp16=False)

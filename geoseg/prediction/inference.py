@@ -95,9 +95,6 @@ def select_precision(precision: str, device: torch.device) -> Literal["fp32", "b
     """Resolve ``auto`` to the fastest precision that is accurate on ``device``."""
     import torch
 
-    if precision == "int8":
-        raise InputError("int8 runs with --engine openvino or onnxruntime, not torch "
-                         "(pip install 'geoseg[openvino]')")
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise InputError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
     if precision != "auto":
@@ -181,6 +178,9 @@ def resolve_engine(engine: str, precision: str, device: torch.device, *, run_mpx
                              "--engine auto")
         require_engine(engine)
         return engine, cast("str", _onnx_precision(engine, precision, strict=True))
+    if engine in ("eager", "compile") and precision == "int8":
+        raise InputError("int8 runs with --engine openvino or onnxruntime, not torch "
+                         "(pip install 'geoseg[openvino]')")
     if engine == "auto" and device.type == "cpu":
         for candidate in ONNX_ENGINES:
             if engine_available(candidate):

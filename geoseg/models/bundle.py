@@ -114,6 +114,11 @@ def load_bundle(path: str | os.PathLike[str], *, name: str | None = None) -> Bun
     """
     p = Path(path)
     spec = read_spec(p)
+    from geoseg.models.onnx_bundle import ONNX_ARCHITECTURE, load_onnx_bytes
+
+    if spec.architecture == ONNX_ARCHITECTURE:
+        return Bundle(model=None, spec=spec, name=name or p.stem, sha256=file_sha256(p),
+                      path=p.absolute(), onnx=load_onnx_bytes(p))
     from geoseg.models.architectures import build_model
 
     model = build_model(spec)

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
 
 __all__ = ["EXTRAS", "OnnxRunner", "build_runner", "cache_dir", "calibration_tiles",
-           "compose_head", "engine_available", "engine_threads", "head_model", "require_engine"]
+           "compose_head", "engine_available", "engine_threads", "export_network", "head_model",
+           "require_engine"]
 
 #: Engine -> (module to import, pip extra that installs it).
 EXTRAS: dict[str, tuple[str, str]] = {"openvino": ("openvino", "openvino"),
@@ -105,7 +106,7 @@ def _tmp_name(path: Path) -> Path:
 
 # --- the head graph -------------------------------------------------------------------------
 
-def _export_torch(bundle: Bundle, tile: int) -> bytes:
+def export_network(bundle: Bundle, tile: int) -> bytes:
     """Export the bundle's torch network to ONNX bytes, dynamic batch, fixed tile."""
     import tempfile
     import warnings
@@ -228,7 +229,7 @@ def head_model(bundle: Bundle, *, tile: int, overlap: int, blend: str,
     with _locked(path):
         if path.is_file():  # another process exported it meanwhile
             return path
-        raw = bundle.onnx if bundle.onnx is not None else _export_torch(bundle, tile)
+        raw = bundle.onnx if bundle.onnx is not None else export_network(bundle, tile)
         head = compose_head(raw, mean=bundle.spec.mean, std=bundle.spec.std, window=window)
         tmp = _tmp_name(path)
         try:

@@ -68,7 +68,7 @@ def test_export_is_cached_and_reused(tiny_bundle: Path, tmp_path: Path,
     def no_export(*args: object, **kwargs: object) -> bytes:
         raise AssertionError("the second run must not export again")
 
-    monkeypatch.setattr(engines, "_export_torch", no_export)
+    monkeypatch.setattr(engines, "export_network", no_export)
     predict(scene, tmp_path / "b.tif", model=tiny_bundle, engine="onnxruntime",
             precision="fp32")
     assert exported[0].stat().st_mtime_ns == stamp

@@ -195,3 +195,50 @@ def test_predict_takes_a_config_and_keywords_override_it(tiny_bundle: Path,
     tags = _read(tmp_path / "m.tif")[1]
     assert (tags["overlap"], tags["blend"], tags["engine"]) == ("8", "flat", "eager")
     assert "eager" in r.path
+
+
+def test_predictor_cache_is_bounded_and_releases() -> None:
+    from geoseg.prediction.graph import ModelRef, PredictorCache
+
+    class Fake:
+        def __init__(self) -> None:
+            self.released = False
+
+        def release(self) -> None:
+            self.released = True
+
+    cache = PredictorCache(maxsize=2)
+    refs = [ModelRef("", "m", f"sha{i}", InferenceConfig()) for i in range(3)]
+    fakes = [Fake() for _ in refs]
+    for ref, fake in zip(refs, fakes, strict=True):
+        cache.put(ref, fake)  # type: ignore[arg-type]
+    assert len(cache) == 2 and fakes[0].released and not fakes[1].released
+    assert cache.get(refs[2]) is fakes[2]
+    cache.release(refs[1])
+    assert fakes[1].released and len(cache) == 1
+    cache.release()
+    assert fakes[2].released and len(cache) == 0
+
+
+def test_run_state_is_per_run(tiny_bundle: Path, tmp_path: Path) -> None:
+    import pickle
+
+    from geoseg.prediction.graph import RunState
+
+    state = RunState()
+    state.cancel()
+    assert state.cancelled.is_set() and not RunState().cancelled.is_set()
+    with pytest.raises(TypeError):
+        pickle.dumps(state)
+    scene = _scene(tmp_path / "s.tif", (100, 100))
+    from geoseg.progress import NullProgress
+
+    class Boom(NullProgress):
+        def start(self, total: int, desc: str = "") -> None:
+            raise RuntimeError("boom")
+
+    # a failed run (its state cancelled) does not cancel the next run in this process
+    with pytest.raises(RuntimeError, match="boom"):
+        predict(scene, tmp_path / "x.tif", model=tiny_bundle, engine="eager", progress=Boom())
+    predict(scene, tmp_path / "m.tif", model=tiny_bundle, engine="eager")
+    assert (tmp_path / "m.tif").exists()

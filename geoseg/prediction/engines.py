@@ -413,7 +413,6 @@ def _quantize_onnxruntime(head: Path, key: str, calibration: Tiles, fixed: int |
             QuantType,
             quantize_static,
         )
-        from onnxruntime.quantization.shape_inference import quant_pre_process
 
         batches = iter(_batches(calibration(), fixed))
 
@@ -425,10 +424,9 @@ def _quantize_onnxruntime(head: Path, key: str, calibration: Tiles, fixed: int |
         tmp = _tmp_name(out)
         prepared = tmp.with_name(tmp.stem + "-prep.onnx")
         try:
-            try:  # ONNX shape inference + graph fusions; symbolic inference fails on some
-                quant_pre_process(str(head), str(prepared), skip_symbolic_shape=True)
-            except Exception:  # noqa: BLE001 - pre-processing only helps; quantise as is
-                prepared.write_bytes(head.read_bytes())
+            # No quant_pre_process: its symbolic shape inference fails on deeplab and leaves
+            # temporary files in the working directory; the head is quantised as exported.
+            prepared.write_bytes(head.read_bytes())
             quantize_static(str(prepared), str(tmp), _Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8,

@@ -76,11 +76,14 @@ def make_bundle(path: Path) -> Path:
 
 def model_only(bundle: Path, args: argparse.Namespace, n_tiles: int = 24) -> dict[str, float]:
     from geoseg.models.bundle import load_bundle
+    from geoseg.prediction.config import InferenceConfig
     from geoseg.prediction.inference import Predictor
 
     t0 = time.perf_counter()
-    pred = Predictor(load_bundle(bundle), tile=512, overlap=64, batch_size=args.batch_size,
-                     precision=args.precision, engine=args.engine)
+    config = InferenceConfig(tile=512, overlap=64, batch_size=args.batch_size,
+                             precision=args.precision, engine=args.engine)
+    pred = Predictor(load_bundle(bundle), config, calibration=lambda: np.random.default_rng(
+        1).integers(0, 255, (16, 3, 512, 512)).astype(np.float32))
     setup = time.perf_counter() - t0
     tiles = np.random.default_rng(0).integers(0, 255, (n_tiles, 3, 512, 512), dtype=np.uint8)
     pred.forward_tiles(tiles[: args.batch_size])  # warm-up
@@ -142,9 +145,12 @@ with torch.inference_mode():
             minx = bounds.minx if hasattr(bounds, "minx") else bounds[0].start
             maxy = bounds.maxy if hasattr(bounds, "maxy") else bounds[1].stop
             col, row = ~T * (minx, maxy)
-            r, c = int(round(row)), int(round(col))
-            h, w = min(512, H - r), min(512, W - c)
-            acc[:, r:r + h, c:c + w] += p[k, :, :h, :w]
+            # clamp: the sampler's last tiles may start a rounding step outside the scene,
+            # and a negative start would slice from the end (the old broadcast error)
+            r, c = max(0, int(round(row))), max(0, int(round(col)))
+            h, w = min(p.shape[2], H - r), min(p.shape[3], W - c)
+            if h > 0 and w > 0:
+                acc[:, r:r + h, c:c + w] += p[k, :, :h, :w]
 classes = acc.argmax(0).astype(np.uint8)
 dt = time.perf_counter() - t0
 print(json.dumps({"seconds": dt, "mpx_s": H * W / 1e6 / dt,

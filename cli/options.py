@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from geoseg.models import DEFAULT_MODEL
+
 
 def _bands(ctx: click.Context, param: click.Parameter, value: str | None
            ) -> tuple[int, ...] | None:
@@ -53,7 +55,7 @@ progress_opt = click.option(
     help="Progress on stderr: a bar, JSON lines (for programs), or nothing.")
 bands_opt = click.option("--bands", callback=_bands, metavar="4,3,2",
                          help="1-based input bands in model order (default: all).")
-model_opt = click.option("-m", "--model", default="deeplab", show_default=True,
+model_opt = click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
                          metavar="NAME|BUNDLE",
                          help="Default model name (geoseg models) or a bundle file.")
 xyz_pattern_opt = click.option(

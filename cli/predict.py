@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 from geoseg.cli import options
@@ -40,11 +39,19 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--chunk-tiles", type=click.IntRange(1), default=4, show_default=True,
               help="Tiles per chunk side (memory grows with its square).")
 @options.device_opt
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
               default="auto", show_default=True,
-              help="auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.")
-@click.option("--engine", type=click.Choice(["auto", "eager", "compile"]), default="auto",
-              show_default=True, help="torch.compile the model (auto: large scenes only).")
+              help="auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 "
+                   "(never int8). int8: quantised with OpenVINO/ONNX Runtime, calibrated "
+                   "on the scene or --calibration.")
+@click.option("--engine", type=click.Choice(["auto", "eager", "compile", "openvino",
+                                             "onnxruntime"]),
+              default="auto", show_default=True,
+              help="auto: on CPU OpenVINO, else ONNX Runtime, else torch (each if "
+                   "installed; the ONNX export is cached); torch on GPUs.")
+@click.option("--calibration", type=click.Path(exists=True, path_type=Path),
+              help="int8: raster or directory of rasters for calibration tiles "
+                   "(default: the scene).")
 @click.option("--blend", type=click.Choice(["cosine", "flat"]), default="cosine",
               show_default=True, help="Weight window for overlapping tiles.")
 @click.option("--probabilities", type=click.Path(dir_okay=False, path_type=Path),
@@ -75,7 +82,7 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str | None
 def predict(scenes: tuple[str, ...], output: Path, model: str,
             bands: tuple[int, ...] | None, tile_size: int | None, overlap: int | None,
             batch_size: int, chunk_tiles: int, device: str, precision: str, engine: str,
-            blend: str, probabilities: Path | None, preview: Path | None,
+            calibration: Path | None, blend: str, probabilities: Path | None, preview: Path | None,
             vectorize_to: Path | None, resume: bool, num_workers: int, workers: int | None,
             scheduler: str | None, devices: tuple[str, ...], scale: float | str | None,
             xyz_pattern: str | None,
@@ -91,16 +98,16 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
     geoseg predict 'tiles/*.tif' -o maps/ --workers 2
     """
     from geoseg.prediction.batch import dask_client, expand_inputs
+    from geoseg.prediction.config import InferenceConfig
     from geoseg.progress import make_progress
 
     progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
     paths = expand_inputs(scenes)
     many = len(paths) > 1 or str(output).endswith(("/", "\\")) or output.is_dir()
-    common: dict[str, Any] = {"bands": bands, "tile_size": tile_size, "overlap": overlap,
-              "batch_size": batch_size, "chunk_tiles": chunk_tiles, "device": device,
-              "precision": precision, "engine": engine, "blend": blend,
-              "overwrite": overwrite, "resume": resume, "num_workers": num_workers,
-              "devices": devices, "scale": scale}
+    config = InferenceConfig(tile=tile_size, overlap=overlap, batch_size=batch_size,
+                             chunk_tiles=chunk_tiles, device=device, precision=precision,
+                             engine=engine, blend=blend,
+                             calibration=None if calibration is None else str(calibration))
     from geoseg.xyz import xyz_pattern as xyz_names
 
     with xyz_names(xyz_pattern), \
@@ -108,9 +115,10 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
         if not many:
             from geoseg.prediction.pipeline import predict as run
 
-            result = run(paths[0], output, model=model, probabilities=probabilities,
-                         preview=preview, vectorize=vectorize_to, client=client,
-                         progress=progress, **common)
+            result = run(paths[0], output, model=model, config=config, bands=bands,
+                         probabilities=probabilities, preview=preview, vectorize=vectorize_to,
+                         overwrite=overwrite, resume=resume, num_workers=num_workers,
+                         client=client, devices=devices, scale=scale, progress=progress)
             if not quiet and progress_kind != "json":
                 click.echo(result.summary(), err=True)
             return
@@ -119,8 +127,9 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
                                    "scene; run geoseg vectorize on the maps afterwards")
         from geoseg.prediction.batch import predict_many
 
-        batch = predict_many(paths, output, model=model, client=client, progress=progress,
-                             **common)
+        batch = predict_many(paths, output, model=model, config=config, bands=bands,
+                             overwrite=overwrite, resume=resume, num_workers=num_workers,
+                             client=client, devices=devices, scale=scale, progress=progress)
     if not quiet and progress_kind != "json":
         click.echo(batch.table(), err=True)
     if batch.failed:

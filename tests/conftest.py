@@ -29,8 +29,10 @@ def shared(*parts: str) -> Path:
 @pytest.fixture(autouse=True)
 def _offline_torch_hub(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
                        ) -> None:
-    """Nothing may download: point torch's cache at an empty folder."""
+    """Nothing may download, nothing is cached outside the session's temporary folder."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
+    # ONNX exports and int8 models go to a session cache, never the user's ~/.cache
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path_factory.getbasetemp() / "geoseg_cache"))
 
 
 def tiny_spec(n_bands: int = 3, *, tile: int = 128, overlap: int = 32, mean: float = 128.0,

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARCHITECTURES",
+    "DEFAULT_MODEL",
     "DEFAULT_MODELS",
     "FORMAT_VERSION",
     "ClassInfo",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: The model ``predict`` uses when none is named (library and CLI).
+DEFAULT_MODEL = "deeplab"
 
 #: Default models shipped with geoseg: name -> (bundle file, description).
 DEFAULT_MODELS: dict[str, tuple[str, str]] = {

@@ -30,13 +30,18 @@ FORMAT_KEY = "geoseg.format"
 
 @dataclass(frozen=True)
 class Bundle:
-    """A loaded model: the network (eval mode, on CPU) and its spec."""
+    """A loaded model: the network (eval mode, on CPU) and its spec.
 
-    model: nn.Module
+    A bundle imported from an ONNX file has no torch network (``model`` is None) and
+    carries the ONNX bytes in ``onnx`` instead; it runs with the ONNX engines.
+    """
+
+    model: nn.Module | None
     spec: ModelSpec
     name: str
     sha256: str
     path: Path | None = None
+    onnx: bytes | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -109,6 +114,11 @@ def load_bundle(path: str | os.PathLike[str], *, name: str | None = None) -> Bun
     """
     p = Path(path)
     spec = read_spec(p)
+    from geoseg.models.onnx_bundle import ONNX_ARCHITECTURE, load_onnx_bytes
+
+    if spec.architecture == ONNX_ARCHITECTURE:
+        return Bundle(model=None, spec=spec, name=name or p.stem, sha256=file_sha256(p),
+                      path=p.absolute(), onnx=load_onnx_bytes(p))
     from geoseg.models.architectures import build_model
 
     model = build_model(spec)

@@ -21,6 +21,8 @@ from typing import Any
 from geoseg._atomic import check_distinct
 from geoseg.errors import GeosegError, InputError, OutputError
 from geoseg.io import is_remote
+from geoseg.models import DEFAULT_MODEL
+from geoseg.prediction.config import InferenceConfig
 from geoseg.progress import NullProgress, Progress
 
 __all__ = ["BatchResult", "SceneOutcome", "dask_client", "expand_inputs", "predict_many"]
@@ -220,14 +222,18 @@ def _output_for(scene: str, out_dir: Path) -> Path:
 
 
 def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
-                 *, model: Any = "deeplab", client: Any = None,
-                 progress: Progress | None = None, max_concurrent: int = 4,
-                 **options: Any) -> BatchResult:
+                 *, model: Any = DEFAULT_MODEL, config: InferenceConfig | None = None,
+                 bands: Sequence[int] | None = None, overwrite: bool = False,
+                 resume: bool = False, num_workers: int = 2, client: Any = None,
+                 devices: Sequence[str] = (), scale: float | str | None = None,
+                 progress: Progress | None = None, max_concurrent: int = 4) -> BatchResult:
     """Predict class maps for many scenes into ``out_dir`` (``<scene stem>.tif``).
 
     The model is loaded once and shared. With ``client`` (dask.distributed) up to
     ``max_concurrent`` scenes are in flight at once; otherwise they run one after the other
-    (each already uses every core). ``options`` are passed to :func:`geoseg.predict`.
+    (each already uses every core). ``config``, ``bands``, ``overwrite``, ``resume``,
+    ``num_workers``, ``devices`` and ``scale`` mean what they mean for
+    :func:`geoseg.predict`.
     A scene that fails is recorded in the result and the others go on.
     """
     from geoseg.io import open_scene
@@ -237,6 +243,7 @@ def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
     from geoseg.prediction.tiling import plan_tiles
 
     progress = progress or NullProgress()
+    config = config or InferenceConfig()
     directory = Path(out_dir)
     if directory.exists() and not directory.is_dir():
         raise OutputError(f"{directory} is not a directory; with several scenes -o names a "
@@ -253,14 +260,13 @@ def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
                          "file names")
     check_distinct([("output", o) for o in outputs], [("scene", p) for p in paths])
     bundle = model if isinstance(model, Bundle) else resolve_model(model)
+    resolved = config.resolve(bundle.spec)
     total = 0
     for p in paths:  # one display for all scenes: count every scene's tiles up front
         try:
-            s = open_scene(p)
-            total += plan_tiles(s.shape, tile=options.get("tile_size") or bundle.spec.tile_size,
-                                overlap=bundle.spec.overlap if options.get("overlap") is None
-                                else options["overlap"],
-                                chunk_tiles=options.get("chunk_tiles", 4)).n_tiles
+            total += plan_tiles(open_scene(p).shape, tile=resolved.tile_px,
+                                overlap=resolved.overlap_px,
+                                chunk_tiles=resolved.chunk_tiles).n_tiles
         except GeosegError:
             continue  # reported when the scene runs
     shared = _SharedProgress(progress)
@@ -268,8 +274,9 @@ def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
     def run(i: int) -> SceneOutcome:
         t0 = time.perf_counter()
         try:
-            r = predict(paths[i], outputs[i], model=bundle, client=client, progress=shared,
-                        **options)
+            r = predict(paths[i], outputs[i], model=bundle, config=config, bands=bands,
+                        overwrite=overwrite, resume=resume, num_workers=num_workers,
+                        client=client, devices=devices, scale=scale, progress=shared)
         except (GeosegError, OSError, RuntimeError, ValueError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else \
                 type(exc).__name__

@@ -11,16 +11,18 @@ Why a hand-built overlap-add rather than ``dask.array.map_overlap``: ``map_overl
 recomputes the halo of every chunk from its neighbours' *inputs*, so each halo tile would
 run through the model twice; overlap-add shares the *outputs* instead.
 
-Tasks find their model through :func:`get_predictor`, a per-process cache keyed by a small
-:class:`ModelRef`: the graph carries a few strings, and every process (thread pool, or
-dask.distributed worker) builds the model once and keeps it.
+Tasks find their model through :func:`get_predictor`, a small per-process cache
+(:class:`PredictorCache`, least recently used evicted, :func:`release` to free) keyed by a
+:class:`ModelRef`: the graph carries a few strings and the inference config, and every
+process (thread pool, or dask.distributed worker) builds the model once and keeps it.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from geoseg.io import NODATA_CLASS, fill_nodata, read_window
+from geoseg.prediction.config import InferenceConfig
 from geoseg.prediction.stitching import combine_chunk, probabilities_u8
 from geoseg.prediction.tiling import AxisChunk, TileGrid
 
@@ -35,41 +38,126 @@ if TYPE_CHECKING:
     from geoseg.prediction.inference import Predictor
     from geoseg.progress import Progress
 
-__all__ = ["ChunkJob", "ModelRef", "build_blocks", "get_predictor", "register_predictor"]
+__all__ = ["PREDICTORS", "ChunkJob", "ModelRef", "PredictorCache", "RunState", "build_blocks",
+           "get_predictor", "register_predictor", "release"]
 
 Tails = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
 
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
-    """How a process finds (or builds) the predictor a task needs."""
+    """How a process finds (or builds) the predictor a task needs.
+
+    ``config`` is the run's resolved :class:`InferenceConfig`; ``bands`` are the scene's
+    bands the model reads (for int8 calibration tiles).
+    """
 
     source: str
     name: str
     sha256: str
-    tile: int
-    overlap: int
-    batch_size: int
-    device: str
-    precision: str
-    engine: str
-    blend: str
+    config: InferenceConfig
     n_tiles: int = 0
+    bands: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
         """Cache key: same weights and settings share one predictor."""
-        return (f"{self.sha256}:{self.tile}:{self.overlap}:{self.batch_size}:{self.device}:"
-                f"{self.precision}:{self.engine}:{self.blend}")
+        c = self.config
+        return (f"{self.sha256}:{c.tile}:{c.overlap}:{c.batch_size}:{c.device}:"
+                f"{c.precision}:{c.engine}:{c.blend}:{c.calibration}")
+
+    def build(self) -> Predictor:
+        """Load the bundle and build its predictor (in this process)."""
+        from functools import partial
+
+        from geoseg.models.bundle import load_bundle
+        from geoseg.prediction.engines import calibration_tiles
+        from geoseg.prediction.inference import Predictor
+
+        bundle = load_bundle(self.source, name=self.name)
+        config = self.config
+        if config.device == "auto" and "device" in WORKER_DEVICE:
+            config = config.with_(device=WORKER_DEVICE["device"])
+        calibration = None if config.calibration is None else partial(
+            calibration_tiles, config.calibration, self.bands, bundle.spec, config.tile_px)
+        return Predictor(bundle, config, n_tiles=self.n_tiles, calibration=calibration)
 
 
-_PREDICTORS: dict[str, Predictor] = {}
-_PREDICTORS_LOCK = threading.Lock()
+class PredictorCache:
+    """Keep this process's predictors, at most ``maxsize``; the least recently used goes first.
+
+    A model (possibly on a GPU) stays only while it is among the last ``maxsize`` used;
+    :meth:`release` frees one or all of them now.
+    """
+
+    def __init__(self, maxsize: int = 2) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[str, Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, ref: ModelRef, predictor: Predictor) -> None:
+        """Keep ``predictor`` for ``ref`` (evicting the least recently used beyond maxsize)."""
+        with self._lock:
+            self._items[ref.key] = predictor
+            self._items.move_to_end(ref.key)
+            while len(self._items) > self.maxsize:
+                _, old = self._items.popitem(last=False)
+                old.release()
+
+    def get(self, ref: ModelRef) -> Predictor:
+        """Return the predictor for ``ref``, built on first use."""
+        with self._lock:
+            predictor = self._items.get(ref.key)
+            if predictor is not None:
+                self._items.move_to_end(ref.key)
+                return predictor
+        with _BUILD_LOCK:  # one build at a time; a concurrent caller waits, then finds it
+            with self._lock:
+                predictor = self._items.get(ref.key)
+            if predictor is None:
+                predictor = ref.build()
+                self.put(ref, predictor)
+        return predictor
+
+    def release(self, ref: ModelRef | None = None) -> None:
+        """Free the predictor of ``ref`` (all of them when None)."""
+        with self._lock:
+            keys = list(self._items) if ref is None else [ref.key]
+            dropped = [self._items.pop(k) for k in keys if k in self._items]
+        for predictor in dropped:
+            predictor.release()
+
+
+_BUILD_LOCK = threading.Lock()
+#: This process's predictors (a thread pool, or one dask.distributed worker).
+PREDICTORS = PredictorCache()
 #: Set in a dask worker started for one device (``--devices``): replaces ``device="auto"``.
 WORKER_DEVICE: dict[str, str] = {}
-# Per-run state of the local (in-process) scheduler: progress sinks and cancelled runs.
-PROGRESS: dict[str, Progress] = {}
-CANCELLED: set[str] = set()
+
+
+class RunState:
+    """One run's shared state for its local tasks: progress sink and cancellation flag.
+
+    Carried by the run's :class:`ChunkJob` itself (local runs only; None on a cluster,
+    where the driver reports progress and cancels futures), so nothing is keyed by ids
+    that a later run could reuse.
+    """
+
+    __slots__ = ("cancelled", "progress")
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Make the run's remaining tasks stop at their next batch."""
+        self.cancelled.set()
+
+    def __reduce__(self) -> Any:  # a run's state never leaves its process
+        raise TypeError("RunState is local to one process")
 
 
 class RunCancelled(Exception):
@@ -78,29 +166,17 @@ class RunCancelled(Exception):
 
 def register_predictor(ref: ModelRef, predictor: Predictor) -> None:
     """Make an already-built predictor available to this process's tasks."""
-    with _PREDICTORS_LOCK:
-        _PREDICTORS[ref.key] = predictor
+    PREDICTORS.put(ref, predictor)
 
 
 def get_predictor(ref: ModelRef) -> Predictor:
     """Return this process's predictor for ``ref``, built on first use."""
-    predictor = _PREDICTORS.get(ref.key)
-    if predictor is not None:
-        return predictor
-    with _PREDICTORS_LOCK:
-        predictor = _PREDICTORS.get(ref.key)
-        if predictor is None:
-            from geoseg.models.bundle import load_bundle
-            from geoseg.prediction.inference import Predictor
+    return PREDICTORS.get(ref)
 
-            device = WORKER_DEVICE.get("device", ref.device) if ref.device == "auto" \
-                else ref.device
-            predictor = Predictor(load_bundle(ref.source, name=ref.name), tile=ref.tile,
-                                  overlap=ref.overlap, batch_size=ref.batch_size,
-                                  device=device, precision=ref.precision, engine=ref.engine,
-                                  blend=ref.blend, n_tiles=ref.n_tiles)
-            _PREDICTORS[ref.key] = predictor
-    return predictor
+
+def release(ref: ModelRef | None = None) -> None:
+    """Free this process's predictor for ``ref``, or all of them."""
+    PREDICTORS.release(ref)
 
 
 def describe_predictor(ref: ModelRef) -> tuple[str, str, str]:
@@ -123,6 +199,7 @@ class ChunkJob:
     origins_y: tuple[int, ...]
     origins_x: tuple[int, ...]
     tails_dir: str | None = None
+    state: RunState | None = field(default=None, compare=False, repr=False)
 
     @property
     def n_tiles(self) -> int:
@@ -151,7 +228,7 @@ def load_tails(tails_dir: str, row: int, col: int) -> Tails:
 def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
     """Run one chunk's tiles; return its accumulator split into core and three tails."""
     predictor = get_predictor(job.ref)
-    t = job.ref.tile
+    t = predictor.tile
     (fy0, fy1), (fx0, fx1) = job.row.footprint, job.col.footprint
     data, band_valid = read_window(job.path, job.bands, (fy0, fy1), (fx0, fx1),
                                    with_mask=job.with_mask)
@@ -179,7 +256,7 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
     window = predictor.window_np
     bs = predictor.batch_size
     for start in range(0, len(offsets), bs):
-        if job.run_key in CANCELLED:
+        if job.state is not None and job.state.cancelled.is_set():
             raise RunCancelled(job.run_key)
         group = offsets[start:start + bs]
         batch = np.stack([x[:, y:y + t, xo:xo + t] for y, xo in group])
@@ -198,9 +275,8 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
              np.ascontiguousarray(acc[:, ch:, cw:]))
     if job.tails_dir is not None:
         save_tails(job.tails_dir, job.row.index, job.col.index, tails)
-    progress = PROGRESS.get(job.run_key)
-    if progress is not None:
-        progress.advance(len(offsets))
+    if job.state is not None and job.state.progress is not None:
+        job.state.progress.advance(len(offsets))
     return (acc[:, :ch, :cw], *tails)
 
 

@@ -2,14 +2,20 @@
 
 A :class:`Predictor` wraps a bundle's network once per process (never per tile) with the
 input normalisation, softmax and blend window folded in, so one call turns raw pixel
-values into weighted class probabilities. It runs:
+values into weighted class probabilities. Engines (:func:`resolve_engine`):
 
-- on ``cuda`` with fp16/bf16 autocast, pinned host buffers and non-blocking copies;
-- on CPU in bf16 autocast only where the CPU computes bf16 natively (AMX / AVX512-BF16;
-  elsewhere bf16 is emulated and several times slower than fp32), else fp32;
-- channels_last, under ``torch.inference_mode``; ``torch.compile`` (inductor, frozen
-  weights, static shapes) when asked or when the scene is large enough to repay the
-  compile time, falling back to eager if compilation fails.
+- ``openvino`` / ``onnxruntime`` (CPU; optional extras): the network exported once to ONNX
+  and cached (:mod:`geoseg.prediction.engines`); fp32, bf16 (OpenVINO, where the CPU has
+  native bf16) or int8 (quantised on calibration tiles). ``auto`` prefers them on CPU, in
+  that order: they run the shipped models 2-4x faster than torch eager there;
+- ``eager`` torch: on ``cuda`` with fp16/bf16 autocast, pinned host buffers and
+  non-blocking copies; on CPU in bf16 autocast only where the CPU computes bf16 natively
+  (AMX / AVX512-BF16; elsewhere bf16 is emulated and slower than fp32), else fp32;
+  channels_last, under ``torch.inference_mode``;
+- ``compile``: ``torch.compile`` (inductor, frozen weights, static shapes), falling back to
+  eager if compilation fails; ``auto`` (torch only) picks it for very large runs.
+
+``auto`` precision never picks int8: it changes results more than bf16 does.
 """
 
 from __future__ import annotations
@@ -17,29 +23,30 @@ from __future__ import annotations
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from geoseg.errors import GeosegWarning, InputError
+from geoseg.errors import BundleError, GeosegError, GeosegWarning, InputError
+from geoseg.prediction.config import Engine, InferenceConfig, Precision
 
 if TYPE_CHECKING:
     import torch
 
     from geoseg.models.bundle import Bundle
 
-__all__ = ["Engine", "Precision", "Predictor", "cpu_has_native_bf16", "select_device",
-           "select_precision"]
+__all__ = ["Engine", "Precision", "Predictor", "autocast", "cpu_has_native_bf16",
+           "resolve_engine", "select_device", "select_precision"]
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-Engine = Literal["auto", "eager", "compile"]
-
-#: With ``engine="auto"``, compile only when a run feeds at least this many megapixels of
-#: tiles to the model: the one-off compile (~20-40 s on 2 CPU cores) must be repaid by the
-#: ~1.45x faster compiled model (measured: U-Net/ResNet-18 fp32, 0.50 -> 0.73 Mpx/s).
-COMPILE_MIN_MPX = 64.0
+#: With ``engine="auto"`` and only torch available, compile only when a run feeds at least
+#: this many megapixels of tiles to the model: the one-off compile (30-45 s on 2 cores, never
+#: cached) must be repaid by the faster compiled model; on an AVX-512 BF16 CPU that takes
+#: ~270 Mpx of tiles (issue #12; it was 64 on AVX2, fp32).
+COMPILE_MIN_MPX = 256.0
+ONNX_ENGINES = ("openvino", "onnxruntime")
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -125,6 +132,74 @@ def _make_head(model: Any, mean: Any, std: Any, window: Any) -> Any:
     return _Head()
 
 
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """Return the autocast context of ``precision`` on ``device`` (fp32: none).
+
+    The one autocast helper of geoseg (inference and training).
+    """
+    import contextlib
+
+    import torch
+
+    if precision in ("fp32", "int8"):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _onnx_precision(engine: str, precision: str, *, strict: bool) -> str | None:
+    """Precision ``engine`` runs for ``precision``; None (or an error if strict) if it can't."""
+    if precision == "auto":
+        return "bf16" if engine == "openvino" and cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" or (precision == "bf16" and engine == "onnxruntime"):
+        if strict:
+            hint = "use --precision fp32 or int8" if engine == "onnxruntime" else \
+                "use --precision bf16 or fp32"
+            raise InputError(f"engine {engine!r} has no {precision} CPU kernels; {hint}")
+        return None
+    return precision
+
+
+def resolve_engine(engine: str, precision: str, device: torch.device, *, run_mpx: float = 0.0,
+                   torch_model: bool = True) -> tuple[str, str]:
+    """Resolve ``(engine, precision)`` (``auto`` included) to what will run on ``device``.
+
+    On CPU ``auto`` is the first installed of OpenVINO, ONNX Runtime, then torch (compiled
+    when the run feeds at least ``COMPILE_MIN_MPX`` megapixels of tiles); elsewhere torch.
+    ``run_mpx`` is the run's megapixels of tiles; ``torch_model`` is False for bundles that
+    hold only an ONNX graph.
+    """
+    from geoseg.prediction.engines import EXTRAS, engine_available, require_engine
+
+    if engine in ONNX_ENGINES:
+        if device.type != "cpu":
+            raise InputError(f"engine {engine!r} runs on the CPU here; use --device cpu or "
+                             "--engine auto")
+        require_engine(engine)
+        return engine, cast("str", _onnx_precision(engine, precision, strict=True))
+    if engine in ("eager", "compile") and precision == "int8":
+        raise InputError("int8 runs with --engine openvino or onnxruntime, not torch "
+                         "(pip install 'geoseg[openvino]')")
+    if engine == "auto" and device.type == "cpu":
+        for candidate in ONNX_ENGINES:
+            if engine_available(candidate):
+                chosen = _onnx_precision(candidate, precision, strict=False)
+                if chosen is not None:
+                    return candidate, chosen
+    if not torch_model:
+        extras = " or ".join(f"'geoseg[{e[1]}]'" for e in EXTRAS.values())
+        raise InputError(f"this bundle holds an ONNX model: it runs with --engine openvino or "
+                         f"onnxruntime on the CPU (pip install {extras})")
+    if precision == "int8":
+        raise InputError("int8 needs OpenVINO or ONNX Runtime: pip install 'geoseg[openvino]' "
+                         "or 'geoseg[onnx]', and --device cpu")
+    chosen_precision = select_precision(precision, device)
+    if engine == "auto":
+        engine = "compile" if run_mpx >= COMPILE_MIN_MPX and device.type != "mps" else "eager"
+    return engine, chosen_precision
+
+
 @dataclass(frozen=True, slots=True)
 class PredictorInfo:
     """Which path actually runs."""
@@ -137,7 +212,7 @@ class PredictorInfo:
     compile_s: float
 
     def describe(self) -> str:
-        """One-line description, e.g. ``cpu fp32 compile batch=4 tile=512``."""
+        """One-line description, e.g. ``cpu bf16 openvino batch=4 tile=512``."""
         return (f"{self.device} {self.precision} {self.engine} batch={self.batch_size} "
                 f"tile={self.tile}")
 
@@ -149,66 +224,91 @@ class Predictor:
     ----------
     bundle : Bundle
         The loaded model and its spec.
-    tile, overlap : int
-        Tile side and overlap in pixels (the blend window depends on both).
-    batch_size : int
-        Tiles per forward pass.
-    device, precision, engine : str
-        See :func:`select_device`, :func:`select_precision`; engine is ``eager``,
-        ``compile`` or ``auto`` (compile when the run's tiles hold at least
-        ``COMPILE_MIN_MPX`` megapixels).
-    blend : str
-        Blend window kind (``cosine`` or ``flat``).
+    config : InferenceConfig
+        Tile, overlap, batch, device, precision, engine, blend (``None`` fields are filled
+        from the spec).
     n_tiles : int
         Tiles the run will process, used by ``engine="auto"``.
+    calibration : callable, optional
+        int8 only: returns raw calibration tiles ``(n, B, t, t)`` float32.
     """
 
-    def __init__(self, bundle: Bundle, *, tile: int, overlap: int, batch_size: int = 4,
-                 device: str = "auto", precision: str = "auto", engine: str = "auto",
-                 blend: str = "cosine", n_tiles: int = 0) -> None:
-        import torch
+    def __init__(self, bundle: Bundle, config: InferenceConfig | None = None, *,
+                 n_tiles: int = 0,
+                 calibration: Callable[[], npt.NDArray[np.float32]] | None = None) -> None:
 
         from geoseg.prediction.stitching import blend_window
 
-        if batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {batch_size}")
-        if engine not in ("auto", "eager", "compile"):
-            raise InputError(f"unknown engine {engine!r}; use auto, eager or compile")
+        config = (config or InferenceConfig()).resolve(bundle.spec)
+        self.config = config
         self.spec = bundle.spec
-        self.tile = tile
-        self.batch_size = batch_size
-        self.device = select_device(device)
-        self.precision = select_precision(precision, self.device)
+        self.tile = tile = config.tile_px
+        self.batch_size = config.batch_size
+        self.device = select_device(config.device)
         self.n_classes = bundle.spec.n_classes
         self._lock = threading.Lock()
-        window = torch.from_numpy(blend_window(tile, overlap, blend))  # type: ignore[arg-type]
-        self.window_np = window.numpy()
+        blend = cast("Any", config.blend)
+        self.window_np = blend_window(tile, config.overlap_px, blend).astype(np.float32)
+        self.engine, self.precision = resolve_engine(
+            config.engine, config.precision, self.device,
+            run_mpx=n_tiles * tile * tile / 1e6, torch_model=bundle.model is not None)
+        self._buffer: torch.Tensor | None = None
+        self._runner: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None = None
+        t0 = time.perf_counter()
+        if self.engine in ONNX_ENGINES:
+            self._build_onnx(bundle, calibration)
+        if self.engine not in ONNX_ENGINES:
+            self._build_torch(bundle)
+        self.info = PredictorInfo(str(self.device), self.precision, self.engine,
+                                  self.batch_size, tile, time.perf_counter() - t0)
+
+    def _build_onnx(self, bundle: Bundle,
+                    calibration: Callable[[], npt.NDArray[np.float32]] | None) -> None:
+        from geoseg.prediction.engines import build_runner, engine_threads, head_model
+
+        try:
+            head = head_model(bundle, tile=self.tile, overlap=self.config.overlap_px,
+                              blend=self.config.blend, window=self.window_np)
+            self._runner = build_runner(self.engine, self.precision, head,
+                                        threads=engine_threads(), calibration=calibration,
+                                        calibration_source=self.config.calibration,
+                                        bf16_native=cpu_has_native_bf16())
+        except GeosegError:
+            if self.config.engine != "auto" or bundle.model is None or \
+                    self.precision == "int8":
+                raise
+            self._fall_back_to_torch("export")
+        except Exception as exc:  # noqa: BLE001 - runtime compile failures come in many kinds
+            if self.config.engine != "auto" or bundle.model is None:
+                raise BundleError(f"{self.engine} cannot compile {bundle.name}: "
+                                  f"{type(exc).__name__}: {str(exc).strip()[:200]}") from None
+            self._fall_back_to_torch(f"{type(exc).__name__}")
+
+    def _fall_back_to_torch(self, why: str) -> None:
+        warnings.warn(f"{self.engine} could not run this model ({why}); running torch eager",
+                      GeosegWarning, stacklevel=3)
+        self.engine = "eager"
+        self.precision = select_precision(
+            self.config.precision if self.config.precision != "int8" else "auto", self.device)
+
+    def _build_torch(self, bundle: Bundle) -> None:
+        import torch
+
+        window = torch.from_numpy(self.window_np)
         mean = torch.tensor(bundle.spec.mean, dtype=torch.float32)
         std = torch.tensor(bundle.spec.std, dtype=torch.float32)
         head = _make_head(bundle.model, mean, std, window).eval()
         head = head.to(self.device, memory_format=torch.channels_last)
         self._head = head
         self._forward = head
-        self._autocast = None if self.precision == "fp32" else (
-            torch.bfloat16 if self.precision == "bf16" else torch.float16)
-        want_compile = engine == "compile" or (
-            engine == "auto" and n_tiles * tile * tile / 1e6 >= COMPILE_MIN_MPX
-            and self.device.type != "mps")
-        self.engine = "eager"
-        compile_s = 0.0
-        if want_compile:
-            t0 = time.perf_counter()
+        if self.engine == "compile":
             try:
                 self._forward = self._compile(head)
-                self.engine = "compile"
             except Exception as exc:  # noqa: BLE001 - any inductor failure falls back
                 warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); running "
-                              "eager", GeosegWarning, stacklevel=2)
+                              "eager", GeosegWarning, stacklevel=3)
                 self._forward = head
-            compile_s = time.perf_counter() - t0
-        self.info = PredictorInfo(str(self.device), self.precision, self.engine, batch_size,
-                                  tile, compile_s)
-        self._buffer: torch.Tensor | None = None
+                self.engine = "eager"
 
     def _compile(self, head: Any) -> Any:
         import torch
@@ -220,18 +320,21 @@ class Predictor:
         # Freezing folds weights into constants (conv+bn fusion, prepacked weights); it
         # must be on while the graph compiles, i.e. during this first call.
         with inductor_config.patch(freezing=True), torch.inference_mode(), \
-                self._amp_context():
+                autocast(self.device, self.precision):
             compiled(dummy)  # type: ignore[no-untyped-call]
         return compiled
 
-    def _amp_context(self) -> Any:
-        import contextlib
+    def release(self) -> None:
+        """Drop the network and buffers (and cached CUDA blocks) now."""
+        self._runner = None
+        self._buffer = None
+        for name in ("_head", "_forward"):
+            if hasattr(self, name):
+                delattr(self, name)
+        if self.device.type == "cuda":
+            import torch
 
-        import torch
-
-        if self._autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self._autocast)
+            torch.cuda.empty_cache()
 
     def _staging(self) -> torch.Tensor:
         import torch
@@ -254,6 +357,8 @@ class Predictor:
         return out
 
     def _run_batch(self, batch: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        if self._runner is not None:
+            return self._runner(np.ascontiguousarray(batch, np.float32))
         import torch
 
         k = batch.shape[0]
@@ -264,7 +369,7 @@ class Predictor:
                 buf[k:].zero_()
             x = buf.to(self.device, non_blocking=True).contiguous(
                 memory_format=torch.channels_last)
-            with torch.inference_mode(), self._amp_context():
+            with torch.inference_mode(), autocast(self.device, self.precision):
                 y = self._forward(x)
             result: npt.NDArray[np.float32] = y[:k].float().cpu().numpy()
             return result

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -32,11 +33,12 @@ from geoseg._atomic import (
 from geoseg.classmap import ClassMapInfo
 from geoseg.errors import DiskFullError, GeosegWarning, InputError
 from geoseg.io import NODATA_CLASS, Scene, count_nodata, open_scene, select_bands
+from geoseg.models import DEFAULT_MODEL
+from geoseg.prediction.config import InferenceConfig
 from geoseg.prediction.graph import (
-    CANCELLED,
-    PROGRESS,
     ChunkJob,
     ModelRef,
+    RunState,
     build_blocks,
     register_predictor,
 )
@@ -47,7 +49,7 @@ from geoseg.progress import NullProgress, Progress
 if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
 
-__all__ = ["RASTER_EXTENSIONS", "PredictResult", "predict"]
+__all__ = ["RASTER_EXTENSIONS", "InferenceConfig", "PredictResult", "predict"]
 
 #: Extensions of the GeoTIFF outputs (class map, probabilities).
 RASTER_EXTENSIONS = (".tif", ".tiff")
@@ -180,12 +182,42 @@ def _fmt(values: Sequence[float]) -> str:
     return ",".join(f"{v:.4g}" for v in values)
 
 
+def _start_model(ref: ModelRef, bundle: Bundle, client: Any, devices: Sequence[str]
+                 ) -> tuple[str, str, str]:
+    """Build the model where it runs; return ``(path description, precision, engine)``."""
+    if client is None:
+        from functools import partial
+
+        from geoseg.prediction.engines import calibration_tiles
+        from geoseg.prediction.inference import Predictor
+
+        config = ref.config
+        calibration = None if config.calibration is None else partial(
+            calibration_tiles, config.calibration, ref.bands, bundle.spec, config.tile_px)
+        predictor = Predictor(bundle, config, n_tiles=ref.n_tiles, calibration=calibration)
+        register_predictor(ref, predictor)
+        return predictor.info.describe(), predictor.precision, predictor.engine
+    from geoseg.prediction.distributed import ModelPlugin
+    from geoseg.prediction.graph import describe_predictor
+
+    client.register_plugin(ModelPlugin(ref, devices), name=f"geoseg-model-{ref.key}")
+    resolved = sorted(set(client.run(describe_predictor, ref).values()))
+    devs = ",".join(sorted({r[0] for r in resolved}))
+    precision = ",".join(sorted({r[1] for r in resolved}))
+    engine = ",".join(sorted({r[2] for r in resolved}))
+    workers = len(client.scheduler_info()["workers"])
+    return (f"dask.distributed, {workers} workers, {devs} {precision} {engine} "
+            f"batch={ref.config.batch_size} tile={ref.config.tile_px}"), precision, engine
+
+
 def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
-            model: str | os.PathLike[str] | Bundle = "deeplab",
-            bands: Sequence[int] | None = None, tile_size: int | None = None,
-            overlap: int | None = None, batch_size: int = 4, chunk_tiles: int = 4,
-            device: str = "auto", precision: str = "auto", engine: str = "auto",
-            blend: str = "cosine", probabilities: str | os.PathLike[str] | None = None,
+            model: str | os.PathLike[str] | Bundle = DEFAULT_MODEL,
+            config: InferenceConfig | None = None, bands: Sequence[int] | None = None,
+            tile_size: int | None = None, overlap: int | None = None,
+            batch_size: int | None = None, chunk_tiles: int | None = None,
+            device: str | None = None, precision: str | None = None, engine: str | None = None,
+            blend: str | None = None, calibration: str | os.PathLike[str] | None = None,
+            probabilities: str | os.PathLike[str] | None = None,
             preview: str | os.PathLike[str] | None = None,
             vectorize: str | os.PathLike[str] | None = None, overwrite: bool = False,
             resume: bool = False, num_workers: int = 2, client: Any = None,
@@ -203,18 +235,28 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         colour table, class names and provenance tags; same CRS, transform and size.
     model : str, path or Bundle
         A default model name (``geoseg models``), a bundle file, or a loaded bundle.
+    config : InferenceConfig, optional
+        Tile, overlap, batch size, chunk tiles, device, precision, engine, blend and int8
+        calibration source in one object (default: ``InferenceConfig()``, the model's tile
+        and overlap). The keyword arguments below of the same meaning override its fields
+        when given (not None).
     bands : sequence of int, optional
         1-based input bands to feed the model, in model order (default: all).
     tile_size, overlap : int, optional
         Tile side and overlap in pixels (default: the model's).
-    batch_size : int
-        Tiles per forward pass.
-    chunk_tiles : int
-        Tiles per dask chunk side: memory per chunk grows with its square.
-    device, precision, engine : str
-        ``auto|cpu|cuda|cuda:N|mps``; ``auto|fp32|bf16|fp16``; ``auto|eager|compile``.
-    blend : str
+    batch_size : int, optional
+        Tiles per forward pass (default 4).
+    chunk_tiles : int, optional
+        Tiles per dask chunk side: memory per chunk grows with its square (default 4).
+    device, precision, engine : str, optional
+        ``auto|cpu|cuda|cuda:N|mps``; ``auto|fp32|bf16|fp16|int8``;
+        ``auto|eager|compile|openvino|onnxruntime`` (see
+        :func:`geoseg.prediction.inference.resolve_engine`).
+    blend : str, optional
         Blend window, ``cosine`` (default) or ``flat``.
+    calibration : path, optional
+        int8 only: a raster or directory of rasters for calibration tiles (default: the
+        scene itself).
     probabilities : path, optional
         Also write per-class probabilities, uint8, ``p = value / 254`` (255 = nodata).
     preview : path, optional
@@ -250,85 +292,69 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     from geoseg.prediction.limits import estimate_output_bytes
 
     t0 = time.perf_counter()
+    config = (config or InferenceConfig()).with_(
+        tile=tile_size, overlap=overlap, batch_size=batch_size, chunk_tiles=chunk_tiles,
+        device=device, precision=precision, engine=engine, blend=blend,
+        calibration=None if calibration is None else os.fspath(calibration))
     paths = check_destinations(scene, output, probabilities, preview, vectorize,
                                overwrite=overwrite)
     src = open_scene(scene)
     spec = model.spec if isinstance(model, Bundle) else resolve_spec(model)  # no torch yet
     chosen = select_bands(src, bands, spec.n_bands, spec.bands)
-    tile, ov = _tile_and_checks(spec, src, tile_size, overlap, batch_size, chunk_tiles,
-                                len(chosen))
+    config = config.resolve(spec)
+    tile, ov = _tile_and_checks(spec, src, config.tile_px, config.overlap_px,
+                                config.batch_size, config.chunk_tiles, len(chosen))
+    config = config.with_(tile=tile, overlap=ov)
+    if config.precision == "int8" and config.calibration is None:
+        config = config.with_(calibration=src.path)  # calibrate on the scene itself
     check_free_space(paths[0], estimate_output_bytes(src.shape, spec.n_classes,
                                                      paths[1] is not None))
     with destination_locks(*paths):
         return _predict_locked(
-            src, paths, model, chosen=chosen, tile=tile, ov=ov, batch_size=batch_size,
-            chunk_tiles=chunk_tiles, device=device, precision=precision, engine=engine,
-            blend=blend, overwrite=overwrite, resume=resume, num_workers=num_workers,
-            client=client, devices=devices, scale=scale, progress=progress or NullProgress(),
-            t0=t0)
+            src, paths, model, chosen=chosen, config=config, overwrite=overwrite,
+            resume=resume, num_workers=num_workers, client=client, devices=devices,
+            scale=scale, progress=progress or NullProgress(), t0=t0)
 
 
 def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path | None],
-                    model: Any, *, chosen: tuple[int, ...], tile: int, ov: int,
-                    batch_size: int, chunk_tiles: int, device: str, precision: str,
-                    engine: str, blend: str, overwrite: bool, resume: bool,
-                    num_workers: int, client: Any, devices: Sequence[str],
-                    scale: float | str | None, progress: Progress, t0: float
-                    ) -> PredictResult:
+                    model: Any, *, chosen: tuple[int, ...], config: InferenceConfig,
+                    overwrite: bool, resume: bool, num_workers: int, client: Any,
+                    devices: Sequence[str], scale: float | str | None, progress: Progress,
+                    t0: float) -> PredictResult:
     """:func:`predict` once its destinations are checked and locked."""
     from geoseg import __version__
     from geoseg.io import class_colormap
     from geoseg.models import resolve_model
     from geoseg.models.bundle import Bundle
-    from geoseg.prediction.inference import Predictor
 
     out_path, prob_path, preview_path, vector_path = paths
     bundle = model if isinstance(model, Bundle) else resolve_model(model)
     bundle = _check_values(bundle, src, chosen, scale, client, progress)
     spec = bundle.spec
-    grid = plan_tiles(src.shape, tile=tile, overlap=ov, chunk_tiles=chunk_tiles)
+    tile, ov, blend = config.tile_px, config.overlap_px, config.blend
+    grid = plan_tiles(src.shape, tile=tile, overlap=ov, chunk_tiles=config.chunk_tiles)
     if client is not None and bundle.path is None:
         raise InputError("a distributed run needs the model as a bundle file (workers load "
                          "it themselves); save it with geoseg.models.bundle.save_bundle")
     ref = ModelRef(source=str(bundle.path or ""), name=bundle.name, sha256=bundle.sha256,
-                   tile=tile, overlap=ov, batch_size=batch_size, device=device,
-                   precision=precision, engine=engine, blend=blend, n_tiles=grid.n_tiles)
-    used_precision: str
-    used_engine: str
-    if client is None:
-        predictor = Predictor(bundle, tile=tile, overlap=ov, batch_size=batch_size,
-                              device=device, precision=precision, engine=engine,
-                              blend=blend, n_tiles=grid.n_tiles)
-        register_predictor(ref, predictor)
-        path_info, used_precision, used_engine = (predictor.info.describe(),
-                                                  predictor.precision, predictor.engine)
-    else:
-        from geoseg.prediction.distributed import ModelPlugin
-
-        client.register_plugin(ModelPlugin(ref, devices), name=f"geoseg-model-{ref.key}")
-        from geoseg.prediction.graph import describe_predictor
-
-        resolved = sorted(set(client.run(describe_predictor, ref).values()))
-        devs = ",".join(sorted({r[0] for r in resolved}))
-        used_precision = ",".join(sorted({r[1] for r in resolved}))
-        used_engine = ",".join(sorted({r[2] for r in resolved}))
-        path_info = (f"dask.distributed, {len(client.scheduler_info()['workers'])} workers, "
-                     f"{devs} {used_precision} {used_engine} batch={batch_size} tile={tile}")
+                   config=config, n_tiles=grid.n_tiles, bands=tuple(chosen))
+    path_info, used_precision, used_engine = _start_model(ref, bundle, client, devices)
     class_ids = [c.id for c in spec.classes]
     fingerprint = {
         "scene": src.path, "shape": list(src.shape), "transform": list(src.transform)[:6],
         "model_sha256": bundle.sha256, "tile": tile, "overlap": ov,
-        "chunk_tiles": chunk_tiles, "blend": blend, "bands": list(chosen),
+        "chunk_tiles": config.chunk_tiles, "blend": blend, "bands": list(chosen),
         "precision": used_precision, "engine": used_engine,
         "probabilities": prob_path is not None, "geoseg": __version__,
     }
     with write_errors(out_path):
         partial = PartialOutput(out_path, prob_path, src, len(class_ids), fingerprint,
                                 resume=resume)
-    run_key = f"{bundle.sha256[:12]}-{os.getpid()}-{id(partial):x}"
+    run_key = f"{bundle.sha256[:12]}-{uuid.uuid4().hex[:12]}"
+    state = RunState(progress) if client is None else None
     template = ChunkJob(run_key, ref, src.path, tuple(chosen), src.has_mask,
                         grid.rows[0], grid.cols[0], grid.origins_y, grid.origins_x,
-                        str(partial.tails_dir))
+                        str(partial.tails_dir), state=state)
     done = frozenset(partial.done)
     blocks = build_blocks(grid, template, class_ids, probabilities=prob_path is not None,
                           done=done)
@@ -347,7 +373,6 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                  f"crs={src.crs.to_string() if src.crs else 'none'} tiles={grid.n_tiles}"
                  + (f" resuming: {len(done)} chunks done" if done else "")
                  + f" [{path_info}]")
-    PROGRESS[run_key] = progress
     finished = False
     try:
         progress.start(remaining, desc=Path(src.path).name[:24])
@@ -374,14 +399,14 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
         progress.finish([str(p) for p in (out_path, prob_path, preview_path, vector_path)
                          if p is not None])
     except BaseException as exc:
-        CANCELLED.add(run_key)  # stop the other chunk tasks at their next batch
+        if state is not None:
+            state.cancel()  # stop the other chunk tasks at their next batch
         # A full disk discards even a resumable run: its temporaries keep the disk full.
         if not finished and (not resume or isinstance(exc, DiskFullError)):
             partial.discard()
         raise
     finally:
         progress.close()
-        PROGRESS.pop(run_key, None)
     # Pixels where some bands were filled (predicted) and where all were (nodata 255).
     filled, nodata = count_nodata(src.path, chosen) if src.has_mask else (0, 0)
     seconds = time.perf_counter() - t0

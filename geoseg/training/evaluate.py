@@ -8,7 +8,6 @@ the shipped models against the card runs it too.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import tempfile
@@ -22,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from geoseg.metrics import confusion_counts, iou_per_class, mean_defined
+from geoseg.prediction.inference import autocast
 from geoseg.training.data import IGNORE, ClassTable, LabeledImage, Pair, read_pair
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def evaluate_images(model: nn.Module, chips: Sequence[tuple[npt.NDArray[np.float
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(np.stack([c[1] for c in part]).astype(np.int64)).to(device)
-                with _autocast(device, precision):
+                with autocast(device, precision):
                     logits = model(x)
                 if loss_fn is not None:
                     total += float(loss_fn(logits.float(), y))
@@ -187,11 +187,3 @@ def evaluate_images(model: nn.Module, chips: Sequence[tuple[npt.NDArray[np.float
         model.train(was_training)
     return cm.numpy(), total / max(batches, 1)
 
-
-def _autocast(device: torch.device, precision: str) -> Any:
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)

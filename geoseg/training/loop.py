@@ -26,9 +26,9 @@ from geoseg._atomic import check_distinct, check_output, destination_locks
 from geoseg.errors import InputError
 from geoseg.models.spec import ModelSpec
 from geoseg.models.value_range import image_range
+from geoseg.prediction.inference import autocast
 from geoseg.progress import NullProgress, Progress
 from geoseg.training.data import IGNORE, ChipDataset, ClassTable, LabeledImage, Pair
-from geoseg.training.evaluate import _autocast
 from geoseg.training.losses import auto_class_weights, make_loss
 
 if TYPE_CHECKING:
@@ -94,6 +94,9 @@ def _build(config: TrainConfig, spec: ModelSpec, weights: str | None,
         from geoseg.models import resolve_model
 
         base = resolve_model(init)  # a bundle file or a default-model name
+        if base.model is None:
+            raise InputError(f"--init {init} holds an imported ONNX model; fine-tuning needs "
+                             "a torch bundle")
         if base.spec.n_bands != spec.n_bands:
             raise InputError(f"--init {init} expects {base.spec.n_bands} bands; the training "
                              f"images have {spec.n_bands}")
@@ -291,7 +294,7 @@ def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage
                 x, y = xb.to(device), yb.to(device)
                 if config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(device, precision):
+                with autocast(device, precision):
                     logits = model(x)
                 loss = loss_fn(logits, y)
                 optimizer.zero_grad(set_to_none=True)

@@ -40,7 +40,7 @@ def test_local_cluster_is_byte_identical(tiny_bundle: Path, tmp_path: Path) -> N
                     client=client)
         # every worker built the model once, through the plugin
         built = client.run(
-            lambda: len(__import__("geoseg.prediction.graph").prediction.graph._PREDICTORS))
+            lambda: len(__import__("geoseg.prediction.graph").prediction.graph.PREDICTORS))
         assert set(built.values()) == {1}
     assert "dask.distributed, 2 workers" in r.path
     assert (tmp_path / "threads.tif").read_bytes() == (tmp_path / "dist.tif").read_bytes()

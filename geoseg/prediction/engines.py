@@ -1,0 +1,493 @@
+"""ONNX engines: export a bundle once, cache it, run it with OpenVINO or ONNX Runtime.
+
+The bundle's network is exported to ONNX once (``torch.onnx.export``, dynamic batch) — or
+taken as stored, for bundles imported from an ONNX file — and wrapped in a *head* graph
+that keeps the same contract as the torch engines: raw pixels in, normalisation inside,
+softmax and the blend window applied, weighted class probabilities out. The head graph is
+cached in the user's cache directory (:func:`cache_dir`) under the bundle's sha256 and the
+tile/overlap/blend it was built for; int8 models (nncf for OpenVINO, static QDQ
+quantisation for ONNX Runtime) are cached beside it, keyed also by the calibration source.
+A second run therefore starts in about a second. Cache files are written to a temporary
+name and renamed under a file lock, so concurrent workers never see a half-written model.
+
+Both runtimes are optional extras (``geoseg[openvino]``, ``geoseg[onnx]``) and imported only
+here, only when used. Their thread count comes from :func:`engine_threads` (the cores this
+process may use, or ``OMP_NUM_THREADS`` as set for dask workers), with one inference stream
+and no spinning threads, so the engine and dask's reader/blender threads share the cores
+instead of oversubscribing them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import io
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from geoseg.errors import BundleError, InputError
+
+if TYPE_CHECKING:
+    from geoseg.models.bundle import Bundle
+
+__all__ = ["EXTRAS", "OnnxRunner", "build_runner", "cache_dir", "calibration_tiles",
+           "compose_head", "engine_available", "engine_threads", "export_network", "head_model",
+           "require_engine"]
+
+#: Engine -> (module to import, pip extra that installs it).
+EXTRAS: dict[str, tuple[str, str]] = {"openvino": ("openvino", "openvino"),
+                                      "onnxruntime": ("onnxruntime", "onnx")}
+#: Name of the head graph's input (raw pixels); its output is ``probs``.
+HEAD_INPUT = "pixels"
+#: Calibration tiles drawn for int8 quantisation.
+CALIBRATION_TILES = 32
+
+Tiles = Callable[[], npt.NDArray[np.float32]]
+
+
+def cache_dir() -> Path:
+    """Geoseg's cache: ``$GEOSEG_CACHE``, else ``$XDG_CACHE_HOME/geoseg``, else ~/.cache/geoseg."""
+    env = os.environ.get("GEOSEG_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "geoseg"
+
+
+def engine_available(engine: str) -> bool:
+    """Whether the runtime of ``engine`` (``openvino``/``onnxruntime``) is installed."""
+    module = EXTRAS[engine][0]
+    return importlib.util.find_spec(module) is not None and \
+        importlib.util.find_spec("onnx") is not None
+
+
+def require_engine(engine: str) -> None:
+    """Raise a one-line :class:`InputError` naming the extra if ``engine`` is missing."""
+    if not engine_available(engine):
+        module, extra = EXTRAS[engine]
+        raise InputError(f"engine {engine!r} is not installed: pip install 'geoseg[{extra}]' "
+                         f"(needs the {module} and onnx packages)")
+
+
+def engine_threads() -> int:
+    """Threads an engine may use: ``OMP_NUM_THREADS`` if set, else this process's cores."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path.lock`` (fcntl: no extra dependency, released on exit)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f".{path.name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}{path.suffix}")
+
+
+# --- the head graph -------------------------------------------------------------------------
+
+def export_network(bundle: Bundle, tile: int) -> bytes:
+    """Export the bundle's torch network to ONNX bytes, dynamic batch, fixed tile."""
+    import tempfile
+    import warnings
+
+    import torch
+
+    if bundle.model is None:
+        raise BundleError(f"bundle {bundle.name} holds neither a torch network nor ONNX")
+    x = torch.zeros(2, bundle.spec.n_bands, tile, tile)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(bundle.model.eval(), (x,), dynamo=True,
+                                        input_names=["x"], output_names=["logits"],
+                                        dynamic_shapes={"x": {0: batch}}, optimize=True,
+                                        verbose=False)
+            if program is None:
+                raise RuntimeError("torch.onnx.export returned no program")
+            with tempfile.TemporaryDirectory(prefix="geoseg-export-") as tmp:
+                target = Path(tmp) / "model.onnx"
+                program.save(target, external_data=False)
+                data = target.read_bytes()
+    except Exception as exc:  # noqa: BLE001 - exporter failures come in many kinds
+        raise BundleError(f"cannot export {bundle.name} to ONNX ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+                          ) from None
+    return data
+
+
+def compose_head(model_bytes: bytes, *, mean: tuple[float, ...], std: tuple[float, ...],
+                 window: npt.NDArray[np.float32]) -> Any:
+    """Wrap an ONNX segmentation network (logits NCHW) into geoseg's head graph.
+
+    Input ``pixels`` (float32 raw pixels, ``N x B x t x t``) -> ``(x - mean) / std`` -> network ->
+    softmax over classes -> times the blend ``window`` -> output ``probs``.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if len(inputs) != 1 or not graph.output:
+        raise BundleError(f"the ONNX model must have one image input and a logits output; "
+                          f"it has inputs {[i.name for i in inputs]}")
+    old_in, old_out = inputs[0], graph.output[0]
+    in_type = old_in.type.tensor_type.elem_type
+    dims = [d.dim_value if d.HasField("dim_value") else None
+            for d in old_in.type.tensor_type.shape.dim]
+    batch_dim: Any = dims[0] if dims and dims[0] else "batch"
+    t = int(window.shape[0])
+    n_bands = len(mean)
+    if len(dims) != 4 or (dims[1] and dims[1] != n_bands):
+        raise BundleError(f"the ONNX model's input has shape {dims}; expected N x {n_bands} "
+                          "x H x W (NCHW, one channel per band)")
+    for side in dims[2:]:
+        if side and side != t:
+            raise BundleError(f"the ONNX model takes {side} px tiles; use --tile-size {side}")
+    graph.input.remove(old_in)
+    graph.input.insert(0, helper.make_tensor_value_info(HEAD_INPUT, TensorProto.FLOAT,
+                                                        [batch_dim, n_bands, t, t]))
+    consts = {
+        "geoseg_mean": np.asarray(mean, np.float32).reshape(1, -1, 1, 1),
+        "geoseg_inv_std": (1.0 / np.asarray(std, np.float32)).reshape(1, -1, 1, 1),
+        "geoseg_window": np.asarray(window, np.float32).reshape(1, 1, t, t),
+    }
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    pre = [helper.make_node("Sub", [HEAD_INPUT, "geoseg_mean"], ["geoseg_centred"]),
+           helper.make_node("Mul", ["geoseg_centred", "geoseg_inv_std"],
+                            [old_in.name if in_type == TensorProto.FLOAT else "geoseg_norm"])]
+    if in_type != TensorProto.FLOAT:
+        pre.append(helper.make_node("Cast", ["geoseg_norm"], [old_in.name], to=in_type))
+    post = _softmax_window(old_out.name, _opset(model))
+    for k, node in enumerate(pre + post):
+        node.name = f"geoseg_head_{k}"
+    for node in reversed(pre):
+        graph.node.insert(0, node)
+    graph.node.extend(post)
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("probs", TensorProto.FLOAT,
+                                                      [batch_dim, None, t, t]))
+    return model
+
+
+def _opset(model: Any) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+               default=13)
+
+
+def _softmax_window(logits: str, opset: int) -> list[Any]:
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Cast", [logits], ["geoseg_logits"], to=TensorProto.FLOAT)]
+    if opset >= 13:
+        nodes.append(helper.make_node("Softmax", ["geoseg_logits"], ["geoseg_p"], axis=1))
+    else:  # before opset 13 Softmax flattens every axis after ``axis``: spell it out
+        nodes += [
+            helper.make_node("ReduceMax", ["geoseg_logits"], ["geoseg_max"], axes=[1]),
+            helper.make_node("Sub", ["geoseg_logits", "geoseg_max"], ["geoseg_shift"]),
+            helper.make_node("Exp", ["geoseg_shift"], ["geoseg_exp"]),
+            helper.make_node("ReduceSum", ["geoseg_exp"], ["geoseg_sum"], axes=[1]),
+            helper.make_node("Div", ["geoseg_exp", "geoseg_sum"], ["geoseg_p"]),
+        ]
+    nodes.append(helper.make_node("Mul", ["geoseg_p", "geoseg_window"], ["probs"]))
+    return nodes
+
+
+def _head_key(bundle: Bundle, tile: int, overlap: int, blend: str) -> str:
+    return f"{bundle.sha256[:24]}-t{tile}-o{overlap}-{blend}"
+
+
+def head_model(bundle: Bundle, *, tile: int, overlap: int, blend: str,
+               window: npt.NDArray[np.float32]) -> Path:
+    """Path of the cached head graph for this bundle and tiling, exported on first use."""
+    path = cache_dir() / "onnx" / f"{_head_key(bundle, tile, overlap, blend)}.onnx"
+    if path.is_file():
+        return path
+    with _locked(path):
+        if path.is_file():  # another process exported it meanwhile
+            return path
+        raw = bundle.onnx if bundle.onnx is not None else export_network(bundle, tile)
+        head = compose_head(raw, mean=bundle.spec.mean, std=bundle.spec.std, window=window)
+        tmp = _tmp_name(path)
+        try:
+            tmp.write_bytes(head.SerializeToString())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+# --- runners --------------------------------------------------------------------------------
+
+class OnnxRunner:
+    """A compiled head graph: ``__call__(x (n, B, t, t) float32) -> (n, C, t, t) float32``.
+
+    ``fixed_batch`` is the batch size the graph insists on (an imported model with a static
+    batch dimension), else ``None``.
+    """
+
+    def __init__(self, run: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
+                 fixed_batch: int | None, artefact: Path) -> None:
+        self._run = run
+        self.fixed_batch = fixed_batch
+        self.artefact = artefact
+
+    def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if self.fixed_batch is None or len(x) == self.fixed_batch:
+            return self._run(x)
+        k = self.fixed_batch
+        parts = []
+        for start in range(0, len(x), k):
+            part = x[start:start + k]
+            if len(part) < k:
+                pad = np.zeros((k - len(part), *part.shape[1:]), np.float32)
+                parts.append(self._run(np.concatenate([part, pad]))[:len(part)])
+            else:
+                parts.append(self._run(part))
+        return np.concatenate(parts)
+
+
+def _fixed_batch(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
+def _calibration_key(source: str | None) -> str:
+    """Fingerprint of a calibration source: paths, sizes and modification times."""
+    if source is None:
+        return "none"
+    p = Path(source)
+    files = sorted(p.iterdir()) if p.is_dir() else [p]
+    h = hashlib.sha256(source.encode())
+    for f in files:
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def build_runner(engine: str, precision: str, head: Path, *, threads: int,
+                 calibration: Tiles | None = None, calibration_source: str | None = None,
+                 bf16_native: bool = False) -> OnnxRunner:
+    """Compile ``head`` for ``engine`` at ``precision`` (``fp32|bf16|int8``).
+
+    int8 quantises the graph on ``calibration()`` tiles first (cached per
+    ``calibration_source``); with ``bf16_native`` the int8 OpenVINO model runs its
+    remaining float layers in bf16.
+    """
+    require_engine(engine)
+    fixed = _fixed_batch(head)
+    if precision == "int8":
+        if calibration is None:
+            raise InputError("int8 needs calibration tiles (the scene or --calibration DIR)")
+        key = f"{head.stem}-{_calibration_key(calibration_source)}"
+        head = (_quantize_openvino if engine == "openvino" else _quantize_onnxruntime)(
+            head, key, calibration, fixed)
+    if engine == "openvino":
+        hint = "bf16" if precision == "bf16" or (precision == "int8" and bf16_native) \
+            else "f32"
+        return OnnxRunner(_openvino_run(head, hint, threads), fixed, head)
+    if precision == "bf16":
+        raise InputError("onnxruntime has no bf16 CPU kernels; use --engine openvino or "
+                         "--precision fp32")
+    return OnnxRunner(_onnxruntime_run(head, threads), fixed, head)
+
+
+def _openvino_run(path: Path, hint: str, threads: int
+                  ) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    import openvino as ov
+
+    core = ov.Core()
+    blobs = cache_dir() / "openvino" / "compiled"
+    blobs.mkdir(parents=True, exist_ok=True)
+    compiled = core.compile_model(str(path), "CPU", {
+        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(blobs),
+    })
+    request = compiled.create_infer_request()
+    lock = threading.Lock()
+
+    def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        with lock:  # one request, one caller at a time
+            result = request.infer({0: np.ascontiguousarray(x, np.float32)})
+            out: npt.NDArray[np.float32] = np.array(result[compiled.output(0)], np.float32)
+        return out
+
+    return run
+
+
+def _onnxruntime_run(path: Path, threads: int
+                     ) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle engine threads must not spin on cores that dask's reader/blender threads need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        out = session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+        return np.asarray(out, np.float32)
+
+    return run
+
+
+# --- int8 -----------------------------------------------------------------------------------
+
+def _batches(tiles: npt.NDArray[np.float32], fixed: int | None) -> list[npt.NDArray[np.float32]]:
+    k = fixed or 1
+    return [tiles[i:i + k] for i in range(0, len(tiles) - k + 1, k)]
+
+
+def _quantize_openvino(head: Path, key: str, calibration: Tiles, fixed: int | None) -> Path:
+    out = cache_dir() / "openvino" / f"{key}-int8.xml"
+    if out.is_file():
+        return out
+    with _locked(out):
+        if out.is_file():
+            return out
+        import logging
+
+        import nncf
+        import openvino as ov
+
+        nncf.set_log_level(logging.ERROR)
+        tiles = calibration()
+        model = ov.Core().read_model(str(head))
+        data = nncf.Dataset(_batches(tiles, fixed))
+        with contextlib.redirect_stdout(io.StringIO()):  # nncf draws progress bars
+            quantized = nncf.quantize(model, data, subset_size=len(tiles),
+                                      fast_bias_correction=True)
+        tmp = _tmp_name(out)
+        try:
+            ov.save_model(quantized, str(tmp), compress_to_fp16=False)
+            os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+            tmp.with_suffix(".bin").unlink(missing_ok=True)
+    return out
+
+
+def _quantize_onnxruntime(head: Path, key: str, calibration: Tiles, fixed: int | None) -> Path:
+    out = cache_dir() / "onnxruntime" / f"{key}-int8.onnx"
+    if out.is_file():
+        return out
+    with _locked(out):
+        if out.is_file():
+            return out
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+
+        batches = iter(_batches(calibration(), fixed))
+
+        class _Reader(CalibrationDataReader):  # type: ignore[misc]
+            def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
+                batch = next(batches, None)
+                return None if batch is None else {HEAD_INPUT: batch}
+
+        tmp = _tmp_name(out)
+        prepared = tmp.with_name(tmp.stem + "-prep.onnx")
+        try:
+            # No quant_pre_process: its symbolic shape inference fails on deeplab and leaves
+            # temporary files in the working directory; the head is quantised as exported.
+            prepared.write_bytes(head.read_bytes())
+            quantize_static(str(prepared), str(tmp), _Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8,
+                            nodes_to_exclude=_head_nodes(prepared))
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+            prepared.unlink(missing_ok=True)
+    return out
+
+
+def _head_nodes(head: Path) -> list[str]:
+    """Names of the head's own nodes (normalisation, softmax, window): kept in float."""
+    import onnx
+
+    model = onnx.load(str(head))
+    return [n.name for n in model.graph.node if n.name.startswith("geoseg_head_")]
+
+
+_RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+
+
+def calibration_tiles(source: str, bands: tuple[int, ...], spec: Any, tile: int,
+                      n: int = CALIBRATION_TILES) -> npt.NDArray[np.float32]:
+    """``n`` raw tiles ``(n, B, tile, tile)`` spread evenly over ``source``.
+
+    ``source`` is a raster (the scene) or a directory of rasters; ``bands`` are 1-based
+    (empty: the first ``spec.n_bands``). Nodata pixels become the band mean, as in
+    prediction.
+    """
+    from geoseg.io import open_scene, read_window
+
+    p = Path(source)
+    files = [str(f) for f in sorted(p.iterdir()) if f.suffix.lower() in _RASTER_SUFFIXES] \
+        if p.is_dir() else [source]
+    if not files:
+        raise InputError(f"no raster (*.tif, *.vrt, ...) in calibration directory {source}")
+    chosen = tuple(bands) or tuple(range(1, spec.n_bands + 1))
+    mean = np.asarray(spec.mean, np.float32)[:, None, None]
+    out: list[npt.NDArray[np.float32]] = []
+    per_file = max(1, -(-n // len(files)))
+    for path in files:
+        scene = open_scene(path)
+        if scene.count < max(chosen):
+            raise InputError(f"calibration raster {path} has {scene.count} bands; the model "
+                             f"reads bands {','.join(map(str, chosen))}")
+        for y, x in _spread(scene.height, scene.width, tile, per_file):
+            data, valid = read_window(scene.path, chosen, (y, y + tile), (x, x + tile),
+                                      with_mask=True)
+            t = np.broadcast_to(mean, (len(chosen), tile, tile)).copy()
+            h, w = data.shape[1:]
+            t[:, :h, :w] = data
+            if valid is not None:
+                t[:, :h, :w][:, ~valid] = mean[:, 0, 0][:, None]
+            out.append(np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0))
+    return np.stack(out[:n]).astype(np.float32)
+
+
+def _spread(height: int, width: int, tile: int, n: int) -> list[tuple[int, int]]:
+    """Up to ``n`` tile origins on an even grid over a ``height x width`` raster."""
+    side = max(1, int(np.ceil(np.sqrt(n))))
+    ys = np.linspace(0, max(0, height - tile), side).astype(int)
+    xs = np.linspace(0, max(0, width - tile), side).astype(int)
+    return [(int(y), int(x)) for y in ys for x in xs][:n]

@@ -93,7 +93,8 @@ def build_fcn(skips: int) -> Any:
                 for score in (self.score16, self.score8):
                     if score is not None:  # skips start at zero: FCN-32s at step 0
                         nn.init.zeros_(score.weight)
-                        nn.init.zeros_(score.bias)
+                        if score.bias is not None:
+                            nn.init.zeros_(score.bias)
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 feats = self.encoder(x)

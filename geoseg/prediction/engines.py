@@ -457,7 +457,7 @@ def calibration_tiles(source: str, bands: tuple[int, ...], spec: Any, tile: int,
     (empty: the first ``spec.n_bands``). Nodata pixels become the band mean, as in
     prediction.
     """
-    from geoseg.io import open_scene, read_window
+    from geoseg.io import fill_nodata, open_scene, read_window
 
     p = Path(source)
     files = [str(f) for f in sorted(p.iterdir()) if f.suffix.lower() in _RASTER_SUFFIXES] \
@@ -478,10 +478,8 @@ def calibration_tiles(source: str, bands: tuple[int, ...], spec: Any, tile: int,
                                       with_mask=True)
             t = np.broadcast_to(mean, (len(chosen), tile, tile)).copy()
             h, w = data.shape[1:]
-            t[:, :h, :w] = data
-            if valid is not None:
-                t[:, :h, :w][:, ~valid] = mean[:, 0, 0][:, None]
-            out.append(np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0))
+            t[:, :h, :w] = fill_nodata(data, valid, spec.mean)[0]  # as predict fills
+            out.append(t)
     return np.stack(out[:n]).astype(np.float32)
 
 

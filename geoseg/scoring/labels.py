@@ -33,7 +33,6 @@ from geoseg.metrics import (
     code_dtype,
     encode,
 )
-from geoseg.scoring.arrays import _describe_ids
 from geoseg.scoring.classes import ScoreClasses
 
 VECTOR_SUFFIXES = frozenset({".geojson", ".json", ".gpkg", ".shp", ".fgb", ".parquet",
@@ -525,47 +524,6 @@ def _read_vector(path: str | os.PathLike[str] | Any) -> tuple[Any, str]:
     return gdf, description
 
 
-def _id_vector_source(path: str | Any, grid: _Grid, *, class_ids: Sequence[int],
-                   class_names: Sequence[str], ignore_index: int | None,
-                   label_field: str | None, label_fill: int | str | None) -> _Labels:
-
-    gdf, description = _read_vector(path)
-    fields = [c for c in gdf.columns if c != gdf.geometry.name]
-    if label_field is None:
-        raise InputError(f"pass --label-field to say which attribute of {description} "
-                         f"holds the class (fields: {', '.join(fields) or 'none'})")
-    if label_field not in gdf.columns:
-        raise InputError(f"vector labels {description} have no field {label_field!r}; "
-                         f"fields: {', '.join(fields) or 'none'}")
-    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty & gdf[label_field].notna()]
-    n = len(class_ids)
-    codes = np.array([_id_class_code(v, class_ids, class_names, ignore_index, description)
-                      for v in gdf[label_field]], dtype=np.int64)
-    fill_code = n + 1 if label_fill is None else _id_class_code(
-        label_fill, class_ids, class_names, ignore_index, "--label-fill")
-    return _rasterized(gdf, grid, codes, fill_code, n, description=description,
-                       label_field=label_field, label_fill=label_fill)
-
-
-def _id_class_code(value: Any, class_ids: Sequence[int], class_names: Sequence[str],
-                ignore_index: int | None, where: str) -> int:
-    """Code of a label value given as a class id or a class name."""
-    n = len(class_ids)
-    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
-        if value in class_names:
-            return class_names.index(value)
-        raise UnknownNameError(f"unknown class name {value!r} in {where}; classes of "
-                               f"the prediction: {', '.join(class_names)}")
-    number = float(value)
-    if ignore_index is not None and number == ignore_index:
-        return n
-    if number.is_integer() and int(number) in class_ids:
-        return list(class_ids).index(int(number))
-    raise InputError(f"{where} has class value {value!r}, which is not a class of the "
-                     f"prediction ({n} classes: {_describe_ids(class_ids)}); the class "
-                     f"counts do not match")
-
-
 @dataclass
 class GridLabels:
     """Label class ids on a pixel grid, read window by window: training's label source.
@@ -724,10 +682,11 @@ def _vector_grid_labels(labels: str | os.PathLike[str] | Any, grid: _Grid,
         raise InputError(f"vector labels {description} have no field {label_field!r}; "
                          f"fields: {', '.join(fields) or 'none'}")
     names = _field_names(gdf[label_field].dropna(), class_names, background, description)
-    lookup = [names.get(i, f"\0{i}") for i in _ALL_IDS]  # class name by id, for the field
-    source = _id_vector_source(gdf, grid, class_ids=_ALL_IDS, class_names=lookup,
-                            ignore_index=ignore_index, label_field=label_field,
-                            label_fill=background)
+    # Every uint8 class id is a class; the field's names resolve to their ids as score's do.
+    classes = ScoreClasses(list(_ALL_IDS), [names.get(i, f"\0{i}") for i in _ALL_IDS],
+                           n_model=len(_ALL_IDS), named=True)
+    source = _vector_source(gdf, grid, classes=classes, ignore_index=ignore_index,
+                            label_field=label_field, label_fill=background)
     source.description = description
 
     def read(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[np.uint8]:

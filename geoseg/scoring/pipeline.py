@@ -52,14 +52,9 @@ from geoseg.scoring.arrays import (
     score_arrays,
 )
 from geoseg.scoring.classes import score_classes, trim_absent
-from geoseg.scoring.labels import (
-    _Grid,
-    _Handles,
-    _labels_kind,
-    _raster_source,
-    _tile_paths,
-    _vector_source,
-)
+from geoseg.scoring.labels.grid import _Grid, _Handles, _labels_kind, _tile_paths
+from geoseg.scoring.labels.raster import _raster_source
+from geoseg.scoring.labels.vector import _vector_source
 from geoseg.scoring.mosaic import chip_paths, prediction_mosaic
 from geoseg.scoring.report import (
     CONVENTION,

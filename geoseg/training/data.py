@@ -31,8 +31,8 @@ __all__ = [
     "IGNORE",
     "IMAGE_SUFFIXES",
     "ChipDataset",
-    "ClassTable",
     "LabeledImage",
+    "MaskClasses",
     "Pair",
     "band_stats",
     "class_counts",
@@ -51,7 +51,7 @@ _COLOR_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (
 
 
 @dataclass(frozen=True, slots=True)
-class ClassTable:
+class MaskClasses:
     """The classes a model learns, and how mask values / colours map onto them.
 
     Attributes
@@ -83,7 +83,7 @@ class ClassTable:
         return lut
 
     @classmethod
-    def from_ids(cls, ids: Sequence[int], names: Sequence[str] | None = None) -> ClassTable:
+    def from_ids(cls, ids: Sequence[int], names: Sequence[str] | None = None) -> MaskClasses:
         """Classes for id masks: ``class_<id>`` names and a fixed palette unless given."""
         if names is not None and len(names) != len(ids):
             raise InputError(f"{len(names)} class names given for {len(ids)} classes ({ids})")
@@ -112,7 +112,7 @@ def _rgb(value: Any, where: str) -> tuple[int, int, int]:
     raise InputError(f"{where}: colour {value!r} is not RGB (use [r, g, b] 0..255 or '#rrggbb')")
 
 
-def read_class_table(path: str | os.PathLike[str]) -> ClassTable:
+def read_class_table(path: str | os.PathLike[str]) -> MaskClasses:
     """Read a class-colour file (JSON or CSV) mapping RGB mask colours to classes.
 
     JSON: a list (or ``{"classes": [...]}``) of ``{"id": 0, "name": "building",
@@ -171,10 +171,10 @@ def read_class_table(path: str | os.PathLike[str]) -> ClassTable:
     if not classes:
         raise InputError(f"{p} defines no class")
     classes.sort(key=lambda c: c.id)
-    return ClassTable(tuple(classes), colors, frozenset(ignore))
+    return MaskClasses(tuple(classes), colors, frozenset(ignore))
 
 
-def decode_colors(rgb: npt.NDArray[Any], table: ClassTable, *,
+def decode_colors(rgb: npt.NDArray[Any], table: MaskClasses, *,
                   source: str = "mask") -> npt.NDArray[np.uint8]:
     """Map an RGB mask ``(3, H, W)`` to channel indices (``IGNORE`` for ignored colours).
 
@@ -294,8 +294,8 @@ def _read(path: Path) -> tuple[npt.NDArray[Any], Any, npt.NDArray[np.bool_] | No
         return data, cmap, band_validity(ds, range(1, ds.count + 1), data), names
 
 
-def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None = None,
-              bands: Sequence[int] | None = None) -> tuple[LabeledImage, ClassTable]:
+def read_pair(pair: Pair, table: MaskClasses | None, *, ignore_index: int | None = None,
+              bands: Sequence[int] | None = None) -> tuple[LabeledImage, MaskClasses]:
     """Read an image and its mask; decode the mask to channel indices.
 
     With ``table=None`` the mask holds class ids and the classes are the ids found
@@ -333,7 +333,7 @@ def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None 
         ids = ids.astype(np.uint8)
         present = [int(v) for v in np.unique(ids) if v not in (IGNORE, ignore_index)]
         if table is None:
-            out_table = ClassTable.from_ids(present, [names.get(i, f"class_{i}")
+            out_table = MaskClasses.from_ids(present, [names.get(i, f"class_{i}")
                                                       for i in present])
         else:
             known = set(table.ids)
@@ -349,9 +349,9 @@ def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None 
     return LabeledImage(image, decoded, pair.image.name, valid), out_table
 
 
-def load_pairs(pairs: Sequence[Pair], table: ClassTable | None, *,
+def load_pairs(pairs: Sequence[Pair], table: MaskClasses | None, *,
                ignore_index: int | None = None, bands: Sequence[int] | None = None
-               ) -> tuple[list[LabeledImage], ClassTable]:
+               ) -> tuple[list[LabeledImage], MaskClasses]:
     """Read all pairs into memory with one class table (built from the ids if ``None``)."""
     if not pairs:
         raise InputError("the dataset is empty: no image/mask pair found")
@@ -362,7 +362,7 @@ def load_pairs(pairs: Sequence[Pair], table: ClassTable | None, *,
             names.update((c.id, c.name) for c in t.classes)
         if not names:
             raise InputError(f"no labelled pixel in {len(pairs)} masks (all ignore)")
-        table = ClassTable.from_ids(sorted(names), [names[i] for i in sorted(names)])
+        table = MaskClasses.from_ids(sorted(names), [names[i] for i in sorted(names)])
     out = [read_pair(p, table, ignore_index=ignore_index, bands=bands)[0] for p in pairs]
     n_bands = {im.image.shape[0] for im in out}
     if len(n_bands) > 1:

@@ -28,7 +28,7 @@ from geoseg.models.spec import ModelSpec
 from geoseg.models.value_range import image_range
 from geoseg.prediction.inference import autocast
 from geoseg.progress import NullProgress, Progress
-from geoseg.training.data import IGNORE, ChipDataset, ClassTable, LabeledImage, Pair
+from geoseg.training.data import IGNORE, ChipDataset, LabeledImage, MaskClasses, Pair
 from geoseg.training.losses import auto_class_weights, make_loss
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def _build(config: TrainConfig, spec: ModelSpec, weights: str | None,
 
 
 def fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage],
-        table: ClassTable, output: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
+        table: MaskClasses, output: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
     """Train a model and write its bundle to ``output`` (see :func:`_fit` for the options).
 
     ``output``, its checkpoint and metrics files are locked for the run (a second run to
@@ -142,7 +142,7 @@ def _local(path: str | None) -> str | None:
 
 
 def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage],
-         table: ClassTable, output: str | os.PathLike[str], *,
+         table: MaskClasses, output: str | os.PathLike[str], *,
          config: TrainConfig = TrainConfig(), bands: Sequence[str] | None = None,
          weights: str | None = None, init: str | None = None, resume: bool = False,
          overwrite: bool = False, progress: Progress | None = None,
@@ -155,7 +155,7 @@ def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage
         Training and validation data (masks of channel indices, ``IGNORE`` = no label).
         Validation images are cut into non-overlapping chips of ``config.crop_size``...
         ``config.tile_size``: every labelled pixel counted once.
-    table : ClassTable
+    table : MaskClasses
         The classes (model channel ``k`` is ``table.classes[k]``).
     output : path
         Bundle to write (the best epoch by validation mIoU); a ``.metrics.csv`` and,
@@ -417,7 +417,7 @@ def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair]
     ignore = config.ignore_index
     train_images, table = load_pairs(train_pairs, table, ignore_index=ignore, bands=bands)
     if class_names is not None and class_colors is None:
-        table = ClassTable.from_ids(table.ids, class_names)
+        table = MaskClasses.from_ids(table.ids, class_names)
     val_images, _ = load_pairs(val_pairs, table, ignore_index=ignore, bands=bands)
     prov = {"train": _describe(train_pairs, data), "val": _describe(val_pairs, val),
             "train_images": len(train_pairs), "val_images": len(val_pairs),

@@ -17,7 +17,7 @@ from geoseg.testing import make_class_map, make_geotiff, make_scene
 from geoseg.training.augment import Augment, random_chip
 from geoseg.training.data import (
     IGNORE,
-    ClassTable,
+    MaskClasses,
     Pair,
     decode_colors,
     find_pairs,
@@ -140,7 +140,7 @@ def test_bad_inputs_name_the_file(tmp_path):
 
     make_geotiff(root / "masks" / "p1.tif", np.full((32, 32), 9, np.uint8), nodata=None)
     with pytest.raises(InputError, match=r"p1\.tif holds value 9, which is no class"):
-        read_pair(find_pairs(root)[1], ClassTable.from_ids([0, 1, 2]))
+        read_pair(find_pairs(root)[1], MaskClasses.from_ids([0, 1, 2]))
 
     empty = tmp_path / "empty"
     (empty / "images").mkdir(parents=True)

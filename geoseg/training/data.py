@@ -123,27 +123,34 @@ def read_class_table(path: str | os.PathLike[str]) -> MaskClasses:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"class-colour file not found: {p}")
-    rows: list[dict[str, Any]]
+    return _table_of_rows(_color_rows(p), p)
+
+
+def _color_rows(p: Path) -> list[dict[str, Any]]:
+    """Entries of a class-colour file as ``{"id", "name", "color"}`` dicts."""
     if p.suffix.lower() == ".csv":
         with p.open(newline="") as f:
-            reader = csv.DictReader(f)
             rows = []
-            for row in reader:
+            for row in csv.DictReader(f):
                 r = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
                 color: Any = r.get("color") or [r.get("r"), r.get("g"), r.get("b")]
                 ident = r.get("id", "")
                 rows.append({"id": None if ident in ("", "ignore", "none") else ident,
                              "name": r.get("name", ""), "color": color})
-    else:
-        try:
-            data = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{p} is not valid JSON: {exc}") from None
-        if isinstance(data, dict):
-            data = data.get("classes")
-        if not isinstance(data, list):
-            raise InputError(f"{p}: expected a list of classes (or {{'classes': [...]}})")
-        rows = [dict(d) if isinstance(d, dict) else {"bad": d} for d in data]
+        return rows
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p} is not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("classes")
+    if not isinstance(data, list):
+        raise InputError(f"{p}: expected a list of classes (or {{'classes': [...]}})")
+    return [dict(d) if isinstance(d, dict) else {"bad": d} for d in data]
+
+
+def _table_of_rows(rows: Sequence[dict[str, Any]], p: Path) -> MaskClasses:
+    """Check class-colour entries and build the classes, colours and ignored colours."""
     classes: list[ClassInfo] = []
     colors: dict[tuple[int, int, int], int] = {}
     ignore: set[tuple[int, int, int]] = set()
@@ -314,39 +321,49 @@ def read_pair(pair: Pair, table: MaskClasses | None, *, ignore_index: int | None
         raise InputError(f"mask {pair.mask} is {mask.shape[2]}x{mask.shape[1]} px but image "
                          f"{pair.image} is {image.shape[2]}x{image.shape[1]}; they must match")
     if table is not None and table.colors:
-        if mask.shape[0] == 1 and cmap:
-            lut = np.zeros((256, 3), np.uint8)
-            for k, rgba in cmap.items():
-                if 0 <= k < 256:
-                    lut[k] = rgba[:3]
-            mask = lut[mask[0]].transpose(2, 0, 1)
-        decoded = decode_colors(mask[:3], table, source=str(pair.mask))
-        out_table = table
+        decoded, out_table = _decode_color_mask(mask, cmap, table, pair.mask), table
     else:
-        if mask.shape[0] != 1:
-            raise InputError(f"mask {pair.mask} has {mask.shape[0]} bands; a class-id mask "
-                             "has one (colour-coded masks need --class-colors FILE)")
-        ids = mask[0]
-        if not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() > 255:
-            raise InputError(f"mask {pair.mask} holds values outside 0..255 ({ids.dtype}); "
-                             "class ids must be integers 0..254")
-        ids = ids.astype(np.uint8)
-        present = [int(v) for v in np.unique(ids) if v not in (IGNORE, ignore_index)]
-        if table is None:
-            out_table = MaskClasses.from_ids(present, [names.get(i, f"class_{i}")
-                                                      for i in present])
-        else:
-            known = set(table.ids)
-            extra = [v for v in present if v not in known]
-            if extra:
-                raise InputError(f"mask {pair.mask} holds value {extra[0]}, which is no class "
-                                 f"(classes: {sorted(known)}); fix the mask or pass "
-                                 "--ignore-index")
-            out_table = table
-        decoded = out_table.id_lut(ignore_index)[ids] if table is not None else ids
+        decoded, out_table = _decode_id_mask(mask, names, table, ignore_index, pair.mask)
     if valid is not None:  # no band holds data: no label either
         decoded = np.where(valid.any(axis=0), decoded, IGNORE).astype(np.uint8)
     return LabeledImage(image, decoded, pair.image.name, valid), out_table
+
+
+def _decode_color_mask(mask: npt.NDArray[Any], cmap: Any, table: MaskClasses,
+                       path: Path) -> npt.NDArray[np.uint8]:
+    """Channel indices of a colour-coded mask (RGB, or a palette raster)."""
+    if mask.shape[0] == 1 and cmap:
+        lut = np.zeros((256, 3), np.uint8)
+        for k, rgba in cmap.items():
+            if 0 <= k < 256:
+                lut[k] = rgba[:3]
+        mask = lut[mask[0]].transpose(2, 0, 1)
+    return decode_colors(mask[:3], table, source=str(path))
+
+
+def _decode_id_mask(mask: npt.NDArray[Any], names: dict[int, str],
+                    table: MaskClasses | None, ignore_index: int | None, path: Path
+                    ) -> tuple[npt.NDArray[np.uint8], MaskClasses]:
+    """Channel indices of a class-id mask, and its classes (the ids found, or ``table``)."""
+    if mask.shape[0] != 1:
+        raise InputError(f"mask {path} has {mask.shape[0]} bands; a class-id mask "
+                         "has one (colour-coded masks need --class-colors FILE)")
+    ids = mask[0]
+    if not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() > 255:
+        raise InputError(f"mask {path} holds values outside 0..255 ({ids.dtype}); "
+                         "class ids must be integers 0..254")
+    ids = ids.astype(np.uint8)
+    present = [int(v) for v in np.unique(ids) if v not in (IGNORE, ignore_index)]
+    if table is None:
+        return ids, MaskClasses.from_ids(present, [names.get(i, f"class_{i}")
+                                                   for i in present])
+    known = set(table.ids)
+    extra = [v for v in present if v not in known]
+    if extra:
+        raise InputError(f"mask {path} holds value {extra[0]}, which is no class "
+                         f"(classes: {sorted(known)}); fix the mask or pass "
+                         "--ignore-index")
+    return table.id_lut(ignore_index)[ids], table
 
 
 def load_pairs(pairs: Sequence[Pair], table: MaskClasses | None, *,

@@ -305,6 +305,7 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     """
     from geoseg._atomic import check_output
     from geoseg.training.data import read_class_table
+    from geoseg.training.gsd import with_gsd
     from geoseg.training.loop import TrainConfig, fit, split_blocks
     from geoseg.training.loop import _pairs as pairs_of
 
@@ -331,8 +332,13 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
 
         train_images = images
         val_images, _ = load_pairs(pairs_of(val), table, bands=bands)
+    split = (f"validation given: {val}" if val is not None else
+             f"{len(val_images)} of {len(images)} disjoint {size}-px blocks held out, "
+             f"--val-fraction {val_fraction:g}, seed {cfg.seed}")
     prov = {"train": f"{scene} + {labels}", "val": str(val) if val else
-            f"{len(val_images)} held-out blocks of {size} px", "label_field": label_field}
+            f"{len(val_images)} held-out blocks of {size} px", "label_field": label_field,
+            "split": split, "unit": "blocks", "val_unit": "images" if val else "blocks"}
+    cfg, prov["gsd"] = with_gsd(cfg, [scene])
     return fit(train_images, val_images, table, output, config=cfg, bands=band_names,
                provenance=prov, **kwargs)
 

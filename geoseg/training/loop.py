@@ -31,6 +31,7 @@ from geoseg.training.checkpoint import _load_checkpoint, _save_checkpoint, check
 from geoseg.training.config import EpochResult, TrainConfig, TrainResult, _config_json
 from geoseg.training.data import LabeledImage, MaskClasses, Pair
 from geoseg.training.evaluate import confusion_matrix, evaluate_images, iou_from_confusion
+from geoseg.training.gsd import with_gsd
 from geoseg.training.setup import _announce, _initial_state, _open_metrics, _Run, _setup
 from geoseg.training.split import split_blocks, split_groups
 
@@ -245,7 +246,7 @@ def _step(run: _Run, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> float:
     else:
         loss.backward()
         run.optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def _validate(run: _Run, epoch: int, steps: int, losses: Sequence[float], lr: float,
@@ -296,7 +297,7 @@ def _provenance(run: _Run, r: EpochResult, state: dict[str, Any]) -> dict[str, A
     names = run.names
     return {
         "geoseg_version": __version__,
-        "data": {k: v for k, v in run.provenance.items() if k != "unit"},
+        "data": {k: v for k, v in run.provenance.items() if k not in ("unit", "val_unit")},
         "epochs": r.epoch, "steps": int(state["step"]),
         "train_seconds": round(state["elapsed_s"], 1),
         "val_miou": round(r.miou, 6),
@@ -380,7 +381,9 @@ def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair]
     val_images, _ = load_pairs(val_pairs, table, ignore_index=ignore, bands=bands)
     prov = {"train": _describe(train_pairs, data), "val": _describe(val_pairs, val),
             "train_images": len(train_pairs), "val_images": len(val_pairs),
+            "split": _split_rule(train_pairs, val_pairs, val, val_fraction, config.seed),
             "class_colors": str(class_colors) if class_colors else None}
+    config, prov["gsd"] = with_gsd(config, [p.image for p in train_pairs])
     return fit(train_images, val_images, table, out, config=config, bands=band_names,
                weights=weights, init=init, resume=resume, overwrite=overwrite,
                progress=progress, provenance=prov)
@@ -404,3 +407,17 @@ def _describe(pairs: Sequence[Pair], source: Any) -> str:
         return ", ".join(os.fspath(s) for s in source)
     parents = sorted({str(p.image.parent.parent) for p in pairs})
     return ", ".join(parents)
+
+
+def _split_rule(train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], val: Any,
+                fraction: float, seed: int) -> str:
+    """Say how the validation images were chosen (printed, and kept in the bundle)."""
+    if val is not None:
+        return f"validation given: {_describe(val_pairs, val)}"
+    folders = {p.image.parent.parent for p in (*train_pairs, *val_pairs)}
+    if len(folders) > 1:
+        held = len({p.image.parent.parent for p in val_pairs})
+        return (f"{held} of {len(folders)} tile folders held out whole, --val-fraction "
+                f"{fraction:g}, seed {seed}")
+    return (f"{len(val_pairs)} of {len(train_pairs) + len(val_pairs)} images held out, "
+            f"--val-fraction {fraction:g}, seed {seed}")

@@ -198,11 +198,11 @@ def _announce(run: _Run, progress: Progress, n_train: int, n_val: int,
               state: dict[str, Any]) -> None:
     """Print the block a run starts with: data, split, device, precision, engine, output."""
     cfg, prov = run.config, run.provenance
-    unit = prov.get("unit", "images")
+    unit, val_unit = prov.get("unit", "images"), prov.get("val_unit", "images")
     split = prov.get("split") or f"validation: {prov.get('val', 'given')}"
     gsd = "unknown" if math.isnan(run.spec.gsd_m) else f"{run.spec.gsd_m:.3g} m"
-    progress.log(f"data: {n_train} training and {n_val} validation {unit} ({split}); "
-                 f"{len(run.names)} classes; gsd {gsd}")
+    progress.log(f"data: {n_train} training {unit}, {n_val} validation {val_unit} "
+                 f"({split}); {len(run.names)} classes; gsd {gsd}")
     progress.log(f"device {run.device.type}, precision {run.precision}, engine eager; "
                  f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps of batch "
                  f"{cfg.batch_size}")

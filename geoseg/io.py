@@ -372,7 +372,7 @@ def _geographic_gsd(crs: CRS, transform: Affine, width: int, height: int, px: fl
 
     from pyproj import CRS as ProjCRS
 
-    lon, lat = transform * (width / 2, height / 2)
+    lon, lat = transform @ (width / 2, height / 2)
     if not -90 < lat < 90:
         return None
     geod = ProjCRS.from_wkt(crs.to_wkt()).get_geod()

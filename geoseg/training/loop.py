@@ -162,7 +162,7 @@ def _interrupted(out: Path, config: TrainConfig, done: int) -> str:
 
 def _epochs(run: _Run, state: dict[str, Any], progress: Progress
             ) -> tuple[list[EpochResult], str]:
-    """Run the epochs left; return this run's history and why it stopped."""
+    """Run the epochs left; return the history (resumed epochs too) and why it stopped."""
     cfg = run.config
     history = [EpochResult(**{**h, "iou": tuple(h["iou"])}) for h in state["history"]]
     t_start = time.monotonic() - float(state["elapsed_s"])

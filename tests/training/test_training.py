@@ -402,3 +402,24 @@ def test_bundle_gsd_from_imagery_or_gsd_option(tmp_path, geo, gsd, expected, sou
     else:
         assert spec.gsd_m == pytest.approx(expected)
     assert spec.provenance["data"]["gsd"].startswith(source)
+
+
+def test_ctrl_c_is_held_while_an_epoch_is_saved():
+    """SIGINT during an epoch's CSV/bundle/checkpoint writes arrives after them."""
+    import os
+    import signal
+
+    from geoseg.training.loop import _deferred_interrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    done = []
+
+    def save() -> None:
+        with _deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("saved")
+
+    with pytest.raises(KeyboardInterrupt):
+        save()
+    assert done == ["saved"]
+    assert signal.getsignal(signal.SIGINT) is before

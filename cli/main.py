@@ -93,11 +93,15 @@ class GeosegGroup(click.Group):
         except KeyboardInterrupt as exc:
             # Partial outputs are already removed (``finally`` blocks ran). Exit now rather
             # than wait for worker threads to finish the batch they are in.
+            # A command may say what it kept (train: how to resume) in the exception.
             terminated = isinstance(exc, _Terminated)
+            said = str(exc).splitlines()[0] if str(exc) else ""
             if json_mode:
-                emit_event("terminated", signal="SIGTERM" if terminated else "SIGINT")
+                fields = {"signal": "SIGTERM" if terminated else "SIGINT"}
+                emit_event("terminated", None, **(fields | ({"message": said} if said else {})))
             else:
-                click.echo("Terminated." if terminated else "Interrupted.", err=True)
+                click.echo(said or ("Terminated." if terminated else "Interrupted."),
+                           err=True)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(143 if terminated else 130)

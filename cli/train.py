@@ -159,7 +159,8 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
         precision=precision, tile_size=tile_size, overlap=overlap, val_limit=val_limit,
         miou_exclude=_names(miou_exclude) or (), augment=augment, half=half,
         workers=workers, gsd=gsd)
-    progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
+    progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind,
+                             unit="step")
     kw: dict[str, Any] = {"config": config, "weights": weights, "init": init,
                           "resume": resume, "overwrite": overwrite, "progress": progress,
                           "band_names": _names(band_names), "bands": bands}

@@ -33,6 +33,7 @@ __all__ = [
     "class_colormap",
     "count_nodata",
     "fill_nodata",
+    "ground_sample_distance",
     "open_raster",
     "open_scene",
     "read_error",
@@ -333,3 +334,50 @@ def class_colormap(colors: Sequence[tuple[int, int, int]]) -> dict[int, tuple[in
     cmap = {i: (int(r), int(g), int(b), 255) for i, (r, g, b) in enumerate(colors)}
     cmap[NODATA_CLASS] = (0, 0, 0, 0)
     return cmap
+
+
+def ground_sample_distance(crs: CRS | None, transform: Affine, width: int, height: int
+                           ) -> float | None:
+    """Pixel size on the ground in metres, or None when unknown (no CRS).
+
+    Projected CRS: the pixel size in the CRS's linear unit, converted to metres.
+    Geographic CRS: the pixel's size in degrees measured on the CRS's ellipsoid at the
+    grid's centre. Non-square pixels: the geometric mean of both sides. (The same rule
+    as ``predict --resample``'s scene GSD.)
+
+    Examples
+    --------
+    >>> ground_sample_distance(CRS.from_epsg(32633), Affine(0.5, 0, 0, 0, -0.5, 0), 9, 9)
+    0.5
+    """
+    import math
+
+    if crs is None:
+        return None
+    px, py = math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e)
+    if not (px > 0 and py > 0):
+        return None
+    if crs.is_geographic:
+        return _geographic_gsd(crs, transform, width, height, px, py)
+    try:
+        factor = float(crs.linear_units_factor[1])
+    except Exception:  # noqa: BLE001 - a CRS without a linear unit: GSD unknown
+        return None
+    return math.sqrt(px * py) * factor
+
+
+def _geographic_gsd(crs: CRS, transform: Affine, width: int, height: int, px: float,
+                    py: float) -> float | None:
+    import math
+
+    from pyproj import CRS as ProjCRS
+
+    lon, lat = transform @ (width / 2, height / 2)
+    if not -90 < lat < 90:
+        return None
+    geod = ProjCRS.from_wkt(crs.to_wkt()).get_geod()
+    if geod is None:
+        return None
+    dx = geod.inv(lon - px / 2, lat, lon + px / 2, lat)[2]
+    dy = geod.inv(lon, lat - py / 2, lon, lat + py / 2)[2]
+    return math.sqrt(abs(dx * dy)) or None

@@ -57,7 +57,7 @@ class NullProgress(Progress):
 
 
 class TqdmProgress(Progress):
-    """A tqdm bar on stderr: tiles done, rate and ETA."""
+    """A tqdm bar on stderr: units done (tiles, training steps), rate and ETA."""
 
     def __init__(self, stream: IO[str] | None = None, unit: str = "tile") -> None:
         super().__init__()
@@ -126,10 +126,10 @@ def emit_event(event: str, stream: IO[str] | None = None, **fields: Any) -> None
     out.flush()
 
 
-def make_progress(kind: str) -> Progress:
-    """``bar`` (tqdm), ``json`` or ``none``."""
+def make_progress(kind: str, *, unit: str = "tile") -> Progress:
+    """``bar`` (tqdm, rate per ``unit``: ``tile/s``, ``step/s``), ``json`` or ``none``."""
     if kind == "bar":
-        return TqdmProgress()
+        return TqdmProgress(unit=unit)
     if kind == "json":
         return JsonProgress()
     return NullProgress()

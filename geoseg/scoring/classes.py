@@ -75,6 +75,8 @@ class ScoreClasses:
             An id that is not a class of the prediction.
         """
         text = text.strip()
+        if text in self.names:  # an exact name first, then one differing only in case
+            return self.ids[self.names.index(text)]
         by_name = {n.lower(): i for i, n in zip(self.ids, self.names, strict=True)}
         if text.lower() in by_name:
             return by_name[text.lower()]

@@ -51,15 +51,10 @@ from geoseg.scoring.arrays import (
     confusion_from_arrays,
     score_arrays,
 )
-from geoseg.scoring.classes import score_classes, trim_absent
-from geoseg.scoring.labels import (
-    _Grid,
-    _Handles,
-    _labels_kind,
-    _raster_source,
-    _tile_paths,
-    _vector_source,
-)
+from geoseg.scoring.classes import ScoreClasses, score_classes, trim_absent
+from geoseg.scoring.labels.grid import _Grid, _Handles, _Labels, _labels_kind, _tile_paths
+from geoseg.scoring.labels.raster import _raster_source
+from geoseg.scoring.labels.vector import _vector_source
 from geoseg.scoring.mosaic import chip_paths, prediction_mosaic
 from geoseg.scoring.report import (
     CONVENTION,
@@ -138,21 +133,64 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
     """
     if chunk_size < 16:
         raise InputError(f"chunk size must be at least 16 px, got {chunk_size}")
+    kw: dict[str, Any] = {"classes": classes, "label_map": label_map,
+                          "ignore_index": ignore_index, "label_field": label_field,
+                          "label_fill": label_fill, "chunk_size": chunk_size,
+                          "num_workers": num_workers, "progress": progress}
     chips = chip_paths(pred)
     if chips is not None:  # a folder or glob of chips: one VRT mosaic
-        with prediction_mosaic(chips, os.fspath(pred)) as mosaic, \
-                warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            report = score(mosaic.path, labels, classes=classes, label_map=label_map,
-                           ignore_index=ignore_index, label_field=label_field,
-                           label_fill=label_fill, chunk_size=chunk_size,
-                           num_workers=num_workers, progress=progress)
-        for w in caught:  # said of the mosaic, not of its temporary VRT
-            warnings.warn(str(w.message).replace(mosaic.path, mosaic.description),
-                          w.category, stacklevel=2)
-        return replace(report, pred=mosaic.description, notes=tuple(
-            n.replace(mosaic.path, mosaic.description) for n in report.notes))
+        return _score_mosaic(chips, os.fspath(pred), labels, **kw)
     scene = _open_pred(pred)
+    sc, source = _label_source(scene, labels, classes=classes, label_map=label_map,
+                               ignore_index=ignore_index, label_field=label_field,
+                               label_fill=label_fill, chunk_size=chunk_size,
+                               num_workers=num_workers)
+    notes = [*sc.notes, *source.notes]
+    if scene.crs is None:
+        notes.append(f"{scene.path} and its labels have no georeferencing: scored pixel "
+                     f"by pixel ({scene.width}x{scene.height} px)")
+    for note in notes:
+        warnings.warn(note, GeosegWarning, stacklevel=2)
+    hist, pred_lut = _histogram(scene, source, sc, chunk_size=chunk_size,
+                                num_workers=num_workers, progress=progress)
+    n = len(sc.ids)
+    counts = ConfusionCounts.from_histogram(
+        collapse_histogram(hist, source.lut, pred_lut, n))
+    _check_unknown(counts, sc.ids, labels=source.description, pred=scene.path,
+                   label_values=source.values_seen | _unknown_values(
+                       hist, source.lut, n, axis=1),
+                   pred_values=_unknown_values(hist, pred_lut, n, axis=0))
+    if counts.scored == 0:
+        raise InputError(
+            f"no pixel to score: of {counts.total:,} overlapping pixels, "
+            f"{counts.nodata_labels:,} have no label, {counts.ignored:,} are ignored "
+            f"and {counts.nodata_pred:,} have no prediction")
+    ids, names = sc.ids, sc.names
+    if not sc.named:
+        counts, ids, names = trim_absent(counts, sc)
+    return ScoreReport.from_counts(counts, ids, names, ignore_index=ignore_index,
+                                   pred=scene.path, labels=source.description,
+                                   notes=notes)
+
+
+def _score_mosaic(chips: Sequence[str], pred: str, labels: Any, **kw: Any) -> ScoreReport:
+    """Score a folder or glob of class-map chips as one virtual mosaic."""
+    with prediction_mosaic(chips, pred) as mosaic, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = score(mosaic.path, labels, **kw)
+    for w in caught:  # said of the mosaic, not of its temporary VRT
+        warnings.warn(str(w.message).replace(mosaic.path, mosaic.description),
+                      w.category, stacklevel=3)
+    return replace(report, pred=mosaic.description, notes=tuple(
+        n.replace(mosaic.path, mosaic.description) for n in report.notes))
+
+
+def _label_source(scene: Scene, labels: Any, *, classes: Sequence[str] | None,
+                  label_map: str | Mapping[Any, Any] | None, ignore_index: int | None,
+                  label_field: str | None, label_fill: int | str | None, chunk_size: int,
+                  num_workers: int | None) -> tuple[ScoreClasses, _Labels]:
+    """Resolve the score's classes and put the labels on the prediction's grid."""
     kind = _labels_kind(labels)
     grid = _Grid(scene.crs, scene.transform, scene.height, scene.width)
     paths = (_tile_paths(Path(labels)) if kind == "tiles"
@@ -164,23 +202,21 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
                                        chunk_size, num_workers)
     sc = score_classes(scene, classes=classes, label_map=label_map,
                        label_info=label_info, pred_values=pred_values)
-    model_ids = sc.ids[:sc.n_model]
     if kind == "vector":
         if scene.crs is None:
             raise InputError(f"{scene.path} has no CRS; the prediction must be "
                              f"georeferenced to be aligned with vector labels")
-        source = _vector_source(labels, grid, classes=sc, ignore_index=ignore_index,
-                                label_field=label_field, label_fill=label_fill)
-    else:
-        description = f"label tiles in {labels}" if kind == "tiles" else paths[0]
-        source = _raster_source(paths, grid, model_ids, ignore_index, description,
-                                tiles=kind == "tiles", classes=sc)
-    notes = [*sc.notes, *source.notes]
-    if scene.crs is None:
-        notes.append(f"{scene.path} and its labels have no georeferencing: scored pixel "
-                     f"by pixel ({scene.width}x{scene.height} px)")
-    for note in notes:
-        warnings.warn(note, GeosegWarning, stacklevel=2)
+        return sc, _vector_source(labels, grid, classes=sc, ignore_index=ignore_index,
+                                  label_field=label_field, label_fill=label_fill)
+    description = f"label tiles in {labels}" if kind == "tiles" else paths[0]
+    return sc, _raster_source(paths, grid, sc.ids[:sc.n_model], ignore_index, description,
+                              tiles=kind == "tiles", classes=sc)
+
+
+def _histogram(scene: Scene, source: _Labels, sc: ScoreClasses, *, chunk_size: int,
+               num_workers: int | None, progress: Progress | None
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+    """Joint histogram of label values and prediction codes, chunk by chunk (dask)."""
     row0, row1, col0, col1 = source.window
     chunks = (_chunks(row0, row1, chunk_size), _chunks(col0, col1, chunk_size))
     pred_handles = _Handles()
@@ -201,36 +237,19 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
                        meta=np.empty((0, 0), dtype=source.dtype))
     pred_raw = map_blocks(pred_block, chunks=chunks, dtype=np.dtype(scene.dtype),
                           meta=np.empty((0, 0), dtype=scene.dtype))
-    pred_codes, n_pred, pred_lut = _space(pred_raw, model_ids, nodata=scene.nodata)
+    pred_codes, n_pred, pred_lut = _space(pred_raw, sc.ids[:sc.n_model], nodata=scene.nodata)
     pred_lut = sc.pred_code_lut(sc.n_model + 3)[pred_lut]
-    progress = progress or NullProgress()
     try:
         # Each block is read once: GDAL's block cache (5% of RAM by default) would only
         # make memory grow with the scene, so keep it small.
         with rasterio.Env(GDAL_CACHEMAX=64):
-            hist = _reduce(truth, pred_codes, source.n_values, n_pred,
-                           num_workers=num_workers, progress=progress)
+            hist: npt.NDArray[np.int64] = _reduce(
+                truth, pred_codes, source.n_values, n_pred, num_workers=num_workers,
+                progress=progress or NullProgress())
     finally:
         source.close()
         pred_handles.close()
-    n = len(sc.ids)
-    counts = ConfusionCounts.from_histogram(
-        collapse_histogram(hist, source.lut, pred_lut, n))
-    _check_unknown(counts, sc.ids, labels=source.description, pred=scene.path,
-                   label_values=source.values_seen | _unknown_values(
-                       hist, source.lut, n, axis=1),
-                   pred_values=_unknown_values(hist, pred_lut, n, axis=0))
-    if counts.scored == 0:
-        raise InputError(
-            f"no pixel to score: of {counts.total:,} overlapping pixels, "
-            f"{counts.nodata_labels:,} have no label, {counts.ignored:,} are ignored "
-            f"and {counts.nodata_pred:,} have no prediction")
-    ids, names = sc.ids, sc.names
-    if not sc.named:
-        counts, ids, names = trim_absent(counts, sc)
-    return ScoreReport.from_counts(counts, ids, names, ignore_index=ignore_index,
-                                   pred=scene.path, labels=source.description,
-                                   notes=notes)
+    return hist, pred_lut
 
 
 def _open_pred(pred: str | os.PathLike[str]) -> Scene:

@@ -30,7 +30,7 @@ from geoseg._atomic import atomic_path, check_distinct
 from geoseg.errors import InputError, OutputExistsError
 from geoseg.io import band_validity, open_raster
 from geoseg.scoring.labels import GridLabels, grid_labels
-from geoseg.training.data import IGNORE, ClassTable, LabeledImage, Pair, decode_colors
+from geoseg.training.data import IGNORE, LabeledImage, MaskClasses, Pair, decode_colors
 
 if TYPE_CHECKING:
     from geoseg.training.loop import TrainConfig, TrainResult
@@ -83,7 +83,7 @@ class _SceneReader:
 
     def labels(self, labels: str | os.PathLike[str], label_field: str | None,
                background: int, class_names: Sequence[str] | None,
-               table: ClassTable | None) -> GridLabels:
+               table: MaskClasses | None) -> GridLabels:
         """Put ``labels`` on this scene's grid (the one label source, shared with score)."""
         colors = None if table is None or not table.colors else _color_decoder(table)
         return grid_labels(labels, crs=self.crs, transform=self.transform,
@@ -95,7 +95,7 @@ class _SceneReader:
         self.ds.close()
 
 
-def _color_decoder(table: ClassTable) -> Any:
+def _color_decoder(table: MaskClasses) -> Any:
     """RGB ``(3, h, w)`` -> class ids (``IGNORE`` for ignored colours), via the table."""
     lut = np.full(256, IGNORE, np.uint8)
     lut[:len(table.classes)] = table.ids
@@ -201,7 +201,7 @@ def _span(win: ChipWindow) -> tuple[tuple[int, int], tuple[int, int]]:
     return (win.row, win.row + win.height), (win.col, win.col + win.width)
 
 
-def _table_names(table: ClassTable | None) -> dict[int, str]:
+def _table_names(table: MaskClasses | None) -> dict[int, str]:
     return {} if table is None else {c.id: c.name for c in table.classes}
 
 
@@ -251,7 +251,7 @@ def _block_windows(shape: tuple[int, int], block: int) -> Iterator[ChipWindow]:
 def scene_blocks(scene: str | os.PathLike[str], labels: str | os.PathLike[str], *,
                  block: int, label_field: str | None = None,
                  bands: Sequence[int] | None = None, background: int = 0,
-                 class_names: Sequence[str] | None = None, table: ClassTable | None = None
+                 class_names: Sequence[str] | None = None, table: MaskClasses | None = None
                  ) -> tuple[list[LabeledImage], dict[int, str]]:
     """Cut a scene and its labels into disjoint blocks held in memory (raw class ids).
 
@@ -283,7 +283,7 @@ def scene_blocks(scene: str | os.PathLike[str], labels: str | os.PathLike[str], 
     return blocks, source.names or _table_names(table)
 
 
-def _to_channels(blocks: Sequence[LabeledImage], table: ClassTable) -> list[LabeledImage]:
+def _to_channels(blocks: Sequence[LabeledImage], table: MaskClasses) -> list[LabeledImage]:
     lut = table.id_lut()
     return [replace(b, mask=lut[b.mask]) for b in blocks]
 
@@ -305,6 +305,7 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     """
     from geoseg._atomic import check_output
     from geoseg.training.data import read_class_table
+    from geoseg.training.gsd import with_gsd
     from geoseg.training.loop import TrainConfig, fit, split_blocks
     from geoseg.training.loop import _pairs as pairs_of
 
@@ -320,9 +321,9 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     if colors is not None:
         table = colors
     elif class_names is None and names:
-        table = ClassTable.from_ids(ids, [names.get(i, f"class_{i}") for i in ids])
+        table = MaskClasses.from_ids(ids, [names.get(i, f"class_{i}") for i in ids])
     else:
-        table = ClassTable.from_ids(ids, class_names and _names_for(ids, class_names))
+        table = MaskClasses.from_ids(ids, class_names and _names_for(ids, class_names))
     images = _to_channels(blocks, table)
     if val is None:
         train_images, val_images = split_blocks(images, val_fraction, cfg.seed)
@@ -331,8 +332,13 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
 
         train_images = images
         val_images, _ = load_pairs(pairs_of(val), table, bands=bands)
+    split = (f"validation given: {val}" if val is not None else
+             f"{len(val_images)} of {len(images)} disjoint {size}-px blocks held out, "
+             f"--val-fraction {val_fraction:g}, seed {cfg.seed}")
     prov = {"train": f"{scene} + {labels}", "val": str(val) if val else
-            f"{len(val_images)} held-out blocks of {size} px", "label_field": label_field}
+            f"{len(val_images)} held-out blocks of {size} px", "label_field": label_field,
+            "split": split, "unit": "blocks", "val_unit": "images" if val else "blocks"}
+    cfg, prov["gsd"] = with_gsd(cfg, [scene])
     return fit(train_images, val_images, table, output, config=cfg, bands=band_names,
                provenance=prov, **kwargs)
 

@@ -31,8 +31,8 @@ __all__ = [
     "IGNORE",
     "IMAGE_SUFFIXES",
     "ChipDataset",
-    "ClassTable",
     "LabeledImage",
+    "MaskClasses",
     "Pair",
     "band_stats",
     "class_counts",
@@ -51,7 +51,7 @@ _COLOR_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (
 
 
 @dataclass(frozen=True, slots=True)
-class ClassTable:
+class MaskClasses:
     """The classes a model learns, and how mask values / colours map onto them.
 
     Attributes
@@ -83,7 +83,7 @@ class ClassTable:
         return lut
 
     @classmethod
-    def from_ids(cls, ids: Sequence[int], names: Sequence[str] | None = None) -> ClassTable:
+    def from_ids(cls, ids: Sequence[int], names: Sequence[str] | None = None) -> MaskClasses:
         """Classes for id masks: ``class_<id>`` names and a fixed palette unless given."""
         if names is not None and len(names) != len(ids):
             raise InputError(f"{len(names)} class names given for {len(ids)} classes ({ids})")
@@ -112,7 +112,7 @@ def _rgb(value: Any, where: str) -> tuple[int, int, int]:
     raise InputError(f"{where}: colour {value!r} is not RGB (use [r, g, b] 0..255 or '#rrggbb')")
 
 
-def read_class_table(path: str | os.PathLike[str]) -> ClassTable:
+def read_class_table(path: str | os.PathLike[str]) -> MaskClasses:
     """Read a class-colour file (JSON or CSV) mapping RGB mask colours to classes.
 
     JSON: a list (or ``{"classes": [...]}``) of ``{"id": 0, "name": "building",
@@ -123,27 +123,34 @@ def read_class_table(path: str | os.PathLike[str]) -> ClassTable:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"class-colour file not found: {p}")
-    rows: list[dict[str, Any]]
+    return _table_of_rows(_color_rows(p), p)
+
+
+def _color_rows(p: Path) -> list[dict[str, Any]]:
+    """Entries of a class-colour file as ``{"id", "name", "color"}`` dicts."""
     if p.suffix.lower() == ".csv":
         with p.open(newline="") as f:
-            reader = csv.DictReader(f)
             rows = []
-            for row in reader:
+            for row in csv.DictReader(f):
                 r = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
                 color: Any = r.get("color") or [r.get("r"), r.get("g"), r.get("b")]
                 ident = r.get("id", "")
                 rows.append({"id": None if ident in ("", "ignore", "none") else ident,
                              "name": r.get("name", ""), "color": color})
-    else:
-        try:
-            data = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{p} is not valid JSON: {exc}") from None
-        if isinstance(data, dict):
-            data = data.get("classes")
-        if not isinstance(data, list):
-            raise InputError(f"{p}: expected a list of classes (or {{'classes': [...]}})")
-        rows = [dict(d) if isinstance(d, dict) else {"bad": d} for d in data]
+        return rows
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p} is not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("classes")
+    if not isinstance(data, list):
+        raise InputError(f"{p}: expected a list of classes (or {{'classes': [...]}})")
+    return [dict(d) if isinstance(d, dict) else {"bad": d} for d in data]
+
+
+def _table_of_rows(rows: Sequence[dict[str, Any]], p: Path) -> MaskClasses:
+    """Check class-colour entries and build the classes, colours and ignored colours."""
     classes: list[ClassInfo] = []
     colors: dict[tuple[int, int, int], int] = {}
     ignore: set[tuple[int, int, int]] = set()
@@ -171,10 +178,10 @@ def read_class_table(path: str | os.PathLike[str]) -> ClassTable:
     if not classes:
         raise InputError(f"{p} defines no class")
     classes.sort(key=lambda c: c.id)
-    return ClassTable(tuple(classes), colors, frozenset(ignore))
+    return MaskClasses(tuple(classes), colors, frozenset(ignore))
 
 
-def decode_colors(rgb: npt.NDArray[Any], table: ClassTable, *,
+def decode_colors(rgb: npt.NDArray[Any], table: MaskClasses, *,
                   source: str = "mask") -> npt.NDArray[np.uint8]:
     """Map an RGB mask ``(3, H, W)`` to channel indices (``IGNORE`` for ignored colours).
 
@@ -294,8 +301,8 @@ def _read(path: Path) -> tuple[npt.NDArray[Any], Any, npt.NDArray[np.bool_] | No
         return data, cmap, band_validity(ds, range(1, ds.count + 1), data), names
 
 
-def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None = None,
-              bands: Sequence[int] | None = None) -> tuple[LabeledImage, ClassTable]:
+def read_pair(pair: Pair, table: MaskClasses | None, *, ignore_index: int | None = None,
+              bands: Sequence[int] | None = None) -> tuple[LabeledImage, MaskClasses]:
     """Read an image and its mask; decode the mask to channel indices.
 
     With ``table=None`` the mask holds class ids and the classes are the ids found
@@ -314,44 +321,54 @@ def read_pair(pair: Pair, table: ClassTable | None, *, ignore_index: int | None 
         raise InputError(f"mask {pair.mask} is {mask.shape[2]}x{mask.shape[1]} px but image "
                          f"{pair.image} is {image.shape[2]}x{image.shape[1]}; they must match")
     if table is not None and table.colors:
-        if mask.shape[0] == 1 and cmap:
-            lut = np.zeros((256, 3), np.uint8)
-            for k, rgba in cmap.items():
-                if 0 <= k < 256:
-                    lut[k] = rgba[:3]
-            mask = lut[mask[0]].transpose(2, 0, 1)
-        decoded = decode_colors(mask[:3], table, source=str(pair.mask))
-        out_table = table
+        decoded, out_table = _decode_color_mask(mask, cmap, table, pair.mask), table
     else:
-        if mask.shape[0] != 1:
-            raise InputError(f"mask {pair.mask} has {mask.shape[0]} bands; a class-id mask "
-                             "has one (colour-coded masks need --class-colors FILE)")
-        ids = mask[0]
-        if not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() > 255:
-            raise InputError(f"mask {pair.mask} holds values outside 0..255 ({ids.dtype}); "
-                             "class ids must be integers 0..254")
-        ids = ids.astype(np.uint8)
-        present = [int(v) for v in np.unique(ids) if v not in (IGNORE, ignore_index)]
-        if table is None:
-            out_table = ClassTable.from_ids(present, [names.get(i, f"class_{i}")
-                                                      for i in present])
-        else:
-            known = set(table.ids)
-            extra = [v for v in present if v not in known]
-            if extra:
-                raise InputError(f"mask {pair.mask} holds value {extra[0]}, which is no class "
-                                 f"(classes: {sorted(known)}); fix the mask or pass "
-                                 "--ignore-index")
-            out_table = table
-        decoded = out_table.id_lut(ignore_index)[ids] if table is not None else ids
+        decoded, out_table = _decode_id_mask(mask, names, table, ignore_index, pair.mask)
     if valid is not None:  # no band holds data: no label either
         decoded = np.where(valid.any(axis=0), decoded, IGNORE).astype(np.uint8)
     return LabeledImage(image, decoded, pair.image.name, valid), out_table
 
 
-def load_pairs(pairs: Sequence[Pair], table: ClassTable | None, *,
+def _decode_color_mask(mask: npt.NDArray[Any], cmap: Any, table: MaskClasses,
+                       path: Path) -> npt.NDArray[np.uint8]:
+    """Channel indices of a colour-coded mask (RGB, or a palette raster)."""
+    if mask.shape[0] == 1 and cmap:
+        lut = np.zeros((256, 3), np.uint8)
+        for k, rgba in cmap.items():
+            if 0 <= k < 256:
+                lut[k] = rgba[:3]
+        mask = lut[mask[0]].transpose(2, 0, 1)
+    return decode_colors(mask[:3], table, source=str(path))
+
+
+def _decode_id_mask(mask: npt.NDArray[Any], names: dict[int, str],
+                    table: MaskClasses | None, ignore_index: int | None, path: Path
+                    ) -> tuple[npt.NDArray[np.uint8], MaskClasses]:
+    """Channel indices of a class-id mask, and its classes (the ids found, or ``table``)."""
+    if mask.shape[0] != 1:
+        raise InputError(f"mask {path} has {mask.shape[0]} bands; a class-id mask "
+                         "has one (colour-coded masks need --class-colors FILE)")
+    ids = mask[0]
+    if not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() > 255:
+        raise InputError(f"mask {path} holds values outside 0..255 ({ids.dtype}); "
+                         "class ids must be integers 0..254")
+    ids = ids.astype(np.uint8)
+    present = [int(v) for v in np.unique(ids) if v not in (IGNORE, ignore_index)]
+    if table is None:
+        return ids, MaskClasses.from_ids(present, [names.get(i, f"class_{i}")
+                                                   for i in present])
+    known = set(table.ids)
+    extra = [v for v in present if v not in known]
+    if extra:
+        raise InputError(f"mask {path} holds value {extra[0]}, which is no class "
+                         f"(classes: {sorted(known)}); fix the mask or pass "
+                         "--ignore-index")
+    return table.id_lut(ignore_index)[ids], table
+
+
+def load_pairs(pairs: Sequence[Pair], table: MaskClasses | None, *,
                ignore_index: int | None = None, bands: Sequence[int] | None = None
-               ) -> tuple[list[LabeledImage], ClassTable]:
+               ) -> tuple[list[LabeledImage], MaskClasses]:
     """Read all pairs into memory with one class table (built from the ids if ``None``)."""
     if not pairs:
         raise InputError("the dataset is empty: no image/mask pair found")
@@ -362,7 +379,7 @@ def load_pairs(pairs: Sequence[Pair], table: ClassTable | None, *,
             names.update((c.id, c.name) for c in t.classes)
         if not names:
             raise InputError(f"no labelled pixel in {len(pairs)} masks (all ignore)")
-        table = ClassTable.from_ids(sorted(names), [names[i] for i in sorted(names)])
+        table = MaskClasses.from_ids(sorted(names), [names[i] for i in sorted(names)])
     out = [read_pair(p, table, ignore_index=ignore_index, bands=bands)[0] for p in pairs]
     n_bands = {im.image.shape[0] for im in out}
     if len(n_bands) > 1:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from geoseg.metrics import confusion_counts, iou_per_class, mean_defined
 from geoseg.prediction.inference import autocast
-from geoseg.training.data import IGNORE, ClassTable, LabeledImage, Pair, read_pair
+from geoseg.training.data import IGNORE, LabeledImage, MaskClasses, Pair, read_pair
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +59,7 @@ def _image_key(pair: Pair) -> str:
 
 
 def evaluate_bundle(model: str | os.PathLike[str] | Any, pairs: Sequence[Pair],
-                    table: ClassTable, *, exclude: Sequence[str] = (),
+                    table: MaskClasses, *, exclude: Sequence[str] = (),
                     device: str = "cpu", batch_size: int = 4) -> HeldOut:
     """Predict every image of ``pairs`` with ``model`` and score it against its mask.
 
@@ -67,7 +67,7 @@ def evaluate_bundle(model: str | os.PathLike[str] | Any, pairs: Sequence[Pair],
     ----------
     model : str, path or Bundle
         What ``geoseg.prediction.pipeline.predict`` accepts.
-    table : ClassTable
+    table : MaskClasses
         How to decode the masks; its classes must be the model's, in the same order.
     exclude : sequence of str
         Class names left out of the macro mIoU (still reported per class).

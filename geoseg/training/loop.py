@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -24,38 +25,22 @@ import numpy as np
 
 from geoseg._atomic import check_distinct, check_output, destination_locks
 from geoseg.errors import InputError
-from geoseg.models.spec import ModelSpec
-from geoseg.models.value_range import image_range
 from geoseg.prediction.inference import autocast
 from geoseg.progress import NullProgress, Progress
-from geoseg.training.data import IGNORE, ChipDataset, ClassTable, LabeledImage, Pair
-from geoseg.training.losses import auto_class_weights, make_loss
+from geoseg.training.checkpoint import _load_checkpoint, _save_checkpoint, checkpoint_paths
+from geoseg.training.config import EpochResult, TrainConfig, TrainResult, _config_json
+from geoseg.training.data import LabeledImage, MaskClasses, Pair
+from geoseg.training.evaluate import confusion_matrix, evaluate_images, iou_from_confusion
+from geoseg.training.gsd import with_gsd
+from geoseg.training.setup import _announce, _initial_state, _open_metrics, _Run, _setup
+from geoseg.training.split import split_blocks, split_groups
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
-from geoseg.training.checkpoint import _load_checkpoint, _save_checkpoint, checkpoint_paths
-from geoseg.training.config import EpochResult, TrainConfig, TrainResult, _config_json
-from geoseg.training.evaluate import (
-    _val_chips,
-    confusion_matrix,
-    evaluate_images,
-    iou_from_confusion,
-)
-from geoseg.training.split import split_blocks, split_groups
 
 __all__ = ["EpochResult", "TrainConfig", "TrainResult", "checkpoint_paths",
            "confusion_matrix", "evaluate_images", "fit", "iou_from_confusion",
            "split_blocks", "split_groups", "train"]
-
-
-def _device_and_amp(config: TrainConfig) -> tuple[torch.device, str]:
-    from geoseg.prediction.inference import select_device, select_precision
-
-    device = select_device(config.device)
-    return device, select_precision(config.precision, device)
-
-
 
 
 def _lr_factor(progress: float, warmup: float) -> float:
@@ -85,43 +70,8 @@ def _tensorboard(output: Path) -> Iterator[Any]:
         writer.close()
 
 
-def _build(config: TrainConfig, spec: ModelSpec, weights: str | None,
-           init: str | None) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
-    from geoseg.models.architectures import build_model
-
-    info: dict[str, Any] = {}
-    if init is not None:
-        from geoseg.models import resolve_model
-
-        base = resolve_model(init)  # a bundle file or a default-model name
-        if base.model is None:
-            raise InputError(f"--init {init} holds an imported ONNX model; fine-tuning needs "
-                             "a torch bundle")
-        if base.spec.n_bands != spec.n_bands:
-            raise InputError(f"--init {init} expects {base.spec.n_bands} bands; the training "
-                             f"images have {spec.n_bands}")
-        spec = spec.with_(architecture=base.spec.architecture, backbone=base.spec.backbone,
-                          arch_params=base.spec.arch_params, mean=base.spec.mean,
-                          std=base.spec.std, bands=base.spec.bands)
-        model = build_model(spec)
-        target = model.state_dict()
-        state = {k: v for k, v in base.model.state_dict().items()
-                 if k in target and v.shape == target[k].shape}
-        model.load_state_dict(state, strict=False)
-        info["init"] = {"bundle": str(init), "sha256": base.sha256,
-                        "head_replaced": len(state) < len(target)}
-        return model, spec, info
-    model = build_model(spec)
-    if weights is not None:
-        from geoseg.models.weights import load_backbone_weights
-
-        report = load_backbone_weights(model, weights)
-        info["weights"] = {"source": report.source, "tensors": report.loaded}
-    return model, spec, info
-
-
 def fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage],
-        table: ClassTable, output: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
+        table: MaskClasses, output: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
     """Train a model and write its bundle to ``output`` (see :func:`_fit` for the options).
 
     ``output``, its checkpoint and metrics files are locked for the run (a second run to
@@ -142,7 +92,7 @@ def _local(path: str | None) -> str | None:
 
 
 def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage],
-         table: ClassTable, output: str | os.PathLike[str], *,
+         table: MaskClasses, output: str | os.PathLike[str], *,
          config: TrainConfig = TrainConfig(), bands: Sequence[str] | None = None,
          weights: str | None = None, init: str | None = None, resume: bool = False,
          overwrite: bool = False, progress: Progress | None = None,
@@ -155,7 +105,7 @@ def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage
         Training and validation data (masks of channel indices, ``IGNORE`` = no label).
         Validation images are cut into non-overlapping chips of ``config.crop_size``...
         ``config.tile_size``: every labelled pixel counted once.
-    table : ClassTable
+    table : MaskClasses
         The classes (model channel ``k`` is ``table.classes[k]``).
     output : path
         Bundle to write (the best epoch by validation mIoU); a ``.metrics.csv`` and,
@@ -168,212 +118,222 @@ def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage
         A bundle to fine-tune; its head is replaced when the classes differ.
     resume : bool
         Continue an interrupted run from its checkpoint.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        Ctrl-C or SIGTERM: re-raised with a message saying how to resume. The
+        checkpoint and the metrics CSV then hold every finished epoch.
     """
-    import torch
-
-    from geoseg import __version__
-    from geoseg.training.data import band_stats, class_counts
-
     out = Path(output)
-    if resume:
-        check_output(out, overwrite=True)
-    else:
-        check_output(out, overwrite=overwrite)
-    if not train_images:
-        raise InputError("the training set is empty")
-    if not val_images:
-        raise InputError("the validation set is empty: give --val, or a --val-fraction that "
-                         "leaves at least one image/block for validation")
+    check_output(out, overwrite=resume or overwrite)
     progress = progress or NullProgress()
-    n_classes = len(table.classes)
-    if n_classes < 2:
-        raise InputError(f"the labels hold {n_classes} class "
-                         f"({', '.join(c.name for c in table.classes)}): a segmentation "
-                         "model needs at least 2 (are colour-coded labels read as ids? pass "
-                         "--class-colors)")
-    n_bands = train_images[0].image.shape[0]
-    band_names = tuple(bands) if bands else tuple(f"band{i + 1}" for i in range(n_bands))
-    if len(band_names) != n_bands:
-        raise InputError(f"{len(band_names)} band names for {n_bands}-band images")
-    mean, std = band_stats(train_images)
-    counts = class_counts(train_images, n_classes)
-    if config.class_weights == "auto":
-        class_weights: list[float] | None = auto_class_weights(counts)
-    elif isinstance(config.class_weights, tuple):
-        class_weights = list(config.class_weights)
-        if len(class_weights) != n_classes:
-            raise InputError(f"--class-weights has {len(class_weights)} values for "
-                             f"{n_classes} classes ({', '.join(c.name for c in table.classes)})")
-    else:
-        class_weights = None
-    names = [c.name for c in table.classes]
-    unknown = [n for n in config.miou_exclude if n not in names]
-    if unknown:
-        raise InputError(f"--miou-exclude names unknown class {unknown[0]!r}; classes: "
-                         f"{', '.join(names)}")
-    include = [k for k, n in enumerate(names) if n not in config.miou_exclude]
-
-    spec = ModelSpec(architecture=config.architecture, backbone=config.backbone,
-                     bands=band_names, mean=mean, std=std, classes=table.classes,
-                     tile_size=config.tile_size, overlap=config.overlap,
-                     arch_params=dict(config.arch_params),
-                     gsd_m=math.nan if config.gsd is None else float(config.gsd))
-    torch.manual_seed(config.seed)
-    model, spec, init_info = _build(config, spec, weights, init)
-    # --init takes the architecture from the bundle: record that, not the CLI defaults
-    config = dataclasses.replace(config, architecture=spec.architecture,
-                                 backbone=spec.backbone, arch_params=dict(spec.arch_params))
-    spec = spec.with_(input_dtype=train_images[0].image.dtype.name,  # for predict's check
-                      input_range=image_range([im.image for im in train_images],
-                                              [im.valid for im in train_images]))
-    device, precision = _device_and_amp(config)
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    loss_fn = make_loss(config.loss, n_classes=n_classes, weights=class_weights,
-                        ignore_index=IGNORE).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    total_steps = config.epochs * config.steps_per_epoch
-    warmup = min(config.warmup_steps / max(total_steps, 1), 0.5)
-    max_s = config.max_minutes * 60 if config.max_minutes else None
-
-    dataset = ChipDataset(train_images, size=config.crop_size,
-                          length=config.steps_per_epoch * config.batch_size,
-                          mean=spec.mean, std=spec.std, seed=config.seed,
-                          augment=config.augment)
-    m32 = np.asarray(spec.mean, np.float32)[:, None, None]
-    s32 = np.asarray(spec.std, np.float32)[:, None, None]
-    val_chips = _val_chips(val_images, config.tile_size, m32, s32, config.val_limit)
-
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed_s": 0.0, "best_miou": -1.0,
-                             "best_epoch": 0, "best_iou": [], "bad_epochs": 0,
-                             "history": []}
+    run = _setup(train_images, val_images, table, out, config=config, bands=bands,
+                 weights=weights, init=init, provenance=provenance or {})
+    state = _initial_state()
     if resume:
-        state = _load_checkpoint(out, model, optimizer)
-        progress.log(f"resuming after epoch {state['epoch']} (step {state['step']})")
-    metrics_csv = out.with_name(out.name + ".metrics.csv")
-    header = ["epoch", "step", "train_loss", "val_loss", "val_miou",
-              *[f"iou_{n}" for n in names], "lr", "seconds"]
-    if not resume or not metrics_csv.exists():
-        with metrics_csv.open("w", newline="") as f:
-            csv.writer(f).writerow(header)
-    widths = [5, 7, 8, 8, 7, *[max(6, min(len(n), 10)) for n in names]]
-    progress.log(_fmt_row(["epoch", "step", "loss", "val_loss", "mIoU",
-                           *[n[:10] for n in names]], widths))
-    history = [EpochResult(**{**h, "iou": tuple(h["iou"])}) for h in state["history"]]
-    stopped = "all epochs done"
-    t_start = time.monotonic() - float(state["elapsed_s"])
-    encoder = getattr(model, "encoder", None)
-    with _tensorboard(out) as tb:
-        for epoch in range(int(state["epoch"]) + 1, config.epochs + 1):
-            t_epoch = time.monotonic()
-            frozen = encoder is not None and epoch <= config.freeze_backbone
-            if encoder is not None:
-                for p in encoder.parameters():
-                    p.requires_grad_(not frozen)
-            dataset.set_epoch(epoch)
-            torch.manual_seed(config.seed * 100_003 + epoch)
-            loader: Any = torch.utils.data.DataLoader(
-                dataset,  # type: ignore[arg-type]  # a map-style dataset (duck-typed)
-                batch_size=config.batch_size, shuffle=False, num_workers=config.workers,
-                drop_last=True)
-            model.train()
-            losses: list[float] = []
-            lr = config.lr
-            progress.start(config.steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}")
-            timed_out = False
-            for xb, yb in loader:
-                frac = state["step"] / max(total_steps, 1)
-                if max_s:
-                    frac = max(frac, (time.monotonic() - t_start) / max_s)
-                lr = config.lr * _lr_factor(frac, warmup)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, y = xb.to(device), yb.to(device)
-                if config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device, precision):
-                    logits = model(x)
-                loss = loss_fn(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                losses.append(float(loss))
-                state["step"] += 1
-                progress.advance()
-                if max_s and time.monotonic() - t_start >= max_s:
-                    timed_out = True
-                    break
-            progress.close()
-            cm, val_loss = evaluate_images(model, val_chips, n_classes, loss_fn=loss_fn,
-                                           device=device, precision=precision,
-                                           channels_last=config.channels_last)
-            iou, miou = iou_from_confusion(cm, include)
-            miou_key = -1.0 if math.isnan(miou) else miou
-            result = EpochResult(epoch, int(state["step"]), float(np.mean(losses)) if losses
-                                 else math.nan, val_loss, miou, tuple(float(v) for v in iou),
-                                 lr, time.monotonic() - t_epoch)
-            history.append(result)
-            progress.log(_fmt_row([str(epoch), str(result.steps), f"{result.train_loss:.4f}",
-                                   f"{val_loss:.4f}", f"{miou:.4f}",
-                                   *[f"{v:.3f}" for v in iou]], widths))
-            with metrics_csv.open("a", newline="") as f:
-                csv.writer(f).writerow([epoch, result.steps, f"{result.train_loss:.6f}",
-                                        f"{val_loss:.6f}", f"{miou:.6f}",
-                                        *[f"{v:.6f}" for v in iou], f"{lr:.3e}",
-                                        f"{result.seconds:.1f}"])
-            if tb is not None:
-                tb.add_scalar("loss/train", result.train_loss, epoch)
-                tb.add_scalar("loss/val", val_loss, epoch)
-                tb.add_scalar("miou/val", miou, epoch)
-            state["epoch"] = epoch
-            state["elapsed_s"] = time.monotonic() - t_start
-            state["history"] = [asdict(h) for h in history]
-            if miou_key > state["best_miou"]:
-                state.update(best_miou=miou_key, best_epoch=epoch,
-                             best_iou=[float(v) for v in iou], bad_epochs=0)
-                prov = {
-                    "geoseg_version": __version__,
-                    "data": provenance or {},
-                    "epochs": epoch, "steps": int(state["step"]),
-                    "train_seconds": round(state["elapsed_s"], 1),
-                    "val_miou": round(miou, 6),
-                    "val_iou": {n: (None if math.isnan(v) else round(float(v), 6))
-                                for n, v in zip(names, iou, strict=True)},
-                    "miou_classes": [names[k] for k in include],
-                    "class_weights": class_weights,
-                    "config": _config_json(config),
-                    "command": " ".join(sys.argv) if sys.argv else "",
-                    **init_info,
-                }
-                from geoseg.models.bundle import save_bundle
-
-                save_bundle(out, model, spec.with_(provenance=prov), half=config.half,
-                            overwrite=True)
-            else:
-                state["bad_epochs"] += 1
-            _save_checkpoint(out, model, optimizer, state)
-            if timed_out:
-                stopped = f"time limit {config.max_minutes} min reached"
-                break
-            if config.patience is not None and state["bad_epochs"] >= config.patience:
-                stopped = f"early stop: no val mIoU gain in {config.patience} epochs"
-                break
+        state = _load_checkpoint(out, run.model, run.optimizer)
+    _announce(run, progress, len(train_images), len(val_images), state)
+    _open_metrics(run, resume=resume, done=int(state["epoch"]))
+    try:
+        history, stopped = _epochs(run, state, progress)
+    except KeyboardInterrupt as exc:
+        exc.args = (_interrupted(out, run.config, int(state["epoch"])),)
+        raise
     if not history:
         raise InputError(f"nothing to do: the checkpoint of {out} is already at epoch "
-                         f"{state['epoch']} of {config.epochs}")
+                         f"{state['epoch']} of {run.config.epochs}")
     if not stopped.startswith("time limit"):  # a timed-out run may be resumed later
         for path in checkpoint_paths(out):
             path.unlink(missing_ok=True)
     return TrainResult(out, int(state["best_epoch"]), float(state["best_miou"]),
-                       tuple(state["best_iou"]), tuple(history), metrics_csv, stopped)
+                       tuple(state["best_iou"]), tuple(history), run.metrics_csv, stopped)
+
+
+def _interrupted(out: Path, config: TrainConfig, done: int) -> str:
+    """Say what an interrupted run kept and how to resume it, in one line."""
+    if done == 0:
+        return (f"Interrupted during epoch 1 of {config.epochs}: no epoch finished, "
+                f"nothing to resume ({out} not written).")
+    return (f"Interrupted after epoch {done} of {config.epochs}: run the same command "
+            f"with --resume to continue (checkpoint {checkpoint_paths(out)[0].name}, "
+            f"metrics {out.name}.metrics.csv).")
+
+
+def _epochs(run: _Run, state: dict[str, Any], progress: Progress
+            ) -> tuple[list[EpochResult], str]:
+    """Run the epochs left; return the history (resumed epochs too) and why it stopped."""
+    cfg = run.config
+    history = [EpochResult(**{**h, "iou": tuple(h["iou"])}) for h in state["history"]]
+    t_start = time.monotonic() - float(state["elapsed_s"])
+    progress.log(_fmt_row(["epoch", "step", "loss", "val_loss", "mIoU",
+                           *[n[:10] for n in run.names]], run.widths))
+    with _tensorboard(run.out) as tb:
+        for epoch in range(int(state["epoch"]) + 1, cfg.epochs + 1):
+            t_epoch = time.monotonic()
+            losses, lr, timed_out = _train_epoch(run, epoch, state, t_start, progress)
+            result = _validate(run, epoch, int(state["step"]), losses, lr,
+                               time.monotonic() - t_epoch)
+            history.append(result)
+            with _deferred_interrupt():  # the CSV, bundle and checkpoint stay in step
+                _record(run, result, progress, tb)
+                state.update(epoch=epoch, elapsed_s=time.monotonic() - t_start,
+                             history=[asdict(h) for h in history])
+                _save_epoch(run, result, state)
+            if timed_out:
+                return history, f"time limit {cfg.max_minutes} min reached"
+            if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
+                return history, f"early stop: no val mIoU gain in {cfg.patience} epochs"
+    return history, "all epochs done"
+
+
+def _train_epoch(run: _Run, epoch: int, state: dict[str, Any], t_start: float,
+                 progress: Progress) -> tuple[list[float], float, bool]:
+    """One epoch of optimiser steps: losses, the last learning rate, timed out."""
+    import torch
+
+    cfg = run.config
+    encoder = getattr(run.model, "encoder", None)
+    if encoder is not None:
+        frozen = epoch <= cfg.freeze_backbone
+        for p in encoder.parameters():
+            p.requires_grad_(not frozen)
+    run.dataset.set_epoch(epoch)
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    loader: Any = torch.utils.data.DataLoader(
+        run.dataset,  # type: ignore[arg-type]  # a map-style dataset (duck-typed)
+        batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers, drop_last=True)
+    total_steps = cfg.epochs * cfg.steps_per_epoch
+    warmup = min(cfg.warmup_steps / max(total_steps, 1), 0.5)
+    max_s = cfg.max_minutes * 60 if cfg.max_minutes else None
+    run.model.train()
+    losses: list[float] = []
+    lr = cfg.lr
+    progress.start(cfg.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}")
+    try:
+        for xb, yb in loader:
+            frac = state["step"] / max(total_steps, 1)
+            if max_s:
+                frac = max(frac, (time.monotonic() - t_start) / max_s)
+            lr = cfg.lr * _lr_factor(frac, warmup)
+            losses.append(_step(run, xb, yb, lr))
+            state["step"] += 1
+            progress.advance()
+            if max_s and time.monotonic() - t_start >= max_s:
+                return losses, lr, True
+    finally:
+        progress.close()
+    return losses, lr, False
+
+
+def _step(run: _Run, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> float:
+    """One optimiser step on a batch; its loss."""
+    import torch
+
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    x, y = xb.to(run.device), yb.to(run.device)
+    if run.config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(run.device, run.precision):
+        logits = run.model(x)
+    loss = run.loss_fn(logits, y)
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    return float(loss.detach())
+
+
+def _validate(run: _Run, epoch: int, steps: int, losses: Sequence[float], lr: float,
+              seconds: float) -> EpochResult:
+    """Score one epoch: validation loss and IoU (:mod:`geoseg.metrics`, as ``score``)."""
+    cm, val_loss = evaluate_images(run.model, run.val_chips, len(run.names),
+                                   loss_fn=run.loss_fn, device=run.device,
+                                   precision=run.precision,
+                                   channels_last=run.config.channels_last)
+    iou, miou = iou_from_confusion(cm, run.include)
+    return EpochResult(epoch, steps, float(np.mean(losses)) if losses else math.nan,
+                       val_loss, miou, tuple(float(v) for v in iou), lr, seconds)
+
+
+def _record(run: _Run, r: EpochResult, progress: Progress, tb: Any) -> None:
+    """One epoch's row: in the log, the metrics CSV and TensorBoard (when installed)."""
+    progress.log(_fmt_row([str(r.epoch), str(r.steps), f"{r.train_loss:.4f}",
+                           f"{r.val_loss:.4f}", f"{r.miou:.4f}",
+                           *[f"{v:.3f}" for v in r.iou]], run.widths))
+    with run.metrics_csv.open("a", newline="") as f:
+        csv.writer(f).writerow([r.epoch, r.steps, f"{r.train_loss:.6f}", f"{r.val_loss:.6f}",
+                                f"{r.miou:.6f}", *[f"{v:.6f}" for v in r.iou],
+                                f"{r.lr:.3e}", f"{r.seconds:.1f}"])
+    if tb is not None:
+        tb.add_scalar("loss/train", r.train_loss, r.epoch)
+        tb.add_scalar("loss/val", r.val_loss, r.epoch)
+        tb.add_scalar("miou/val", r.miou, r.epoch)
+
+
+def _save_epoch(run: _Run, r: EpochResult, state: dict[str, Any]) -> None:
+    """Save the bundle when the epoch is the best so far, then the checkpoint."""
+    miou_key = -1.0 if math.isnan(r.miou) else r.miou
+    if miou_key > state["best_miou"]:
+        state.update(best_miou=miou_key, best_epoch=r.epoch, best_iou=list(r.iou),
+                     bad_epochs=0)
+        from geoseg.models.bundle import save_bundle
+
+        save_bundle(run.out, run.model, run.spec.with_(provenance=_provenance(run, r, state)),
+                    half=run.config.half, overwrite=True)
+    else:
+        state["bad_epochs"] += 1
+    _save_checkpoint(run.out, run.model, run.optimizer, state)
+
+
+def _provenance(run: _Run, r: EpochResult, state: dict[str, Any]) -> dict[str, Any]:
+    from geoseg import __version__
+
+    names = run.names
+    return {
+        "geoseg_version": __version__,
+        "data": {k: v for k, v in run.provenance.items() if k not in ("unit", "val_unit")},
+        "epochs": r.epoch, "steps": int(state["step"]),
+        "train_seconds": round(state["elapsed_s"], 1),
+        "val_miou": round(r.miou, 6),
+        "val_iou": {n: (None if math.isnan(v) else round(float(v), 6))
+                    for n, v in zip(names, r.iou, strict=True)},
+        "miou_classes": [names[k] for k in run.include],
+        "class_weights": run.class_weights,
+        "config": _config_json(run.config),
+        "command": " ".join(sys.argv) if sys.argv else "",
+        **run.init_info,
+    }
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM until the block is done, then deliver it.
+
+    The metrics row, the bundle and the checkpoint of an epoch are written together, so
+    an interrupted run never resumes from a checkpoint that disagrees with its CSV.
+    Signal handlers can only be swapped in the main thread; elsewhere this does nothing.
+    """
+    sigs = [signal.SIGINT, signal.SIGTERM]
+    old = [signal.getsignal(s) for s in sigs]
+    if threading.current_thread() is not threading.main_thread() or None in old:
+        yield
+        return
+    pending: list[int] = []
+    for s in sigs:
+        signal.signal(s, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in zip(sigs, old, strict=True):
+            signal.signal(s, handler)
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair],
@@ -417,11 +377,13 @@ def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair]
     ignore = config.ignore_index
     train_images, table = load_pairs(train_pairs, table, ignore_index=ignore, bands=bands)
     if class_names is not None and class_colors is None:
-        table = ClassTable.from_ids(table.ids, class_names)
+        table = MaskClasses.from_ids(table.ids, class_names)
     val_images, _ = load_pairs(val_pairs, table, ignore_index=ignore, bands=bands)
     prov = {"train": _describe(train_pairs, data), "val": _describe(val_pairs, val),
             "train_images": len(train_pairs), "val_images": len(val_pairs),
+            "split": _split_rule(train_pairs, val_pairs, val, val_fraction, config.seed),
             "class_colors": str(class_colors) if class_colors else None}
+    config, prov["gsd"] = with_gsd(config, [p.image for p in train_pairs])
     return fit(train_images, val_images, table, out, config=config, bands=band_names,
                weights=weights, init=init, resume=resume, overwrite=overwrite,
                progress=progress, provenance=prov)
@@ -445,3 +407,17 @@ def _describe(pairs: Sequence[Pair], source: Any) -> str:
         return ", ".join(os.fspath(s) for s in source)
     parents = sorted({str(p.image.parent.parent) for p in pairs})
     return ", ".join(parents)
+
+
+def _split_rule(train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], val: Any,
+                fraction: float, seed: int) -> str:
+    """Say how the validation images were chosen (printed, and kept in the bundle)."""
+    if val is not None:
+        return f"validation given: {_describe(val_pairs, val)}"
+    folders = {p.image.parent.parent for p in (*train_pairs, *val_pairs)}
+    if len(folders) > 1:
+        held = len({p.image.parent.parent for p in val_pairs})
+        return (f"{held} of {len(folders)} tile folders held out whole, --val-fraction "
+                f"{fraction:g}, seed {seed}")
+    return (f"{len(val_pairs)} of {len(train_pairs) + len(val_pairs)} images held out, "
+            f"--val-fraction {fraction:g}, seed {seed}")

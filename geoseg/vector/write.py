@@ -101,7 +101,6 @@ def write_vectors(
     list of Path
         The files written.
     """
-    import pyogrio
     from pyproj.exceptions import CRSError
 
     dst = check_output(path, overwrite=overwrite)
@@ -119,46 +118,53 @@ def write_vectors(
     try:
         for file, layer, frame in targets:
             tmp = tmps.setdefault(file, partial_path(file))
-            if driver == "GeoParquet":
-                try:
-                    frame.to_parquet(tmp)
-                except ImportError:
-                    raise OutputError(
-                        "writing GeoParquet needs pyarrow: pip install "
-                        "pyarrow, or choose .gpkg/.fgb"
-                    ) from None
-                continue
-            # GeoJSON/FlatGeobuf store a layer name: the file's, not the temporary's.
-            name = file.stem if driver in ("GeoJSON", "FlatGeobuf") else layer
-            kw: dict[str, Any] = {"driver": driver, "layer": name}
-            if driver in ("ESRI Shapefile", "FlatGeobuf"):
-                kw["promote_to_multi"] = True
-            if name is not None and tmp.exists():
-                kw["append"] = False
-            try:
-                pyogrio.write_dataframe(frame, tmp, **kw)
-            except (
-                pyogrio.errors.DataSourceError,
-                pyogrio.errors.DataLayerError,
-                OSError,
-            ) as exc:
-                raise OutputError(
-                    f"cannot write {file}: {str(exc).splitlines()[0]}"
-                ) from None
-        for file, tmp in tmps.items():
-            for src, final in zip(_sidecars(tmp), _sidecars(file), strict=True):
-                if src.exists() and final == file:  # re-checks --overwrite now
-                    commit(src, final, overwrite=overwrite)
-                elif src.exists():
-                    os.replace(src, final)
-                elif final.exists() and final.suffix.lower() in (
-                    ".cpg",
-                    ".prj",
-                    ".qix",
-                ):
-                    final.unlink()  # a stale sidecar of an overwritten shapefile
+            _write_frame(frame, tmp, file, layer, driver)
+        _commit(tmps, overwrite=overwrite)
     finally:
         for tmp in tmps.values():
             for leftover in _sidecars(tmp):
                 leftover.unlink(missing_ok=True)
     return list(tmps)
+
+
+def _write_frame(frame: gpd.GeoDataFrame, tmp: Path, file: Path, layer: str | None,
+                 driver: str) -> None:
+    """Write one layer of ``file`` to its temporary path."""
+    import pyogrio
+
+    if driver == "GeoParquet":
+        try:
+            frame.to_parquet(tmp)
+        except ImportError:
+            raise OutputError(
+                "writing GeoParquet needs pyarrow: pip install "
+                "pyarrow, or choose .gpkg/.fgb"
+            ) from None
+        return
+    # GeoJSON/FlatGeobuf store a layer name: the file's, not the temporary's.
+    name = file.stem if driver in ("GeoJSON", "FlatGeobuf") else layer
+    kw: dict[str, Any] = {"driver": driver, "layer": name}
+    if driver in ("ESRI Shapefile", "FlatGeobuf"):
+        kw["promote_to_multi"] = True
+    if name is not None and tmp.exists():
+        kw["append"] = False
+    try:
+        pyogrio.write_dataframe(frame, tmp, **kw)
+    except (
+        pyogrio.errors.DataSourceError,
+        pyogrio.errors.DataLayerError,
+        OSError,
+    ) as exc:
+        raise OutputError(f"cannot write {file}: {str(exc).splitlines()[0]}") from None
+
+
+def _commit(tmps: dict[Path, Path], *, overwrite: bool) -> None:
+    """Move the written temporaries (and shapefile sidecars) to their destinations."""
+    for file, tmp in tmps.items():
+        for src, final in zip(_sidecars(tmp), _sidecars(file), strict=True):
+            if src.exists() and final == file:  # re-checks --overwrite now
+                commit(src, final, overwrite=overwrite)
+            elif src.exists():
+                os.replace(src, final)
+            elif final.exists() and final.suffix.lower() in (".cpg", ".prj", ".qix"):
+                final.unlink()  # a stale sidecar of an overwritten shapefile

@@ -177,4 +177,75 @@ def test_tile_and_train_cli_scene_labels_with_names_and_colours(runner, tmp_path
     assert r.exit_code == 0, r.output
     from geoseg.models.bundle import read_spec
 
-    assert [c.name for c in read_spec(out).classes] == ["c0", "c1", "c2"]
+    spec = read_spec(out)
+    assert [c.name for c in spec.classes] == ["c0", "c1", "c2"]
+    assert spec.gsd_m == 10.0  # the scene's pixel size (EPSG:32633, 10 m)
+    assert spec.provenance["data"]["split"].endswith("--val-fraction 0.2, seed 0")
+
+
+def test_train_starts_with_a_block_and_counts_steps(runner, tmp_path):
+    data = _pairs(tmp_path / "d")
+    out = tmp_path / "m.safetensors"
+    loud = [a for a in TINY if a != "-q"]
+    r = runner.invoke(cli, ["train", str(data), "-o", str(out), *loud])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    start = [ln for ln in lines if ln.startswith(("data:", "device ", "output "))]
+    assert start[0] == ("data: 2 training images, 2 validation images (1 of 2 tile folders "
+                        "held out whole, --val-fraction 0.2, seed 0); 2 classes; gsd 10 m")
+    assert start[1].startswith("device cpu, precision fp32, engine eager; 1 epochs x 3 steps")
+    assert start[2].startswith(f"output {out} (metrics m.safetensors.metrics.csv")
+    assert "epoch 1/1" in r.output and "step/s" in r.output and "tile/s" not in r.output
+    from geoseg.models.bundle import read_spec
+
+    assert read_spec(out).provenance["data"]["split"].startswith("1 of 2 tile folders")
+
+
+def _csv_epochs(path: Path) -> list[int]:
+    import csv
+
+    with path.open(newline="") as f:
+        return [int(row[0]) for row in list(csv.reader(f))[1:]]
+
+
+def test_ctrl_c_leaves_a_resumable_run(tmp_path):  # ~30 s: a subprocess imports torch
+    """SIGINT to a real ``geoseg train`` after its first epoch: exit 130, one line saying
+    how to resume, a checkpoint and a CSV of the finished epochs; --resume finishes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from geoseg.training.checkpoint import checkpoint_paths
+
+    data = _pairs(tmp_path / "d")
+    out = tmp_path / "m.safetensors"
+    metrics = tmp_path / "m.safetensors.metrics.csv"
+    args = [sys.executable, "-m", "geoseg.cli.main", "train", str(data), "-o", str(out),
+            *[a for a in TINY if a not in ("--epochs", "1", "--steps-per-epoch", "3")],
+            "--epochs", "3", "--steps-per-epoch", "25", "--threads", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            if metrics.exists() and _csv_epochs(metrics):
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("Interrupted after epoch ") and "--resume" in last, err
+    assert "Traceback" not in err
+    ckpt, state = checkpoint_paths(out)
+    assert ckpt.is_file() and state.is_file() and out.is_file()
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 3
+    assert _csv_epochs(metrics) == list(range(1, done + 1))
+    again = CliRunner().invoke(cli, [*args[3:], "--resume"])  # in-process: one torch import
+    assert again.exit_code == 0, again.output
+    assert _csv_epochs(metrics) == [1, 2, 3]
+    assert not ckpt.exists() and not state.exists()

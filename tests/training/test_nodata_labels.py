@@ -184,6 +184,27 @@ def test_vector_field_with_class_names(tmp_path: Path) -> None:
                    class_names=["land", "road"])
 
 
+def test_vector_field_names_and_ids_through_scorings_source(tmp_path: Path) -> None:
+    """Training's vector labels go through scoring's ``_vector_source``: a field may mix
+    ids and names; names differing only in case stay distinct classes."""
+    import geopandas as gpd
+    from affine import Affine
+    from shapely.geometry import box
+
+    from geoseg.scoring.labels import grid_labels
+
+    gdf = gpd.GeoDataFrame({"kind": ["Road", "road", "3"]},
+                           geometry=[box(0, 0, 10, 10), box(10, 0, 20, 10),
+                                     box(20, 0, 30, 10)], crs="EPSG:32633")
+    src = grid_labels(gdf, crs=rasterio.crs.CRS.from_epsg(32633),
+                      transform=Affine(1, 0, 0, 0, -1, 10), height=10, width=30,
+                      label_field="kind", background=0,
+                      class_names=["land", "road", "Road", "water"])
+    ids = src.read((0, 10), (0, 30))
+    assert ids[5, 5] == 2 and ids[5, 15] == 1 and ids[5, 25] == 3
+    assert src.names[3] == "water"
+
+
 COLORS = {0: (60, 16, 152), 1: (132, 41, 246), 2: (110, 193, 228)}
 
 

@@ -17,7 +17,7 @@ from geoseg.testing import make_class_map, make_geotiff, make_scene
 from geoseg.training.augment import Augment, random_chip
 from geoseg.training.data import (
     IGNORE,
-    ClassTable,
+    MaskClasses,
     Pair,
     decode_colors,
     find_pairs,
@@ -140,7 +140,7 @@ def test_bad_inputs_name_the_file(tmp_path):
 
     make_geotiff(root / "masks" / "p1.tif", np.full((32, 32), 9, np.uint8), nodata=None)
     with pytest.raises(InputError, match=r"p1\.tif holds value 9, which is no class"):
-        read_pair(find_pairs(root)[1], ClassTable.from_ids([0, 1, 2]))
+        read_pair(find_pairs(root)[1], MaskClasses.from_ids([0, 1, 2]))
 
     empty = tmp_path / "empty"
     (empty / "images").mkdir(parents=True)
@@ -346,3 +346,80 @@ def test_default_model_matches_its_card_on_dubai_heldout(name):
                 data / "tile_7" / "masks" / "image_part_001.png")
     got = evaluate_bundle(name, [pair], table, exclude=("unlabeled",))
     assert got.miou == pytest.approx(card["per_image_miou"][key], abs=0.02)
+
+
+# -- GSD from the imagery's georeferencing ---------------------------------------------------
+
+def test_ground_sample_distance_projected_geographic_and_none():
+    from affine import Affine
+    from pyproj import Geod
+    from rasterio.crs import CRS
+
+    from geoseg.io import ground_sample_distance
+
+    assert ground_sample_distance(CRS.from_epsg(32633), Affine(0.5, 0, 0, 0, -0.5, 0),
+                                  10, 10) == 0.5
+    feet = CRS.from_epsg(2263)  # NY state plane, US survey feet
+    assert ground_sample_distance(feet, Affine(1, 0, 0, 0, -1, 0), 10, 10) == \
+        pytest.approx(0.3048006, rel=1e-6)
+    # 1e-5 degrees at (lon 85.5, lat 27.6): the geodesic size of that pixel at the centre
+    t = Affine(1e-5, 0, 85.5 - 5e-4, 0, -1e-5, 27.6 + 5e-4)
+    geod = Geod(ellps="WGS84")
+    dx = geod.inv(85.5 - 5e-6, 27.6, 85.5 + 5e-6, 27.6)[2]
+    dy = geod.inv(85.5, 27.6 - 5e-6, 85.5, 27.6 + 5e-6)[2]
+    got = ground_sample_distance(CRS.from_epsg(4326), t, 100, 100)
+    assert got == pytest.approx((dx * dy) ** 0.5, rel=1e-6)
+    assert 0.95 < got < 1.05  # about a metre there
+    assert ground_sample_distance(None, Affine.identity(), 10, 10) is None
+
+
+def _gsd_pairs(root: Path, **geo) -> Path:
+    for k in range(2):
+        cmap = make_class_map((64, 64), n_classes=2, block=12, seed=k)
+        (root / f"g{k}" / "images").mkdir(parents=True)
+        (root / f"g{k}" / "masks").mkdir(parents=True)
+        make_geotiff(root / f"g{k}" / "images" / "p.tif", make_scene(cmap, seed=k),
+                     nodata=None, **geo)
+        make_geotiff(root / f"g{k}" / "masks" / "p.tif", cmap, nodata=None, **geo)
+    return root
+
+
+@pytest.mark.parametrize(("geo", "gsd", "expected", "source"), [
+    ({"res": 0.3}, None, 0.3, "from the imagery's georeferencing (EPSG:32633)"),
+    ({"res": 0.3}, 0.5, 0.5, "--gsd"),
+    ({"crs": None}, None, None, "unknown: the imagery is not georeferenced"),
+])
+def test_bundle_gsd_from_imagery_or_gsd_option(tmp_path, geo, gsd, expected, source):
+    from geoseg.models.bundle import read_spec
+
+    data = _gsd_pairs(tmp_path / "d", **geo)
+    out = tmp_path / "m.safetensors"
+    train(data, out, config=tiny_config(epochs=1, steps_per_epoch=1, batch_size=2,
+                                        crop_size=32, tile_size=32, gsd=gsd))
+    spec = read_spec(out)
+    if expected is None:
+        assert math.isnan(spec.gsd_m)
+    else:
+        assert spec.gsd_m == pytest.approx(expected)
+    assert spec.provenance["data"]["gsd"].startswith(source)
+
+
+def test_ctrl_c_is_held_while_an_epoch_is_saved():
+    """SIGINT during an epoch's CSV/bundle/checkpoint writes arrives after them."""
+    import os
+    import signal
+
+    from geoseg.training.loop import _deferred_interrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    done = []
+
+    def save() -> None:
+        with _deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("saved")
+
+    with pytest.raises(KeyboardInterrupt):
+        save()
+    assert done == ["saved"]
+    assert signal.getsignal(signal.SIGINT) is before

@@ -314,9 +314,12 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     spec = model.spec if isinstance(model, Bundle) else resolve_spec(model)  # no torch yet
     chosen = select_bands(src, bands, spec.n_bands, spec.bands)
     config = config.resolve(spec)
-    from geoseg.prediction.resample import working_gsd, working_shape
+    from geoseg.prediction.resample import auto_note, working_gsd, working_shape
 
     work = working_gsd(config.resample, src, spec)
+    note = auto_note(config.resample, src, spec)
+    if note is not None and progress is not None:
+        progress.log(note)
     config = config.with_(resample="off" if work is None else work)
     tile, ov = _tile_and_checks(spec, src.shape if work is None else working_shape(src, work),
                                 config.tile_px, config.overlap_px,

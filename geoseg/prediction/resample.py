@@ -38,11 +38,16 @@ if TYPE_CHECKING:
     from geoseg.prediction.graph import ChunkJob
     from geoseg.prediction.inference import Predictor
 
-__all__ = ["AUTO_RATIO", "ScaledTiles", "accumulate", "resize_scores", "scaled_tiles",
+__all__ = ["AUTO_MAX_UPSAMPLE", "AUTO_RATIO", "ScaledTiles", "accumulate", "auto_note",
+           "resize_scores", "scaled_tiles",
            "scene_gsd", "working_gsd"]
 
 #: ``auto`` resamples when the scene's GSD and the model's differ by more than this factor.
 AUTO_RATIO = 1.5
+#: ``auto`` upsamples a coarse scene at most this much (each scene pixel becomes up to
+#: 4x4 model pixels); beyond it the tile count explodes for no real detail, so it stays
+#: native (a number passed to ``--resample`` still forces it).
+AUTO_MAX_UPSAMPLE = 4.0
 #: Most tiles per chunk side of an upsampled (coarse) scene, whose tiles are small.
 MAX_CHUNK_TILES = 64
 
@@ -89,7 +94,8 @@ def working_gsd(setting: str | float, scene: Scene, spec: ModelSpec) -> float | 
     """Resolve ``auto|off|METRES`` for ``scene``: the working GSD in metres, or None (off).
 
     ``auto`` resamples to the model's GSD only when both GSDs are known and differ by
-    more than :data:`AUTO_RATIO`; a number always resamples (even to the scene's own GSD).
+    more than :data:`AUTO_RATIO` (and the scene is at most :data:`AUTO_MAX_UPSAMPLE`
+    times coarser); a number always resamples (even to the scene's own GSD).
     """
     if setting == "off":
         return None
@@ -101,7 +107,21 @@ def working_gsd(setting: str | float, scene: Scene, spec: ModelSpec) -> float | 
     model, here = spec.gsd_m, scene_gsd(scene)
     if here is None or model is None or not (math.isfinite(model) and model > 0):
         return None
+    if here / model > AUTO_MAX_UPSAMPLE:
+        return None
     return float(model) if max(model / here, here / model) > AUTO_RATIO else None
+
+
+def auto_note(setting: str | float, scene: Scene, spec: ModelSpec) -> str | None:
+    """Say why ``auto`` left a much coarser scene native (None when it did not)."""
+    here, model = scene_gsd(scene), spec.gsd_m
+    if setting != "auto" or here is None or not (math.isfinite(model) and model > 0):
+        return None
+    if here / model <= AUTO_MAX_UPSAMPLE:
+        return None
+    return (f"scene GSD {here:.3g} m is {here / model:.0f}x the model's {model:.3g} m: run "
+            f"natively (auto upsamples at most {AUTO_MAX_UPSAMPLE:g}x; --resample "
+            f"{model:g} forces it)")
 
 
 def working_shape(scene: Scene, gsd: float) -> tuple[int, int]:

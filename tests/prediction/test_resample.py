@@ -43,7 +43,8 @@ def test_scene_gsd_projected_geographic_and_unknown(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("res", "expected"), [
     (10.0, None), (6.8, None), (14.9, None),   # within 1.5x: native
-    (6.6, MODEL_GSD), (15.1, MODEL_GSD), (2.5, MODEL_GSD), (40.0, MODEL_GSD)])
+    (6.6, MODEL_GSD), (15.1, MODEL_GSD), (2.5, MODEL_GSD), (40.0, MODEL_GSD),
+    (41.0, None)])                             # > 4x coarser: auto stays native
 def test_auto_triggers_only_above_one_and_a_half(tmp_path: Path, res: float,
                                                  expected: float | None) -> None:
     scene = open_scene(_scene(tmp_path, "s.tif", res))

@@ -74,8 +74,8 @@ def test_tta_changes_the_map_only_where_the_model_is_unsure(tiny_bundle: Path,
     assert 0 < changed.mean() < 0.05
     with rasterio.open(tmp_path / "p.tif") as p:
         top = p.read().max(axis=0) / 254  # the untransformed model's confidence
-    # where tta changed the class, the model alone was unsure (its top class < 0.8) ...
-    assert np.quantile(top[changed], 0.99) < 0.8
+    # where tta changed the class, the model alone was unsure (top class near 0.5) ...
+    assert np.median(top[changed]) < 0.7 and np.quantile(top[changed], 0.95) < 0.9
     # ... while most of the map is confident
     assert np.median(top[~changed & (a != 255)]) > 0.9
 

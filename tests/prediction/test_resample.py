@@ -138,7 +138,10 @@ def test_scores_are_upsampled_before_the_argmax(tiny_bundle: Path, tmp_path: Pat
     rows = np.arange(20, n - 20)
     assert np.abs(edge[rows] - rows).max() <= 1
     # a staircase (nearest upsampling of working pixels) keeps the edge still for 8 rows
-    assert (np.diff(edge[rows]) != 0).mean() > 0.9
+    # and then jumps 8 px; here it moves on most rows and never stays for 3
+    steps = np.diff(edge[rows])
+    assert (steps != 0).mean() > 0.75 and steps.max() <= 2
+    assert not np.any((steps[:-1] == 0) & (steps[1:] == 0))
 
 
 def test_resize_scores_is_bilinear_with_aligned_centres() -> None:

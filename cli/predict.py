@@ -13,6 +13,18 @@ def _devices(ctx: click.Context, param: click.Parameter, value: str | None) -> t
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+def _resample(ctx: click.Context, param: click.Parameter, value: str) -> str | float:
+    if value.strip().lower() in ("auto", "off"):
+        return value.strip().lower()
+    try:
+        gsd = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected auto, off or metres, got {value!r}") from None
+    if not 0 < gsd < float("inf"):
+        raise click.BadParameter(f"must be a positive number of metres, got {value}")
+    return gsd
+
+
 def _scale(ctx: click.Context, param: click.Parameter, value: str | None
            ) -> float | str | None:
     if value is None or value.strip().lower() == "percentile":
@@ -75,6 +87,15 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str | None
               help="Rescale the scene's values for the model: a factor (e.g. 0.0255 "
                    "for 16-bit scenes on an 8-bit model), or percentile (each band's "
                    "1st..99th percentiles onto the trained range).")
+@click.option("--resample", callback=_resample, default="auto", show_default=True,
+              metavar="auto|off|METRES",
+              help="Run the model at a working ground sample distance: auto = the model's "
+                   "when the scene's differs by more than 1.5x; METRES forces one. The "
+                   "map stays on the scene's grid.")
+@click.option("--tta", type=click.Choice(["none", "flips"]), default="none",
+              show_default=True,
+              help="Test-time augmentation: flips averages the scores of each tile and "
+                   "its 3 flips (4x the model time).")
 @options.xyz_pattern_opt
 @options.overwrite_opt
 @options.quiet_opt
@@ -85,7 +106,7 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
             calibration: Path | None, blend: str, probabilities: Path | None, preview: Path | None,
             vectorize_to: Path | None, resume: bool, num_workers: int, workers: int | None,
             scheduler: str | None, devices: tuple[str, ...], scale: float | str | None,
-            xyz_pattern: str | None,
+            resample: str | float, tta: str, xyz_pattern: str | None,
             overwrite: bool, quiet: bool, progress_kind: str) -> None:
     """Predict georeferenced class maps for SCENE(s).
 
@@ -107,7 +128,8 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
     config = InferenceConfig(tile=tile_size, overlap=overlap, batch_size=batch_size,
                              chunk_tiles=chunk_tiles, device=device, precision=precision,
                              engine=engine, blend=blend,
-                             calibration=None if calibration is None else str(calibration))
+                             calibration=None if calibration is None else str(calibration),
+                             resample=resample, tta=tta)
     from geoseg.xyz import xyz_pattern as xyz_names
 
     with xyz_names(xyz_pattern), \

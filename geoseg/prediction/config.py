@@ -9,6 +9,7 @@ read the same values instead of passing a dozen arguments along.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,13 +18,14 @@ from geoseg.errors import InputError
 if TYPE_CHECKING:
     from geoseg.models.spec import ModelSpec
 
-__all__ = ["BLENDS", "ENGINES", "PRECISIONS", "Engine", "InferenceConfig", "Precision"]
+__all__ = ["BLENDS", "ENGINES", "PRECISIONS", "TTAS", "Engine", "InferenceConfig", "Precision"]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 Engine = Literal["auto", "eager", "compile", "openvino", "onnxruntime"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
 ENGINES: tuple[str, ...] = ("auto", "eager", "compile", "openvino", "onnxruntime")
 BLENDS: tuple[str, ...] = ("cosine", "flat")
+TTAS: tuple[str, ...] = ("none", "flips")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,14 @@ class InferenceConfig:
     calibration : str or None
         int8 only: a raster or a directory of rasters to draw calibration tiles from
         (default: the scene being predicted).
+    resample : str or float
+        ``auto`` (default): run the model at its own ground sample distance when the
+        scene's differs from it by more than 1.5x (:mod:`geoseg.prediction.resample`);
+        ``off``: never; a number: the working GSD in metres. :func:`~geoseg.prediction.
+        pipeline.predict` resolves it to ``off`` or the working GSD.
+    tta : str
+        Test-time augmentation: ``none`` or ``flips`` (the mean of the tile's softmax
+        and those of its horizontal, vertical and double flip; 4x the model time).
     """
 
     tile: int | None = None
@@ -60,8 +70,12 @@ class InferenceConfig:
     engine: str = "auto"
     blend: str = "cosine"
     calibration: str | None = None
+    resample: str | float = "auto"
+    tta: str = "none"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "resample", _check_resample(self.resample))
+        _check_choice("tta", self.tta, TTAS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("engine", self.engine, ENGINES)
         _check_choice("blend", self.blend, BLENDS)
@@ -104,3 +118,17 @@ class InferenceConfig:
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise InputError(f"unknown {what} {value!r}; use {', '.join(choices)}")
+
+
+def _check_resample(value: str | float) -> str | float:
+    """``auto``, ``off`` or a positive working GSD in metres (a number or its text)."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
+        return value.strip().lower()
+    try:
+        gsd = float(value)
+    except ValueError:
+        raise InputError(f"resample must be auto, off or a ground sample distance in "
+                         f"metres, got {value!r}") from None
+    if not (gsd > 0 and math.isfinite(gsd)):
+        raise InputError(f"resample GSD must be a positive number of metres, got {value!r}")
+    return gsd

@@ -36,6 +36,7 @@ from geoseg.prediction.tiling import AxisChunk, TileGrid
 
 if TYPE_CHECKING:
     from geoseg.prediction.inference import Predictor
+    from geoseg.prediction.resample import ScaledTiles
     from geoseg.progress import Progress
 
 __all__ = ["PREDICTORS", "ChunkJob", "ModelRef", "PredictorCache", "RunState", "build_blocks",
@@ -200,6 +201,7 @@ class ChunkJob:
     origins_x: tuple[int, ...]
     tails_dir: str | None = None
     state: RunState | None = field(default=None, compare=False, repr=False)
+    scaled: ScaledTiles | None = None  # resampled run: scene-pixel tiles (resample.py)
 
     @property
     def n_tiles(self) -> int:
@@ -227,7 +229,16 @@ def load_tails(tails_dir: str, row: int, col: int) -> Tails:
 
 def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
     """Run one chunk's tiles; return its accumulator split into core and three tails."""
+    from functools import partial
+
+    from geoseg.prediction.augment import forward_tta
+
     predictor = get_predictor(job.ref)
+    forward = partial(forward_tta, predictor, tta=job.ref.config.tta)
+    if job.scaled is not None:
+        from geoseg.prediction.resample import accumulate
+
+        return _split(job, accumulate(job, predictor, forward), job.n_tiles)
     t = predictor.tile
     (fy0, fy1), (fx0, fx1) = job.row.footprint, job.col.footprint
     data, band_valid = read_window(job.path, job.bands, (fy0, fy1), (fx0, fx1),
@@ -260,7 +271,7 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
             raise RunCancelled(job.run_key)
         group = offsets[start:start + bs]
         batch = np.stack([x[:, y:y + t, xo:xo + t] for y, xo in group])
-        probs = predictor.forward_tiles(batch)
+        probs = forward(batch)
         for (y, xo), p in zip(group, probs, strict=True):
             if valid is None:
                 acc[:c, y:y + t, xo:xo + t] += p
@@ -269,14 +280,19 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
                 v = valid[y:y + t, xo:xo + t]
                 acc[:c, y:y + t, xo:xo + t] += p * v
                 acc[c, y:y + t, xo:xo + t] += window * v
-    acc = acc[:, :fh, :fw]
+    return _split(job, acc[:, :fh, :fw], len(offsets))
+
+
+def _split(job: ChunkJob, acc: npt.NDArray[np.float32], n_tiles: int
+           ) -> tuple[npt.NDArray[np.float32], ...]:
+    """Split a chunk's accumulator into core and three tails (saved for resume)."""
     ch, cw = job.row.core_size, job.col.core_size
     tails = (np.ascontiguousarray(acc[:, ch:, :cw]), np.ascontiguousarray(acc[:, :ch, cw:]),
              np.ascontiguousarray(acc[:, ch:, cw:]))
     if job.tails_dir is not None:
         save_tails(job.tails_dir, job.row.index, job.col.index, tails)
     if job.state is not None and job.state.progress is not None:
-        job.state.progress.advance(len(offsets))
+        job.state.progress.advance(n_tiles)
     return (acc[:, :ch, :cw], *tails)
 
 

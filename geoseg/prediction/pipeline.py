@@ -72,6 +72,8 @@ class PredictResult:
     chunks_computed: int = 0
     filled_px: int = 0
     nodata_px: int = 0
+    working_gsd: float | None = None
+    tta: str = "none"
 
     @property
     def mpx_per_s(self) -> float:
@@ -89,8 +91,10 @@ class PredictResult:
             f", resumed: {self.chunks_computed}/{self.chunks_total} chunks computed"
         nodata = "" if not (self.filled_px or self.nodata_px) else \
             (f", {self.filled_px} px with nodata bands filled, {self.nodata_px} px nodata")
+        gsd = "" if self.working_gsd is None else f", resampled to {self.working_gsd:.3g} m"
+        gsd += "" if self.tta == "none" else f", tta {self.tta}"
         return (f"wrote {self.output} ({self.width}x{self.height} px, {self.n_tiles} tiles"
-                f"{resumed}{nodata}) in {self.seconds:.1f} s, {self.mpx_per_s:.2f} Mpx/s "
+                f"{gsd}{resumed}{nodata}) in {self.seconds:.1f} s, {self.mpx_per_s:.2f} Mpx/s "
                 f"[{self.model}; {self.path}]")
 
 
@@ -149,13 +153,13 @@ def check_destinations(scene: str | os.PathLike[str], output: str | os.PathLike[
     return out, prob, prev, vec
 
 
-def _tile_and_checks(spec: Any, src: Any, tile_size: int | None, overlap: int | None,
+def _tile_and_checks(spec: Any, shape: tuple[int, int], tile_size: int | None, overlap: int | None,
                      batch_size: int, chunk_tiles: int, n_bands: int) -> tuple[int, int]:
     """Return the tile and overlap of a run (capped at the scene) after the memory check."""
     from geoseg.prediction.limits import check_memory, fit_tile, validate_tile
 
     tile = validate_tile(int(tile_size or spec.tile_size))
-    tile, ov = fit_tile(tile, int(spec.overlap if overlap is None else overlap), src.shape)
+    tile, ov = fit_tile(tile, int(spec.overlap if overlap is None else overlap), shape)
     check_memory(tile, batch_size, spec.n_classes, n_bands, chunk_tiles)
     return tile, ov
 
@@ -222,6 +226,7 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             vectorize: str | os.PathLike[str] | None = None, overwrite: bool = False,
             resume: bool = False, num_workers: int = 2, client: Any = None,
             devices: Sequence[str] = (), scale: float | str | None = None,
+            resample: str | float | None = None, tta: str | None = None,
             progress: Progress | None = None) -> PredictResult:
     """Predict a georeferenced class map for ``scene`` and write it to ``output``.
 
@@ -280,6 +285,12 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         (each band's 1st..99th percentiles onto the trained ones). Without it, a scene
         whose values are far from the model's training range gets a one-line warning
         (:mod:`geoseg.models.value_range`).
+    resample : "auto", "off" or float, optional
+        Working ground sample distance (default ``auto``: the model's, when the scene's
+        differs from it by more than 1.5x; see :mod:`geoseg.prediction.resample`). The
+        class map is always on the scene's grid.
+    tta : "none" or "flips", optional
+        Test-time augmentation (:mod:`geoseg.prediction.augment`; default ``none``).
     progress : Progress, optional
         Where to report progress (tiles done).
 
@@ -295,14 +306,23 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     config = (config or InferenceConfig()).with_(
         tile=tile_size, overlap=overlap, batch_size=batch_size, chunk_tiles=chunk_tiles,
         device=device, precision=precision, engine=engine, blend=blend,
-        calibration=None if calibration is None else os.fspath(calibration))
+        calibration=None if calibration is None else os.fspath(calibration),
+        resample=resample, tta=tta)
     paths = check_destinations(scene, output, probabilities, preview, vectorize,
                                overwrite=overwrite)
     src = open_scene(scene)
     spec = model.spec if isinstance(model, Bundle) else resolve_spec(model)  # no torch yet
     chosen = select_bands(src, bands, spec.n_bands, spec.bands)
     config = config.resolve(spec)
-    tile, ov = _tile_and_checks(spec, src, config.tile_px, config.overlap_px,
+    from geoseg.prediction.resample import auto_note, working_gsd, working_shape
+
+    work = working_gsd(config.resample, src, spec)
+    note = auto_note(config.resample, src, spec)
+    if note is not None and progress is not None:
+        progress.log(note)
+    config = config.with_(resample="off" if work is None else work)
+    tile, ov = _tile_and_checks(spec, src.shape if work is None else working_shape(src, work),
+                                config.tile_px, config.overlap_px,
                                 config.batch_size, config.chunk_tiles, len(chosen))
     config = config.with_(tile=tile, overlap=ov)
     if config.precision == "int8" and config.calibration is None:
@@ -332,7 +352,13 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
     bundle = _check_values(bundle, src, chosen, scale, client, progress)
     spec = bundle.spec
     tile, ov, blend = config.tile_px, config.overlap_px, config.blend
-    grid = plan_tiles(src.shape, tile=tile, overlap=ov, chunk_tiles=config.chunk_tiles)
+    from geoseg.prediction.resample import scaled_tiles
+
+    scaled = scaled_tiles(src, config)  # None unless resampling: then tiles of scene px
+    grid = (plan_tiles(src.shape, tile=tile, overlap=ov, chunk_tiles=config.chunk_tiles)
+            if scaled is None else
+            plan_tiles(src.shape, tile=scaled.tile, overlap=scaled.overlap,
+                       chunk_tiles=scaled.chunk_tiles, multiple=1))
     if client is not None and bundle.path is None:
         raise InputError("a distributed run needs the model as a bundle file (workers load "
                          "it themselves); save it with geoseg.models.bundle.save_bundle")
@@ -346,6 +372,8 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
         "chunk_tiles": config.chunk_tiles, "blend": blend, "bands": list(chosen),
         "precision": used_precision, "engine": used_engine,
         "probabilities": prob_path is not None, "geoseg": __version__,
+        **({} if config.tta == "none" else {"tta": config.tta}),
+        **({} if scaled is None else {"working_gsd": scaled.gsd}),
     }
     with write_errors(out_path):
         partial = PartialOutput(out_path, prob_path, src, len(class_ids), fingerprint,
@@ -354,7 +382,7 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
     state = RunState(progress) if client is None else None
     template = ChunkJob(run_key, ref, src.path, tuple(chosen), src.has_mask,
                         grid.rows[0], grid.cols[0], grid.origins_y, grid.origins_x,
-                        str(partial.tails_dir), state=state)
+                        str(partial.tails_dir), state=state, scaled=scaled)
     done = frozenset(partial.done)
     blocks = build_blocks(grid, template, class_ids, probabilities=prob_path is not None,
                           done=done)
@@ -366,12 +394,16 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
         "precision": used_precision, "engine": used_engine,
         "bands": ",".join(str(b) for b in chosen),
         "nodata_class": str(NODATA_CLASS),
+        **({} if config.tta == "none" else {"tta": config.tta}),
+        **({} if scaled is None else {"working_gsd_m": f"{scaled.gsd:.6g}"}),
         **ClassMapInfo(tuple(class_ids), tuple(spec.class_names()),
                        tuple(c.color for c in spec.classes)).to_tags(),
     }
     progress.log(f"model={bundle.name} size={src.width}x{src.height} bands={len(chosen)} "
                  f"crs={src.crs.to_string() if src.crs else 'none'} tiles={grid.n_tiles}"
                  + (f" resuming: {len(done)} chunks done" if done else "")
+                 + ("" if scaled is None else f" resampled to {scaled.gsd:.3g} m")
+                 + ("" if config.tta == "none" else f" tta={config.tta}")
                  + f" [{path_info}]")
     finished = False
     try:
@@ -414,5 +446,6 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                          width=src.width, n_tiles=grid.n_tiles, seconds=seconds,
                          path=path_info, model=bundle.name, tile=tile,
                          chunks_total=len(grid.rows) * len(grid.cols),
-                         chunks_computed=len(blocks), filled_px=filled, nodata_px=nodata)
+                         chunks_computed=len(blocks), filled_px=filled, nodata_px=nodata,
+                         working_gsd=None if scaled is None else scaled.gsd, tta=config.tta)
 

@@ -92,6 +92,10 @@ class TileGrid:
         Pixels shared by neighbouring tiles.
     chunk_tiles : int
         Tiles per chunk along each axis.
+    multiple : int
+        The tile side must be a multiple of this: 32 for model tiles; 1 for the scene-pixel
+        tiles of a resampled run (:mod:`geoseg.prediction.resample`), whose model tiles are
+        checked on the working grid.
     """
 
     height: int
@@ -99,12 +103,14 @@ class TileGrid:
     tile: int
     overlap: int
     chunk_tiles: int
+    multiple: int = 32
 
     def __post_init__(self) -> None:
         if self.height <= 0 or self.width <= 0:
             raise InputError(f"scene size must be positive, got {self.height}x{self.width}")
-        if self.tile < 32 or self.tile % 32:
-            raise InputError(f"tile size must be a multiple of 32 (>= 32), got {self.tile}")
+        if self.tile < max(self.multiple, 2) or self.tile % self.multiple:
+            raise InputError(f"tile size must be a multiple of {self.multiple} "
+                             f"(>= {max(self.multiple, 2)}), got {self.tile}")
         if not 0 <= self.overlap <= self.tile // 2:
             raise InputError(f"overlap must be between 0 and half the tile size "
                              f"({self.tile // 2}), got {self.overlap}")
@@ -147,6 +153,7 @@ class TileGrid:
 
 
 def plan_tiles(shape: tuple[int, int], *, tile: int = 512, overlap: int = 64,
-               chunk_tiles: int = 4) -> TileGrid:
+               chunk_tiles: int = 4, multiple: int = 32) -> TileGrid:
     """Plan tiles and chunks for a scene of ``shape = (height, width)`` pixels."""
-    return TileGrid(int(shape[0]), int(shape[1]), int(tile), int(overlap), int(chunk_tiles))
+    return TileGrid(int(shape[0]), int(shape[1]), int(tile), int(overlap), int(chunk_tiles),
+                    int(multiple))

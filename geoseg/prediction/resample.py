@@ -1,0 +1,299 @@
+"""Run the model at its own ground sample distance, write the map on the scene's grid.
+
+A model trained on 1 m imagery sees a 0.13 m scene's roofs as fields: ``predict --resample``
+(:attr:`InferenceConfig.resample`) runs it at a *working* GSD instead, the model's own by
+default (``auto``, when the scene's GSD and the model's differ by more than
+:data:`AUTO_RATIO`), or one given in metres.
+
+How, without ever holding the scene: the tile grid stays on the scene's pixels, with tiles of
+``T = round(t * f)`` scene pixels for a model tile of ``t`` pixels (``f`` = working GSD /
+scene GSD), so chunks, overlap-add across chunks, resume and the output writer are those of
+a native run. Each tile is read by a windowed read with ``out_shape = (t, t)`` (GDAL's
+``average`` resampling when downsampling, which skips nodata values, ``bilinear`` when
+upsampling), runs through the model, and its class scores (and blend weights) are resized
+bilinearly back to the tile's ``T x T`` scene pixels before they are blended with the
+neighbouring tiles; the argmax is taken on the scene grid, so class edges are as smooth as the
+scores, never blocks of working pixels. Nodata is read at the scene's resolution: a pixel is
+nodata in the output exactly where it is without resampling. Memory per chunk is that of
+``T``-pixel tiles; the chunk side in tiles shrinks as ``f`` grows (:func:`scaled_tiles`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from geoseg.errors import InputError
+
+if TYPE_CHECKING:
+    from geoseg.io import Scene
+    from geoseg.models.spec import ModelSpec
+    from geoseg.prediction.config import InferenceConfig
+    from geoseg.prediction.graph import ChunkJob
+    from geoseg.prediction.inference import Predictor
+
+__all__ = ["AUTO_MAX_UPSAMPLE", "AUTO_RATIO", "ScaledTiles", "accumulate", "auto_note",
+           "resize_scores", "scaled_tiles",
+           "scene_gsd", "working_gsd"]
+
+#: ``auto`` resamples when the scene's GSD and the model's differ by more than this factor.
+AUTO_RATIO = 1.5
+#: ``auto`` upsamples a coarse scene at most this much (each scene pixel becomes up to
+#: 4x4 model pixels); beyond it the tile count explodes for no real detail, so it stays
+#: native (a number passed to ``--resample`` still forces it).
+AUTO_MAX_UPSAMPLE = 4.0
+#: Most tiles per chunk side of an upsampled (coarse) scene, whose tiles are small.
+MAX_CHUNK_TILES = 64
+
+
+def scene_gsd(scene: Scene) -> float | None:
+    """Ground sample distance of ``scene`` in metres, or None when unknown.
+
+    Projected CRS: the pixel size in the CRS's linear unit, converted to metres.
+    Geographic CRS: the pixel's size in degrees measured on the CRS's ellipsoid at the
+    scene's centre. No CRS: unknown. Non-square pixels: the geometric mean of both sides.
+    """
+    crs, t = scene.crs, scene.transform
+    if crs is None:
+        return None
+    px, py = math.hypot(t.a, t.d), math.hypot(t.b, t.e)  # rotated grids too
+    if not (px > 0 and py > 0):
+        return None
+    if crs.is_geographic:
+        return _geographic_gsd(scene, px, py)
+    try:
+        factor = float(crs.linear_units_factor[1])
+    except Exception:  # noqa: BLE001  # a CRS without a linear unit: GSD unknown
+        return None
+    return math.sqrt(px * py) * factor
+
+
+def _geographic_gsd(scene: Scene, px: float, py: float) -> float | None:
+    from pyproj import CRS as ProjCRS
+
+    if scene.crs is None:
+        return None
+    lon, lat = scene.transform @ (scene.width / 2, scene.height / 2)
+    if not (-90 < lat < 90):
+        return None
+    geod = ProjCRS.from_wkt(scene.crs.to_wkt()).get_geod()
+    if geod is None:
+        return None
+    dx = geod.inv(lon - px / 2, lat, lon + px / 2, lat)[2]
+    dy = geod.inv(lon, lat - py / 2, lon, lat + py / 2)[2]
+    return math.sqrt(abs(dx * dy)) or None
+
+
+def working_gsd(setting: str | float, scene: Scene, spec: ModelSpec) -> float | None:
+    """Resolve ``auto|off|METRES`` for ``scene``: the working GSD in metres, or None (off).
+
+    ``auto`` resamples to the model's GSD only when both GSDs are known and differ by
+    more than :data:`AUTO_RATIO` (and the scene is at most :data:`AUTO_MAX_UPSAMPLE`
+    times coarser); a number always resamples (even to the scene's own GSD).
+    """
+    if setting == "off":
+        return None
+    if setting != "auto":
+        if scene_gsd(scene) is None:
+            raise InputError(f"--resample {setting} needs the scene's ground sample distance, "
+                             f"but {scene.path} has no CRS; use --resample off")
+        return float(setting)
+    model, here = spec.gsd_m, scene_gsd(scene)
+    if here is None or model is None or not (math.isfinite(model) and model > 0):
+        return None
+    if here / model > AUTO_MAX_UPSAMPLE:
+        return None
+    return float(model) if max(model / here, here / model) > AUTO_RATIO else None
+
+
+def auto_note(setting: str | float, scene: Scene, spec: ModelSpec) -> str | None:
+    """Say why ``auto`` left a much coarser scene native (None when it did not)."""
+    here, model = scene_gsd(scene), spec.gsd_m
+    if setting != "auto" or here is None or not (math.isfinite(model) and model > 0):
+        return None
+    if here / model <= AUTO_MAX_UPSAMPLE:
+        return None
+    return (f"scene GSD {here:.3g} m is {here / model:.0f}x the model's {model:.3g} m: run "
+            f"natively (auto upsamples at most {AUTO_MAX_UPSAMPLE:g}x; --resample "
+            f"{model:g} forces it)")
+
+
+def working_shape(scene: Scene, gsd: float) -> tuple[int, int]:
+    """Size of ``scene`` in working pixels of ``gsd`` metres."""
+    f = gsd / _known_gsd(scene)
+    return max(1, round(scene.height / f)), max(1, round(scene.width / f))
+
+
+def _known_gsd(scene: Scene) -> float:
+    here = scene_gsd(scene)
+    if here is None:
+        raise InputError(f"{scene.path} has no ground sample distance to resample from")
+    return here
+
+
+@dataclass(frozen=True, slots=True)
+class ScaledTiles:
+    """Tiles of a resampled run, as a chunk job carries them.
+
+    ``tile`` and ``overlap`` are in scene pixels; each tile is read into ``model_tile``
+    working pixels. ``gsd`` is the working GSD actually used (``scene GSD * tile /
+    model_tile``), ``chunk_tiles`` the chunk side in tiles.
+    """
+
+    tile: int
+    overlap: int
+    model_tile: int
+    gsd: float
+    chunk_tiles: int
+
+
+def scaled_tiles(scene: Scene, config: InferenceConfig) -> ScaledTiles | None:
+    """Scene-pixel tiles for a resolved config whose ``resample`` is a working GSD."""
+    if not isinstance(config.resample, float):
+        return None
+    here = _known_gsd(scene)
+    f = config.resample / here
+    t, ov = config.tile_px, config.overlap_px
+    tile = max(2, round(t * f))
+    overlap = min(round(ov * f), tile // 2)
+    chunk = max(1, min(MAX_CHUNK_TILES, round(config.chunk_tiles / f)))
+    return ScaledTiles(tile, overlap, t, here * tile / t, chunk)
+
+
+def resize_scores(scores: npt.NDArray[np.float32], size: tuple[int, int]
+                  ) -> npt.NDArray[np.float32]:
+    """Resize ``(C, h, w)`` scores to ``(C, *size)``, bilinear (pixel centres aligned).
+
+    Downsampling is anti-aliased (every source pixel contributes). torch's kernel is used
+    because it is the fast, tested bilinear resize already installed.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if scores.shape[1:] == size:
+        return scores
+    x = torch.from_numpy(np.ascontiguousarray(scores, np.float32))[None]
+    down = size[0] < scores.shape[1] or size[1] < scores.shape[2]
+    y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
+    out: npt.NDArray[np.float32] = y[0].numpy()
+    return out
+
+
+@lru_cache(maxsize=8)
+def _weights(window: bytes, t: int, size: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """Resize the model tile's blend window to a scene tile (cached: the same for all)."""
+    w = np.frombuffer(window, np.float32).reshape(1, t, t).copy()
+    out: npt.NDArray[np.float32] = resize_scores(w, size)[0]
+    return out
+
+
+def read_scaled(path: str, bands: Sequence[int], rows: tuple[int, int], cols: tuple[int, int],
+                size: tuple[int, int], *, with_mask: bool
+                ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_] | None]:
+    """Read a scene window into ``size`` working pixels, and each value's validity.
+
+    ``average`` when downsampling (GDAL leaves nodata values out of the mean), else
+    ``bilinear``. A working value is valid where some scene pixel under it is.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.errors import RasterioIOError
+    from rasterio.windows import Window
+
+    from geoseg.io import _dataset, read_error
+
+    h, w = rows[1] - rows[0], cols[1] - cols[0]
+    how = Resampling.average if size[0] < h else Resampling.bilinear
+    win = Window(cols[0], rows[0], w, h)
+    shape = (len(bands), *size)
+    try:
+        src = _dataset(path)
+        data = src.read(list(bands), window=win, out_shape=shape, resampling=how)
+        if not with_mask:
+            return data, None
+        valid = src.read_masks(list(bands), window=win, out_shape=shape,
+                               resampling=Resampling.average if how == Resampling.average
+                               else Resampling.nearest) > 0
+    except RasterioIOError as exc:
+        raise read_error(path, win, exc) from None
+    if data.dtype.kind in "fc":
+        valid &= np.isfinite(data)
+    return data, valid
+
+
+def _scaled(job: ChunkJob) -> ScaledTiles:
+    if job.scaled is None:
+        raise RuntimeError("a native chunk job reached the resampled stage 1")
+    return job.scaled
+
+
+def _model_tile(job: ChunkJob, predictor: Predictor, rows: tuple[int, int],
+                cols: tuple[int, int]) -> tuple[npt.NDArray[np.float32], tuple[int, int]]:
+    """One tile's model input ``(B, t, t)`` (nodata and padding filled) and its used size."""
+    from geoseg.io import fill_nodata
+
+    scaled, t = _scaled(job), predictor.tile
+    h, w = rows[1] - rows[0], cols[1] - cols[0]
+    # A scene smaller than one tile: read what there is into its share of the model tile.
+    size = (min(t, max(1, round(h * t / scaled.tile))), min(t, max(1, round(w * t / scaled.tile))))
+    data, valid = read_scaled(job.path, job.bands, rows, cols, size, with_mask=job.with_mask)
+    mean = np.asarray(predictor.spec.mean, np.float32)
+    filled, _ = fill_nodata(data, valid, predictor.spec.mean)
+    if size == (t, t):
+        return filled, size
+    x = np.empty((len(job.bands), t, t), np.float32)
+    x[...] = mean[:, None, None]
+    x[:, :size[0], :size[1]] = filled
+    return x, size
+
+
+def accumulate(job: ChunkJob, predictor: Predictor,
+               forward: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
+               ) -> npt.NDArray[np.float32]:
+    """Blend-weighted scores ``(C + 1, fh, fw)`` of a scaled chunk on the scene grid.
+
+    Stage 1 of a resampled run (see the module docstring); ``forward`` maps model tiles
+    ``(n, B, t, t)`` to weighted probabilities ``(n, C, t, t)``.
+    """
+    from geoseg.io import read_window
+    from geoseg.prediction.graph import RunCancelled
+
+    scaled = _scaled(job)
+    tile, t, c = scaled.tile, predictor.tile, predictor.n_classes
+    (fy0, fy1), (fx0, fx1) = job.row.footprint, job.col.footprint
+    fh, fw = fy1 - fy0, fx1 - fx0
+    valid: npt.NDArray[np.bool_] | None = None
+    if job.with_mask:  # nodata at the scene's own resolution, the rule of a native run
+        _, band_valid = read_window(job.path, job.bands, (fy0, fy1), (fx0, fx1), with_mask=True)
+        valid = None if band_valid is None else np.asarray(band_valid.any(axis=0))
+    acc = np.zeros((c + 1, fh, fw), np.float32)
+    offsets = [(oy - fy0, ox - fx0)
+               for oy in job.origins_y[job.row.tiles.start:job.row.tiles.stop]
+               for ox in job.origins_x[job.col.tiles.start:job.col.tiles.stop]]
+    window = np.ascontiguousarray(predictor.window_np, np.float32).tobytes()
+    for start in range(0, len(offsets), predictor.batch_size):
+        if job.state is not None and job.state.cancelled.is_set():
+            raise RunCancelled(job.run_key)
+        group = offsets[start:start + predictor.batch_size]
+        regions = [((fy0 + y, fy0 + min(y + tile, fh)), (fx0 + x, fx0 + min(x + tile, fw)))
+                   for y, x in group]
+        inputs = [_model_tile(job, predictor, r, co) for r, co in regions]
+        probs = forward(np.stack([x for x, _ in inputs]))
+        for (y, x), ((r0, r1), (c0, c1)), p, (_, used) in zip(group, regions, probs, inputs,
+                                                              strict=True):
+            th, tw = r1 - r0, c1 - c0
+            scores = resize_scores(p[:, :used[0], :used[1]], (th, tw))
+            weight = (_weights(window, t, (th, tw)) if used == (t, t) else
+                      resize_scores(predictor.window_np[None, :used[0], :used[1]], (th, tw))[0])
+            if valid is not None:
+                v = valid[y:y + th, x:x + tw]
+                scores = scores * v
+                weight = weight * v
+            acc[:c, y:y + th, x:x + tw] += scores
+            acc[c, y:y + th, x:x + tw] += weight
+    return acc

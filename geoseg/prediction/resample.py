@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from geoseg.errors import InputError
+from geoseg.io import ground_sample_distance
 
 if TYPE_CHECKING:
     from geoseg.io import Scene
@@ -55,39 +56,11 @@ MAX_CHUNK_TILES = 64
 def scene_gsd(scene: Scene) -> float | None:
     """Ground sample distance of ``scene`` in metres, or None when unknown.
 
-    Projected CRS: the pixel size in the CRS's linear unit, converted to metres.
-    Geographic CRS: the pixel's size in degrees measured on the CRS's ellipsoid at the
-    scene's centre. No CRS: unknown. Non-square pixels: the geometric mean of both sides.
+    The rule is :func:`geoseg.io.ground_sample_distance` (the one training records):
+    projected CRS: pixel size converted to metres; geographic CRS: measured on the
+    ellipsoid at the scene's centre; no CRS: unknown.
     """
-    crs, t = scene.crs, scene.transform
-    if crs is None:
-        return None
-    px, py = math.hypot(t.a, t.d), math.hypot(t.b, t.e)  # rotated grids too
-    if not (px > 0 and py > 0):
-        return None
-    if crs.is_geographic:
-        return _geographic_gsd(scene, px, py)
-    try:
-        factor = float(crs.linear_units_factor[1])
-    except Exception:  # noqa: BLE001  # a CRS without a linear unit: GSD unknown
-        return None
-    return math.sqrt(px * py) * factor
-
-
-def _geographic_gsd(scene: Scene, px: float, py: float) -> float | None:
-    from pyproj import CRS as ProjCRS
-
-    if scene.crs is None:
-        return None
-    lon, lat = scene.transform @ (scene.width / 2, scene.height / 2)
-    if not (-90 < lat < 90):
-        return None
-    geod = ProjCRS.from_wkt(scene.crs.to_wkt()).get_geod()
-    if geod is None:
-        return None
-    dx = geod.inv(lon - px / 2, lat, lon + px / 2, lat)[2]
-    dy = geod.inv(lon, lat - py / 2, lon, lat + py / 2)[2]
-    return math.sqrt(abs(dx * dy)) or None
+    return ground_sample_distance(scene.crs, scene.transform, scene.width, scene.height)
 
 
 def working_gsd(setting: str | float, scene: Scene, spec: ModelSpec) -> float | None:

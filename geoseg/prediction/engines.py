@@ -38,7 +38,7 @@ from geoseg.errors import BundleError, InputError
 if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
 
-__all__ = ["EXTRAS", "OnnxRunner", "build_runner", "cache_dir", "calibration_tiles",
+__all__ = ["EXTRAS", "OnnxRunner", "build_runner", "cache_dir", "cached_head", "calibration_tiles",
            "compose_head", "engine_available", "engine_threads", "export_network", "head_model",
            "require_engine"]
 
@@ -217,19 +217,31 @@ def _softmax_window(logits: str, opset: int) -> list[Any]:
 
 
 def _head_key(bundle: Bundle, tile: int, overlap: int, blend: str) -> str:
-    return f"{bundle.sha256[:24]}-t{tile}-o{overlap}-{blend}"
+    """Weights, tiling and the normalisation the head folds in (``--scale`` changes it)."""
+    norm = hashlib.sha256(repr((bundle.spec.mean, bundle.spec.std)).encode()).hexdigest()[:8]
+    return f"{bundle.sha256[:24]}-t{tile}-o{overlap}-{blend}-n{norm}"
+
+
+def cached_head(bundle: Bundle, *, tile: int, overlap: int, blend: str) -> Path:
+    """Where the head graph of this bundle and tiling is cached (it may not exist yet)."""
+    return cache_dir() / "onnx" / f"{_head_key(bundle, tile, overlap, blend)}.onnx"
 
 
 def head_model(bundle: Bundle, *, tile: int, overlap: int, blend: str,
                window: npt.NDArray[np.float32]) -> Path:
-    """Path of the cached head graph for this bundle and tiling, exported on first use."""
-    path = cache_dir() / "onnx" / f"{_head_key(bundle, tile, overlap, blend)}.onnx"
+    """Path of the cached head graph for this bundle and tiling, exported on first use.
+
+    A cached head is opened as it is: a deferred bundle's torch network is built only to
+    export it the first time.
+    """
+    path = cached_head(bundle, tile=tile, overlap=overlap, blend=blend)
     if path.is_file():
         return path
     with _locked(path):
         if path.is_file():  # another process exported it meanwhile
             return path
-        raw = bundle.onnx if bundle.onnx is not None else export_network(bundle, tile)
+        raw = bundle.onnx if bundle.onnx is not None else \
+            export_network(bundle.with_network(), tile)
         head = compose_head(raw, mean=bundle.spec.mean, std=bundle.spec.std, window=window)
         tmp = _tmp_name(path)
         try:

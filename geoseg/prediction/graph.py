@@ -74,7 +74,7 @@ class ModelRef:
         from geoseg.prediction.engines import calibration_tiles
         from geoseg.prediction.inference import Predictor
 
-        bundle = load_bundle(self.source, name=self.name)
+        bundle = load_bundle(self.source, name=self.name, network=False)
         config = self.config
         if config.device == "auto" and "device" in WORKER_DEVICE:
             config = config.with_(device=WORKER_DEVICE["device"])

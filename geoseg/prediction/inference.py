@@ -251,7 +251,7 @@ class Predictor:
         self.window_np = blend_window(tile, config.overlap_px, blend).astype(np.float32)
         self.engine, self.precision = resolve_engine(
             config.engine, config.precision, self.device,
-            run_mpx=n_tiles * tile * tile / 1e6, torch_model=bundle.model is not None)
+            run_mpx=n_tiles * tile * tile / 1e6, torch_model=bundle.has_network)
         self._buffer: torch.Tensor | None = None
         self._runner: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None = None
         t0 = time.perf_counter()
@@ -274,12 +274,12 @@ class Predictor:
                                         calibration_source=self.config.calibration,
                                         bf16_native=cpu_has_native_bf16())
         except GeosegError:
-            if self.config.engine != "auto" or bundle.model is None or \
+            if self.config.engine != "auto" or not bundle.has_network or \
                     self.precision == "int8":
                 raise
             self._fall_back_to_torch("export")
         except Exception as exc:  # noqa: BLE001 - runtime compile failures come in many kinds
-            if self.config.engine != "auto" or bundle.model is None:
+            if self.config.engine != "auto" or not bundle.has_network:
                 raise BundleError(f"{self.engine} cannot compile {bundle.name}: "
                                   f"{type(exc).__name__}: {str(exc).strip()[:200]}") from None
             self._fall_back_to_torch(f"{type(exc).__name__}")
@@ -294,6 +294,7 @@ class Predictor:
     def _build_torch(self, bundle: Bundle) -> None:
         import torch
 
+        bundle = bundle.with_network()  # a deferred bundle builds its network only here
         window = torch.from_numpy(self.window_np)
         mean = torch.tensor(bundle.spec.mean, dtype=torch.float32)
         std = torch.tensor(bundle.spec.std, dtype=torch.float32)

@@ -328,7 +328,9 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
     from geoseg.models.bundle import Bundle
 
     out_path, prob_path, preview_path, vector_path = paths
-    bundle = model if isinstance(model, Bundle) else resolve_model(model)
+    # Spec and sha256 only: the torch network is built when an engine needs it (an ONNX
+    # engine with a cached export never does).
+    bundle = model if isinstance(model, Bundle) else resolve_model(model, network=False)
     bundle = _check_values(bundle, src, chosen, scale, client, progress)
     spec = bundle.spec
     tile, ov, blend = config.tile_px, config.overlap_px, config.blend

@@ -75,6 +75,42 @@ def test_export_is_cached_and_reused(tiny_bundle: Path, tmp_path: Path,
     assert (_read(tmp_path / "a.tif")[0] == _read(tmp_path / "b.tif")[0]).all()
 
 
+@pytest.mark.parametrize("engine", ["openvino", "onnxruntime"])
+def test_cached_export_never_builds_the_torch_model(tiny_bundle: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    engine: str) -> None:
+    pytest.importorskip(engine)
+    from geoseg.models import architectures
+
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path / "cache"))
+    scene = _scene(tmp_path / "s.tif", (200, 260))
+    predict(scene, tmp_path / "a.tif", model=tiny_bundle, engine=engine, precision="fp32")
+
+    def no_build(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a cached export must not build the torch model")
+
+    monkeypatch.setattr(architectures, "build_model", no_build)
+    r = predict(scene, tmp_path / "b.tif", model=tiny_bundle, engine=engine,
+                precision="fp32")
+    assert f" {engine} " in r.path
+    assert (_read(tmp_path / "a.tif")[0] == _read(tmp_path / "b.tif")[0]).all()
+    with pytest.raises(AssertionError, match="must not build"):  # eager still needs it
+        predict(scene, tmp_path / "c.tif", model=tiny_bundle, engine="eager")
+
+
+def test_scaled_normalisation_is_a_separate_cached_head(tiny_bundle: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path / "cache"))
+    scene = _scene(tmp_path / "s.tif", (200, 260))
+    predict(scene, tmp_path / "a.tif", model=tiny_bundle, engine="onnxruntime",
+            precision="fp32")
+    predict(scene, tmp_path / "b.tif", model=tiny_bundle, engine="onnxruntime",
+            precision="fp32", scale=2.0)
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2
+
+
 def test_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
     monkeypatch.delenv("GEOSEG_CACHE")

@@ -211,12 +211,41 @@ def _tails_file(tails_dir: str, row: int, col: int) -> Path:
     return Path(tails_dir) / f"{row}_{col}.npz"
 
 
-def save_tails(tails_dir: str, row: int, col: int, tails: Tails) -> None:
-    """Persist a chunk's tails (for ``--resume``), atomically."""
+def save_tails(tails_dir: str, row: int, col: int, tails: Tails,
+               counts: tuple[int, int] = (0, 0)) -> None:
+    """Persist a chunk's tails (for ``--resume``) and its core's nodata counts, atomically."""
     final = _tails_file(tails_dir, row, col)
     tmp = final.with_name(f".{final.stem}.{os.getpid()}.{threading.get_ident()}.npz")
-    np.savez(tmp, bottom=tails[0], right=tails[1], corner=tails[2])
+    np.savez(tmp, bottom=tails[0], right=tails[1], corner=tails[2],
+             counts=np.asarray(counts, np.int64))
     os.replace(tmp, final)
+
+
+def saved_counts(tails_dir: str, row: int, col: int) -> tuple[int, int] | None:
+    """``(filled, nodata)`` pixels of a chunk's core as its stage 1 counted them, if saved."""
+    try:
+        with np.load(_tails_file(tails_dir, row, col)) as f:  # reads only this member
+            if "counts" not in f.files:
+                return None
+            filled, nodata = (int(v) for v in f["counts"])
+    except OSError:
+        return None
+    return filled, nodata
+
+
+def core_counts(band_valid: npt.NDArray[np.bool_] | None, ch: int, cw: int
+                ) -> tuple[int, int]:
+    """Pixels of the ``ch x cw`` core where some but not all bands are nodata, and all are.
+
+    Counted from the validity stage 1 reads anyway (no second pass over the scene); cores
+    partition the scene, so the chunks' counts add up to the scene's.
+    """
+    if band_valid is None:
+        return 0, 0
+    n_valid = band_valid[:, :ch, :cw].sum(axis=0, dtype=np.int32)
+    nodata = int(np.count_nonzero(n_valid == 0))
+    filled = int(np.count_nonzero(n_valid < band_valid.shape[0])) - nodata
+    return filled, nodata
 
 
 def load_tails(tails_dir: str, row: int, col: int) -> Tails:
@@ -274,7 +303,8 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
     tails = (np.ascontiguousarray(acc[:, ch:, :cw]), np.ascontiguousarray(acc[:, :ch, cw:]),
              np.ascontiguousarray(acc[:, ch:, cw:]))
     if job.tails_dir is not None:
-        save_tails(job.tails_dir, job.row.index, job.col.index, tails)
+        save_tails(job.tails_dir, job.row.index, job.col.index, tails,
+                   core_counts(band_valid, ch, cw))
     if job.state is not None and job.state.progress is not None:
         job.state.progress.advance(len(offsets))
     return (acc[:, :ch, :cw], *tails)

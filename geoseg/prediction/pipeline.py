@@ -178,6 +178,27 @@ def _check_values(bundle: Bundle, src: Scene, chosen: Sequence[int],
     return replace(bundle, spec=spec)
 
 
+def _nodata_counts(partial: PartialOutput, grid: Any, src: Scene, chosen: Sequence[int]
+                   ) -> tuple[int, int]:
+    """Filled and nodata pixels of the scene, summed from the chunks' saved counts.
+
+    Falls back to a pass over the scene only when a chunk's counts are missing (tails
+    saved by an older geoseg, or cluster workers that do not share the output's disk).
+    """
+    from geoseg.prediction.graph import saved_counts
+
+    if not src.has_mask:
+        return 0, 0
+    filled = nodata = 0
+    for row in grid.rows:
+        for col in grid.cols:
+            counts = saved_counts(str(partial.tails_dir), row.index, col.index)
+            if counts is None:
+                return count_nodata(src.path, chosen)
+            filled, nodata = filled + counts[0], nodata + counts[1]
+    return filled, nodata
+
+
 def _fmt(values: Sequence[float]) -> str:
     return ",".join(f"{v:.4g}" for v in values)
 
@@ -385,6 +406,9 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                 _execute_local(blocks, partial, grid, num_workers)
             else:
                 _execute_distributed(client, blocks, partial, grid, progress)
+            # Pixels where some bands were filled (predicted) and where all were (nodata
+            # 255), as stage 1 counted them: no second pass over the scene.
+            filled, nodata = _nodata_counts(partial, grid, src, chosen)
             partial.finalize(colormap=class_colormap([c.color for c in spec.classes]),
                              tags=tags, class_names=spec.class_names(), overwrite=overwrite)
         finished = True
@@ -409,8 +433,6 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
         raise
     finally:
         progress.close()
-    # Pixels where some bands were filled (predicted) and where all were (nodata 255).
-    filled, nodata = count_nodata(src.path, chosen) if src.has_mask else (0, 0)
     seconds = time.perf_counter() - t0
     return PredictResult(output=out_path, probabilities=prob_path, height=src.height,
                          width=src.width, n_tiles=grid.n_tiles, seconds=seconds,

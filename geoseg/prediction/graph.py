@@ -222,7 +222,7 @@ def save_tails(tails_dir: str, row: int, col: int, tails: Tails,
 
 
 def saved_counts(tails_dir: str, row: int, col: int) -> tuple[int, int] | None:
-    """``(filled, nodata)`` pixels of a chunk's core as its stage 1 counted them, if saved."""
+    """Return ``(filled, nodata)`` pixels of a chunk's core as stage 1 counted them, if saved."""
     try:
         with np.load(_tails_file(tails_dir, row, col)) as f:  # reads only this member
             if "counts" not in f.files:

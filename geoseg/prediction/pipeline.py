@@ -180,7 +180,7 @@ def _check_values(bundle: Bundle, src: Scene, chosen: Sequence[int],
 
 def _nodata_counts(partial: PartialOutput, grid: Any, src: Scene, chosen: Sequence[int]
                    ) -> tuple[int, int]:
-    """Filled and nodata pixels of the scene, summed from the chunks' saved counts.
+    """Return filled and nodata pixels of the scene, summed from the chunks' saved counts.
 
     Falls back to a pass over the scene only when a chunk's counts are missing (tails
     saved by an older geoseg, or cluster workers that do not share the output's disk).

@@ -458,7 +458,7 @@ def _head_nodes(head: Path) -> list[str]:
     return [n.name for n in model.graph.node if n.name.startswith("geoseg_head_")]
 
 
-_RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+_RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".jpg", ".jpeg", ".png")
 
 
 def calibration_tiles(source: str, bands: tuple[int, ...], spec: Any, tile: int,
@@ -475,7 +475,8 @@ def calibration_tiles(source: str, bands: tuple[int, ...], spec: Any, tile: int,
     files = [str(f) for f in sorted(p.iterdir()) if f.suffix.lower() in _RASTER_SUFFIXES] \
         if p.is_dir() else [source]
     if not files:
-        raise InputError(f"no raster (*.tif, *.vrt, ...) in calibration directory {source}")
+        raise InputError(f"no raster (*.tif, *.vrt, *.jpg, ...) in calibration directory "
+                         f"{source}")
     chosen = tuple(bands) or tuple(range(1, spec.n_bands + 1))
     mean = np.asarray(spec.mean, np.float32)[:, None, None]
     out: list[npt.NDArray[np.float32]] = []

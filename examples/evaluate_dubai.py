@@ -12,7 +12,7 @@ reference's are printed too. int8 calibrates on ``--calibration`` (a directory o
 images; default: images of tiles 1-6, never the held-out tiles).
 
 usage: python examples/evaluate_dubai.py [--data DIR] [--record] deeplab unet
-       python examples/evaluate_dubai.py --paths openvino:fp32 openvino:int8 deeplab unet
+       python examples/evaluate_dubai.py deeplab unet --paths openvino:fp32 openvino:int8
 """
 
 from __future__ import annotations

@@ -77,15 +77,24 @@ def require_engine(engine: str) -> None:
                          f"(needs the {module} and onnx packages)")
 
 
-def engine_threads() -> int:
-    """Threads an engine may use: ``OMP_NUM_THREADS`` if set, else this process's cores."""
+def engine_threads(callers: int = 1) -> tuple[int, int]:
+    """``(streams, threads per stream)`` for ``callers`` dask threads calling the model.
+
+    The cores are ``OMP_NUM_THREADS`` if set (dask workers), else this process's. Each of
+    up to ``cores`` concurrent callers gets its own inference stream with ``cores //
+    streams`` threads, so dask threads x engine threads never exceeds the cores: while one
+    dask thread reads or blends, the others' model calls keep their threads.
+    """
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = int(env)
+    else:
+        try:
+            cores = max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            cores = max(1, os.cpu_count() or 1)
+    streams = max(1, min(callers, cores))
+    return streams, max(1, cores // streams)
 
 
 @contextlib.contextmanager
@@ -304,10 +313,12 @@ def _calibration_key(source: str | None) -> str:
     return h.hexdigest()[:16]
 
 
-def build_runner(engine: str, precision: str, head: Path, *, threads: int,
+def build_runner(engine: str, precision: str, head: Path, *, threads: int, streams: int = 1,
                  calibration: Tiles | None = None, calibration_source: str | None = None,
                  bf16_native: bool = False) -> OnnxRunner:
     """Compile ``head`` for ``engine`` at ``precision`` (``fp32|bf16|int8``).
+
+    ``streams`` callers may run the model at once, each on ``threads`` threads.
 
     int8 quantises the graph on ``calibration()`` tiles first (cached per
     ``calibration_source``); with ``bf16_native`` the int8 OpenVINO model runs its
@@ -324,31 +335,39 @@ def build_runner(engine: str, precision: str, head: Path, *, threads: int,
     if engine == "openvino":
         hint = "bf16" if precision == "bf16" or (precision == "int8" and bf16_native) \
             else "f32"
-        return OnnxRunner(_openvino_run(head, hint, threads), fixed, head)
+        return OnnxRunner(_openvino_run(head, hint, threads, streams), fixed, head)
     if precision == "bf16":
         raise InputError("onnxruntime has no bf16 CPU kernels; use --engine openvino or "
                          "--precision fp32")
     return OnnxRunner(_onnxruntime_run(head, threads), fixed, head)
 
 
-def _openvino_run(path: Path, hint: str, threads: int
+def _openvino_run(path: Path, hint: str, threads: int, streams: int = 1
                   ) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    import queue
+
     import openvino as ov
 
     core = ov.Core()
     blobs = cache_dir() / "openvino" / "compiled"
     blobs.mkdir(parents=True, exist_ok=True)
     compiled = core.compile_model(str(path), "CPU", {
-        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
-        "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(blobs),
+        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads * streams,
+        "NUM_STREAMS": streams, "CACHE_DIR": str(blobs),
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
     })
-    request = compiled.create_infer_request()
-    lock = threading.Lock()
+    # One infer request per stream; a caller borrows one (waits while all are busy).
+    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for _ in range(streams):
+        requests.put(compiled.create_infer_request())
 
     def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        with lock:  # one request, one caller at a time
+        request = requests.get()
+        try:
             result = request.infer({0: np.ascontiguousarray(x, np.float32)})
             out: npt.NDArray[np.float32] = np.array(result[compiled.output(0)], np.float32)
+        finally:
+            requests.put(request)
         return out
 
     return run

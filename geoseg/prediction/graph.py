@@ -291,13 +291,14 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
         batch = np.stack([x[:, y:y + t, xo:xo + t] for y, xo in group])
         probs = predictor.forward_tiles(batch)
         for (y, xo), p in zip(group, probs, strict=True):
-            if valid is None:
-                acc[:c, y:y + t, xo:xo + t] += p
-                acc[c, y:y + t, xo:xo + t] += window
-            else:
+            weighted = p
+            if valid is not None:  # nodata pixels get no weight (in place: no temporaries)
                 v = valid[y:y + t, xo:xo + t]
-                acc[:c, y:y + t, xo:xo + t] += p * v
+                weighted = np.multiply(p, v, out=p if p.flags.writeable else None)
                 acc[c, y:y + t, xo:xo + t] += window * v
+            else:
+                acc[c, y:y + t, xo:xo + t] += window
+            acc[:c, y:y + t, xo:xo + t] += weighted
     acc = acc[:, :fh, :fw]
     ch, cw = job.row.core_size, job.col.core_size
     tails = (np.ascontiguousarray(acc[:, ch:, :cw]), np.ascontiguousarray(acc[:, :ch, cw:]),
@@ -313,8 +314,12 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
 def stage2(core: npt.NDArray[np.float32], top: npt.NDArray[np.float32] | None,
            left: npt.NDArray[np.float32] | None, corner: npt.NDArray[np.float32] | None,
            class_ids: npt.NDArray[np.uint8], probabilities: bool) -> npt.NDArray[np.uint8]:
-    """Add neighbours' tails, then argmax -> ``(1 [+ C], h, w)`` uint8 block."""
-    acc = combine_chunk(core.copy(), top, left, corner)
+    """Add neighbours' tails, then argmax -> ``(1 [+ C], h, w)`` uint8 block.
+
+    ``core`` is modified in place: it is this chunk's own stage-1 output, used by this
+    task only, and disjoint from the tails stage 1 handed on (no scene-chunk copy).
+    """
+    acc = combine_chunk(core, top, left, corner)
     c = acc.shape[0] - 1
     best = acc[0].copy()
     idx = np.zeros(best.shape, np.uint8)

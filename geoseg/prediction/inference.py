@@ -231,11 +231,16 @@ class Predictor:
         Tiles the run will process, used by ``engine="auto"``.
     calibration : callable, optional
         int8 only: returns raw calibration tiles ``(n, B, t, t)`` float32.
+    callers : int
+        Threads that call the model at once (dask's worker threads): the ONNX engines run
+        that many streams with ``cores // callers`` threads each (never more threads than
+        cores). torch calls are serialised and use all cores.
     """
 
     def __init__(self, bundle: Bundle, config: InferenceConfig | None = None, *,
                  n_tiles: int = 0,
-                 calibration: Callable[[], npt.NDArray[np.float32]] | None = None) -> None:
+                 calibration: Callable[[], npt.NDArray[np.float32]] | None = None,
+                 callers: int = 1) -> None:
 
         from geoseg.prediction.stitching import blend_window
 
@@ -246,6 +251,7 @@ class Predictor:
         self.batch_size = config.batch_size
         self.device = select_device(config.device)
         self.n_classes = bundle.spec.n_classes
+        self.callers = callers
         self._lock = threading.Lock()
         blend = cast("Any", config.blend)
         self.window_np = blend_window(tile, config.overlap_px, blend).astype(np.float32)
@@ -269,8 +275,9 @@ class Predictor:
         try:
             head = head_model(bundle, tile=self.tile, overlap=self.config.overlap_px,
                               blend=self.config.blend, window=self.window_np)
-            self._runner = build_runner(self.engine, self.precision, head,
-                                        threads=engine_threads(), calibration=calibration,
+            streams, threads = engine_threads(self.callers)
+            self._runner = build_runner(self.engine, self.precision, head, threads=threads,
+                                        streams=streams, calibration=calibration,
                                         calibration_source=self.config.calibration,
                                         bf16_native=cpu_has_native_bf16())
         except GeosegError:

@@ -203,8 +203,8 @@ def _fmt(values: Sequence[float]) -> str:
     return ",".join(f"{v:.4g}" for v in values)
 
 
-def _start_model(ref: ModelRef, bundle: Bundle, client: Any, devices: Sequence[str]
-                 ) -> tuple[str, str, str]:
+def _start_model(ref: ModelRef, bundle: Bundle, client: Any, devices: Sequence[str],
+                 callers: int = 1) -> tuple[str, str, str]:
     """Build the model where it runs; return ``(path description, precision, engine)``."""
     if client is None:
         from functools import partial
@@ -215,7 +215,8 @@ def _start_model(ref: ModelRef, bundle: Bundle, client: Any, devices: Sequence[s
         config = ref.config
         calibration = None if config.calibration is None else partial(
             calibration_tiles, config.calibration, ref.bands, bundle.spec, config.tile_px)
-        predictor = Predictor(bundle, config, n_tiles=ref.n_tiles, calibration=calibration)
+        predictor = Predictor(bundle, config, n_tiles=ref.n_tiles, calibration=calibration,
+                              callers=callers)
         register_predictor(ref, predictor)
         return predictor.info.describe(), predictor.precision, predictor.engine
     from geoseg.prediction.distributed import ModelPlugin
@@ -361,7 +362,8 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                          "it themselves); save it with geoseg.models.bundle.save_bundle")
     ref = ModelRef(source=str(bundle.path or ""), name=bundle.name, sha256=bundle.sha256,
                    config=config, n_tiles=grid.n_tiles, bands=tuple(chosen))
-    path_info, used_precision, used_engine = _start_model(ref, bundle, client, devices)
+    path_info, used_precision, used_engine = _start_model(ref, bundle, client, devices,
+                                                          callers=num_workers)
     class_ids = [c.id for c in spec.classes]
     fingerprint = {
         "scene": src.path, "shape": list(src.shape), "transform": list(src.transform)[:6],

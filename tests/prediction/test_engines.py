@@ -278,3 +278,31 @@ def test_run_state_is_per_run(tiny_bundle: Path, tmp_path: Path) -> None:
         predict(scene, tmp_path / "x.tif", model=tiny_bundle, engine="eager", progress=Boom())
     predict(scene, tmp_path / "m.tif", model=tiny_bundle, engine="eager")
     assert (tmp_path / "m.tif").exists()
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 8])
+def test_engine_threads_never_oversubscribe(monkeypatch: pytest.MonkeyPatch,
+                                            cores: int) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores))
+    for callers in (1, 2, 3, 4, 16):
+        streams, threads = engines.engine_threads(callers)
+        assert 1 <= streams <= callers and streams * threads <= cores
+        assert streams == min(callers, cores)  # one stream per dask thread, up to the cores
+
+
+@pytest.mark.parametrize("engine", ["openvino", "onnxruntime"])
+def test_concurrent_callers_get_the_same_probabilities(tiny_bundle: Path, engine: str) -> None:
+    pytest.importorskip(engine)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geoseg.models.bundle import load_bundle
+    from geoseg.prediction.inference import Predictor
+
+    bundle = load_bundle(tiny_bundle)
+    config = InferenceConfig(engine=engine, precision="fp32", batch_size=2)
+    tiles = np.random.default_rng(0).integers(0, 255, (8, 3, 128, 128)).astype(np.float32)
+    alone = Predictor(bundle, config).forward_tiles(tiles)
+    shared = Predictor(bundle, config, callers=2)
+    with ThreadPoolExecutor(2) as pool:
+        parts = list(pool.map(shared.forward_tiles, [tiles[:4], tiles[4:]]))
+    np.testing.assert_allclose(np.concatenate(parts), alone, atol=1e-4)

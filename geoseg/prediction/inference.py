@@ -79,8 +79,58 @@ def select_device(device: str = "auto") -> torch.device:
     return dev
 
 
+_ACCELERATOR_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def _cpu_only_machine() -> bool:
+    """Whether no GPU torch could use is present (device nodes; no torch import)."""
+    import os
+    import sys
+
+    return sys.platform == "linux" and not any(os.path.exists(p) for p in _ACCELERATOR_NODES)
+
+
+class _CpuDevice:
+    """``torch.device("cpu")`` for the ONNX engines, which run without importing torch.
+
+    Replaced by the real ``torch.device`` as soon as torch runs the model.
+    """
+
+    type = "cpu"
+    index = None
+
+    def __str__(self) -> str:
+        return "cpu"
+
+
+def _device(config: InferenceConfig) -> torch.device:
+    """Return the run's device; for an ONNX engine on a CPU-only machine, without torch."""
+    if config.engine in ("auto", *ONNX_ENGINES) and config.device in ("auto", "cpu") and \
+            (config.device == "cpu" or _cpu_only_machine()):
+        from geoseg.prediction.engines import engine_available
+
+        if any(engine_available(e) for e in ONNX_ENGINES):
+            return cast("torch.device", _CpuDevice())  # only .type and str() are used
+    return select_device(config.device)
+
+
+def _cpu_flags() -> set[str] | None:
+    """Return the CPU's feature flags from /proc/cpuinfo (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AMX tiles or AVX512-BF16)."""
+    flags = _cpu_flags()
+    if flags is not None:  # no torch import (the ONNX engines' start-up)
+        return bool(flags & {"amx_tile", "amx_bf16", "avx512_bf16"})
     import torch
 
     cpu = getattr(torch, "cpu", None)
@@ -249,7 +299,7 @@ class Predictor:
         self.spec = bundle.spec
         self.tile = tile = config.tile_px
         self.batch_size = config.batch_size
-        self.device = select_device(config.device)
+        self.device = _device(config)
         self.n_classes = bundle.spec.n_classes
         self.callers = callers
         self._lock = threading.Lock()
@@ -302,6 +352,7 @@ class Predictor:
         import torch
 
         bundle = bundle.with_network()  # a deferred bundle builds its network only here
+        self.device = torch.device(str(self.device))  # the ONNX engines' stand-in, if any
         window = torch.from_numpy(self.window_np)
         mean = torch.tensor(bundle.spec.mean, dtype=torch.float32)
         std = torch.tensor(bundle.spec.std, dtype=torch.float32)

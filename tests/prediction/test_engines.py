@@ -96,6 +96,18 @@ def test_cached_export_never_builds_the_torch_model(tiny_bundle: Path, tmp_path:
     assert (_read(tmp_path / "a.tif")[0] == _read(tmp_path / "b.tif")[0]).all()
     with pytest.raises(AssertionError, match="must not build"):  # eager still needs it
         predict(scene, tmp_path / "c.tif", model=tiny_bundle, engine="eager")
+    if engine == "openvino":  # a fresh process: the cached run does not even import torch
+        import subprocess
+        import sys
+
+        code = ("import sys; from geoseg.prediction.pipeline import predict; "
+                f"predict({str(scene)!r}, {str(tmp_path / 'd.tif')!r}, "
+                f"model={str(tiny_bundle)!r}, engine='openvino', precision='fp32', "
+                "device='cpu'); print('torch' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True)
+        assert done.stdout.strip().splitlines()[-1] == "False"
+        assert (_read(tmp_path / "a.tif")[0] == _read(tmp_path / "d.tif")[0]).all()
 
 
 def test_scaled_normalisation_is_a_separate_cached_head(tiny_bundle: Path, tmp_path: Path,

@@ -11,10 +11,10 @@ A second run therefore starts in about a second. Cache files are written to a te
 name and renamed under a file lock, so concurrent workers never see a half-written model.
 
 Both runtimes are optional extras (``geoseg[openvino]``, ``geoseg[onnx]``) and imported only
-here, only when used. Their thread count comes from :func:`engine_threads` (the cores this
-process may use, or ``OMP_NUM_THREADS`` as set for dask workers), with one inference stream
-and no spinning threads, so the engine and dask's reader/blender threads share the cores
-instead of oversubscribing them.
+here, only when used. Their threads come from :func:`engine_threads`: one inference stream
+per dask thread that calls the model, ``cores // streams`` threads each (the cores this
+process may use, or ``OMP_NUM_THREADS`` as set for dask workers), no spinning threads, so
+the engine and dask's reader/blender threads share the cores instead of oversubscribing them.
 """
 
 from __future__ import annotations

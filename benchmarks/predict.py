@@ -1,22 +1,31 @@
-"""Benchmark ``geoseg predict``: end-to-end vs model-only throughput, peak memory, torchgeo.
+"""Benchmark ``geoseg predict`` end to end against eager fp32, the model alone and torchgeo.
 
-Reports, in one run and with one model (U-Net/ResNet-18, 3 bands, 6 classes, 512 px tiles):
+Reports, in one run, with one model (default: the shipped ``deeplab``) and per scene size:
 
-1. model-only Mpx/s: the predictor on in-memory tiles (same batch, precision and engine);
-2. end-to-end Mpx/s of ``geoseg.predict`` on a synthetic scene (read, infer, blend, write COG)
-   and its ratio to (1);
-3. peak RSS of ``predict`` at two scene sizes, each in a fresh subprocess;
-4. the same model through torchgeo's RasterDataset + GridGeoSampler + DataLoader with
-   hand-written stitching (the usual torchgeo inference loop), fp32.
+1. model-only Mpx/s of tiles of the engine ``--engine auto`` picks (the predictor on
+   in-memory tiles of the scene, same batch);
+2. end to end (``geoseg.predict`` in a fresh process: read, infer, blend, write a COG) with
+   the defaults, and with ``--engine eager --precision fp32``: Mpx/s of scene, the defaults'
+   ratio to eager fp32 and to (1), the share of pixels whose class equals eager fp32's, and
+   peak RSS;
+3. the usual torchgeo inference loop (RasterDataset + GridGeoSampler + DataLoader, the
+   bundle's torch network in fp32, softmax summed into a whole-scene accumulator) on the
+   same scene, and the defaults' ratio to it;
+4. start-up: a one-tile predict in a fresh process, defaults with a cold and with a cached
+   ONNX export, and eager fp32.
+
+The paths run in turns (``--rounds``, medians), so a busy machine slows them alike: compare
+ratios within one run. ``--rss-only`` runs only the defaults at each size and prints how peak
+RSS grows (it should stay flat: the scene is never whole in memory).
 
 Usage::
 
-    python benchmarks/predict.py                     # 4096^2 and 8192^2, eager
-    python benchmarks/predict.py --engine compile    # include torch.compile
-    python benchmarks/predict.py --sizes 2048 4096 --skip-torchgeo
+    python benchmarks/predict.py --sizes 2048                 # one size, everything
+    python benchmarks/predict.py --sizes 8192 --rounds 2
+    python benchmarks/predict.py --sizes 4096 8192 16384 --rss-only
 
-The scenes are written window by window, never whole in memory. Numbers depend on the
-machine: run it on a quiet one and compare ratios within one run.
+Scenes are made from a real Dubai image (``--image``; mirrored to the size, written window by
+window) when it is there, else from synthetic blocks.
 """
 
 from __future__ import annotations
@@ -24,126 +33,134 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+IMAGE = HERE.parents[1] / "shared" / "data" / "dubai" / "tile_8" / "images" / "image_part_001.jpg"
 
 
-def make_scene(path: Path, size: int, seed: int = 0) -> Path:
-    """A blocky 3-band uint8 scene written in 1024-row strips."""
+def _texture(image: Path | None, rng: np.random.Generator) -> np.ndarray:
+    """``(3, h, w)`` uint8 pixels to mirror over a scene: a real image, or blocks."""
+    if image is not None and image.is_file():
+        import rasterio
+
+        with rasterio.open(image) as src:
+            return np.asarray(src.read([1, 2, 3]), np.uint8)
+    palette = rng.integers(20, 235, size=(6, 3))
+    coarse = rng.integers(0, 6, size=(17, 17))
+    classes = np.kron(coarse, np.ones((64, 64), np.int64))
+    img = palette[classes].transpose(2, 0, 1) + rng.integers(-8, 8, (3, *classes.shape))
+    return np.clip(img, 1, 255).astype(np.uint8)
+
+
+def make_scene(path: Path, size: int, image: Path | None = None, seed: int = 0) -> Path:
+    """A 3-band uint8 GeoTIFF of ``size``², the texture mirrored over it, in 1024-row strips."""
     import rasterio
     from affine import Affine
 
-    rng = np.random.default_rng(seed)
+    if path.is_file():
+        return path
+    tex = _texture(image, np.random.default_rng(seed))
+    th, tw = tex.shape[1:]
     profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
-               "crs": "EPSG:32633", "transform": Affine(1.0, 0, 500000, 0, -1.0, 4000000),
+               "crs": "EPSG:32640", "transform": Affine(0.5, 0, 300000, 0, -0.5, 2800000),
                "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
-               "nodata": 0, "BIGTIFF": "IF_SAFER"}
-    palette = rng.integers(20, 235, size=(6, 3))
+               "BIGTIFF": "IF_SAFER"}
+    cols = np.arange(size) % (2 * tw)
+    cols = np.where(cols < tw, cols, 2 * tw - 1 - cols)  # mirror: no seams
     with rasterio.open(path, "w", **profile) as dst:
         for y in range(0, size, 1024):
-            h = min(1024, size - y)
-            coarse = rng.integers(0, 6, size=(h // 64 + 1, size // 64 + 1))
-            classes = np.kron(coarse, np.ones((64, 64), np.int64))[:h, :size]
-            img = palette[classes].transpose(2, 0, 1) + rng.integers(-8, 8, (3, h, size))
-            dst.write(np.clip(img, 1, 255).astype(np.uint8),
-                      window=rasterio.windows.Window(0, y, size, h))
+            rows = np.arange(y, min(y + 1024, size)) % (2 * th)
+            rows = np.where(rows < th, rows, 2 * th - 1 - rows)
+            strip = tex[:, rows][:, :, cols]
+            dst.write(strip, window=rasterio.windows.Window(0, y, size, len(rows)))
     return path
-
-
-def make_bundle(path: Path) -> Path:
-    import torch
-
-    from geoseg.models.architectures import build_model
-    from geoseg.models.bundle import save_bundle
-    from geoseg.models.spec import ClassInfo, ModelSpec
-
-    spec = ModelSpec(architecture="unet", backbone="resnet18", bands=("red", "green", "blue"),
-                     mean=(128.0,) * 3, std=(64.0,) * 3,
-                     classes=tuple(ClassInfo(i, f"c{i}", (40 * i, 255 - 40 * i, 128))
-                                   for i in range(6)),
-                     tile_size=512, overlap=64)
-    torch.manual_seed(0)
-    save_bundle(path, build_model(spec).eval(), spec)
-    return path
-
-
-def model_only(bundle: Path, args: argparse.Namespace, n_tiles: int = 24) -> dict[str, float]:
-    from geoseg.models.bundle import load_bundle
-    from geoseg.prediction.config import InferenceConfig
-    from geoseg.prediction.inference import Predictor
-
-    t0 = time.perf_counter()
-    config = InferenceConfig(tile=512, overlap=64, batch_size=args.batch_size,
-                             precision=args.precision, engine=args.engine)
-    pred = Predictor(load_bundle(bundle), config, calibration=lambda: np.random.default_rng(
-        1).integers(0, 255, (16, 3, 512, 512)).astype(np.float32))
-    setup = time.perf_counter() - t0
-    tiles = np.random.default_rng(0).integers(0, 255, (n_tiles, 3, 512, 512), dtype=np.uint8)
-    pred.forward_tiles(tiles[: args.batch_size])  # warm-up
-    t0 = time.perf_counter()
-    pred.forward_tiles(tiles)
-    dt = time.perf_counter() - t0
-    return {"mpx_s": n_tiles * 512 * 512 / 1e6 / dt, "setup_s": setup,
-            "path": pred.info.describe()}  # type: ignore[dict-item]
 
 
 CHILD = """
 import json, resource, sys, time, warnings
+t_start = time.perf_counter()
 warnings.simplefilter("ignore")
 from geoseg.prediction.pipeline import predict
-scene, out, bundle, bs, prec, eng = sys.argv[1:7]
-r = predict(scene, out, model=bundle, batch_size=int(bs), precision=prec, engine=eng,
+scene, out, model, bs, prec, eng = sys.argv[1:7]
+r = predict(scene, out, model=model, batch_size=int(bs), precision=prec, engine=eng,
             overwrite=True)
-print(json.dumps({"seconds": r.seconds, "mpx_s": r.mpx_per_s, "path": r.path,
-                  "tile_mpx_s": r.tile_mpx_per_s, "n_tiles": r.n_tiles,
+print(json.dumps({"seconds": r.seconds, "process_s": time.perf_counter() - t_start,
+                  "mpx_s": r.mpx_per_s, "path": r.path, "tile_mpx_s": r.tile_mpx_per_s,
+                  "n_tiles": r.n_tiles,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def end_to_end(scene: Path, bundle: Path, args: argparse.Namespace) -> dict[str, float]:
-    out = scene.with_name(scene.stem + "_map.tif")
-    cmd = [sys.executable, "-c", CHILD, str(scene), str(out), str(bundle),
-           str(args.batch_size), args.precision, args.engine]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+def _child(code: str, *args: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         check=False)
+    wall = time.perf_counter() - t0
+    if res.returncode:
+        lines = res.stderr.strip().splitlines() or [f"exit status {res.returncode}"]
+        return {"error": lines[-1]}
+    out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    out["wall_s"] = wall
+    return out
+
+
+def end_to_end(scene: Path, out: Path, args: argparse.Namespace, engine: str,
+               precision: str) -> dict[str, Any]:
+    return _child(CHILD, str(scene), str(out), args.model, str(args.batch_size), precision,
+                  engine)
 
 
 TORCHGEO = """
 import json, resource, sys, time, warnings
 warnings.simplefilter("ignore")
-import numpy as np, torch
+t_start = time.perf_counter()
+import numpy as np, rasterio, torch
 from torch.utils.data import DataLoader
 from torchgeo.datasets import RasterDataset, stack_samples
 from torchgeo.samplers import GridGeoSampler
-from geoseg.models.bundle import load_bundle
-scene, bundle_path, bs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-b = load_bundle(bundle_path); model = b.model.eval()
+from geoseg.models import resolve_model
+scene, model_name, bs, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+b = resolve_model(model_name); model = b.model.eval()
+tile, stride = b.spec.tile_size, b.spec.tile_size - b.spec.overlap
 mean = torch.tensor(b.spec.mean).view(1, -1, 1, 1); std = torch.tensor(b.spec.std).view(1, -1, 1, 1)
 class Scene(RasterDataset):
     filename_glob = scene.rsplit("/", 1)[-1]
     is_image = True
 t0 = time.perf_counter()
 ds = Scene(paths=scene.rsplit("/", 1)[0])
-sampler = GridGeoSampler(ds, size=512, stride=448)
+res = ds.res[0] if isinstance(ds.res, tuple) else ds.res
+sampler = GridGeoSampler(ds, size=tile, stride=stride)
 loader = DataLoader(ds, sampler=sampler, batch_size=bs, collate_fn=stack_samples, num_workers=0)
-import rasterio
 with rasterio.open(scene) as src:
-    H, W, T = src.height, src.width, src.transform
-acc = np.zeros((6, H, W), np.float32)  # the whole-scene accumulator torchgeo users write
+    H, W, T, profile = src.height, src.width, src.transform, src.profile
+C = b.spec.n_classes
+acc = np.zeros((C, H, W), np.float32)  # the whole-scene accumulator torchgeo users write
+
+def origin(bounds):
+    # torchgeo <= 0.6: BoundingBox; 0.7+: (x slice, y slice, t slice) or a tensor row
+    if hasattr(bounds, "minx"):
+        return bounds.minx, bounds.maxy
+    if isinstance(bounds, (tuple, list)) and hasattr(bounds[0], "start"):
+        return bounds[0].start, bounds[1].stop
+    v = [float(x) for x in bounds]
+    return v[0], v[3]
+
 with torch.inference_mode():
     for batch in loader:
         x = (batch["image"].float() - mean) / std
         p = model(x).softmax(1).numpy()
         for k, bounds in enumerate(batch["bounds"] if "bounds" in batch else batch["bbox"]):
-            minx = bounds.minx if hasattr(bounds, "minx") else bounds[0].start
-            maxy = bounds.maxy if hasattr(bounds, "maxy") else bounds[1].stop
+            minx, maxy = origin(bounds)
             col, row = ~T * (minx, maxy)
             # clamp: the sampler's last tiles may start a rounding step outside the scene,
             # and a negative start would slice from the end (the old broadcast error)
@@ -151,60 +168,180 @@ with torch.inference_mode():
             h, w = min(p.shape[2], H - r), min(p.shape[3], W - c)
             if h > 0 and w > 0:
                 acc[:, r:r + h, c:c + w] += p[k, :, :h, :w]
-classes = acc.argmax(0).astype(np.uint8)
+best = acc[0].copy(); classes = np.zeros((H, W), np.uint8)
+for k in range(1, C):  # argmax without an int64 scene-sized temporary
+    better = acc[k] > best; classes[better] = k; np.maximum(best, acc[k], out=best)
+del acc, best
+classes = np.asarray([c.id for c in b.spec.classes], np.uint8)[classes]
+profile.update(count=1, dtype="uint8", compress="deflate", nodata=None)
+with rasterio.open(out, "w", **profile) as dst:
+    dst.write(classes, 1)
 dt = time.perf_counter() - t0
-print(json.dumps({"seconds": dt, "mpx_s": H * W / 1e6 / dt,
+print(json.dumps({"seconds": dt, "process_s": time.perf_counter() - t_start,
+                  "mpx_s": H * W / 1e6 / dt,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def torchgeo_loop(scene: Path, bundle: Path, args: argparse.Namespace) -> dict[str, float]:
-    cmd = [sys.executable, "-c", TORCHGEO, str(scene), str(bundle), str(args.batch_size)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode:
-        return {"error": res.stderr.strip().splitlines()[-1]}  # type: ignore[dict-item]
-    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+def torchgeo_loop(scene: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    return _child(TORCHGEO, str(scene), args.model, str(args.batch_size), str(out))
+
+
+def model_only(scene: Path, args: argparse.Namespace, n_tiles: int = 16) -> dict[str, Any]:
+    """Mpx/s of tiles of the predictor ``--engine auto`` builds, on tiles of the scene."""
+    from geoseg.models import resolve_model
+    from geoseg.prediction.config import InferenceConfig
+    from geoseg.prediction.engines import calibration_tiles
+    from geoseg.prediction.inference import Predictor
+
+    bundle = resolve_model(args.model)
+    tile = bundle.spec.tile_size
+    tiles = calibration_tiles(str(scene), (), bundle.spec, tile, n=n_tiles)
+    pred = Predictor(bundle, InferenceConfig(batch_size=args.batch_size),
+                     n_tiles=n_tiles)
+    pred.forward_tiles(tiles[: args.batch_size])  # warm-up
+    t0 = time.perf_counter()
+    pred.forward_tiles(tiles)
+    dt = time.perf_counter() - t0
+    return {"mpx_s": len(tiles) * tile * tile / 1e6 / dt, "path": pred.info.describe()}
+
+
+def agreement(a: Path, b: Path) -> float:
+    """Share of pixels with the same class in two class maps (read in row strips)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    same = total = 0
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        for r in range(0, x.height, 1024):
+            win = Window(0, r, x.width, min(1024, x.height - r))
+            ca, cb = x.read(1, window=win), y.read(1, window=win)
+            same += int(np.count_nonzero(ca == cb))
+            total += ca.size
+    return same / max(total, 1)
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def startup(work: Path, args: argparse.Namespace) -> None:
+    """One-tile predicts in fresh processes: cold and cached export, and eager fp32."""
+    scene = make_scene(work / "scene_512.tif", 512, args.image)
+    env_cache = os.environ.get("GEOSEG_CACHE")
+    os.environ["GEOSEG_CACHE"] = str(work / "startup_cache")  # a cold cache, then warm
+    try:
+        cold = end_to_end(scene, work / "s_cold.tif", args, "auto", "auto")
+        warm = [end_to_end(scene, work / "s_warm.tif", args, "auto", "auto")
+                for _ in range(args.rounds)]
+        eager = [end_to_end(scene, work / "s_eager.tif", args, "eager", "fp32")
+                 for _ in range(args.rounds)]
+    finally:
+        if env_cache is None:
+            del os.environ["GEOSEG_CACHE"]
+        else:
+            os.environ["GEOSEG_CACHE"] = env_cache
+    if any("error" in r for r in [cold, *warm, *eager]):
+        print(f"start-up: failed: {[r.get('error') for r in [cold, *warm, *eager]]}")
+        return
+    w, e = _median(warm, "wall_s"), _median(eager, "wall_s")
+    print(f"start-up (one-tile predict, whole process): defaults {cold['wall_s']:.1f} s with a "
+          f"cold export cache, {w:.1f} s cached; eager fp32 {e:.1f} s; cached - eager = "
+          f"{w - e:+.1f} s [{warm[0]['path']}]")
+
+
+def compare(size: int, work: Path, args: argparse.Namespace) -> None:
+    """Every path at one size, in turns."""
+    scene = make_scene(work / f"scene_{size}.tif", size, args.image)
+    mo = model_only(scene, args)
+    print(f"model only {size}²: {mo['mpx_s']:.2f} Mpx/s of tiles [{mo['path']}]", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {"default": [], "eager": [], "torchgeo": []}
+    for _ in range(args.rounds):
+        runs["default"].append(end_to_end(scene, work / f"default_{size}.tif", args,
+                                          "auto", "auto"))
+        runs["eager"].append(end_to_end(scene, work / f"eager_{size}.tif", args,
+                                        "eager", "fp32"))
+        if not args.skip_torchgeo:
+            runs["torchgeo"].append(torchgeo_loop(scene, work / f"torchgeo_{size}.tif", args))
+    for name, rs in runs.items():
+        errors = [r["error"] for r in rs if "error" in r]
+        if errors:
+            print(f"  {name}: failed: {errors[0]}")
+            runs[name] = []
+    d, e, t = runs["default"], runs["eager"], runs["torchgeo"]
+    for name, rs in (("geoseg predict (defaults)", d), ("--engine eager --precision fp32", e),
+                     ("torchgeo loop, fp32", t)):
+        if rs:
+            print(f"  {name:<32}: {_median(rs, 'mpx_s'):.3f} Mpx/s of scene, "
+                  f"{_median(rs, 'seconds'):.1f} s (process {_median(rs, 'wall_s'):.1f} s), "
+                  f"peak RSS {max(r['peak_rss_mb'] for r in rs):.0f} MB"
+                  + (f" [{rs[0]['path']}]" if "path" in rs[0] else ""))
+    if d:
+        print(f"  defaults vs model only: {_median(d, 'tile_mpx_s') / mo['mpx_s']:.2f}x "
+              f"(Mpx/s of tiles end to end / model only)")
+    if d and e:
+        print(f"  defaults vs eager fp32: {_median(d, 'mpx_s') / _median(e, 'mpx_s'):.2f}x; "
+              f"class map = eager fp32: "
+              f"{agreement(work / f'default_{size}.tif', work / f'eager_{size}.tif'):.2%}")
+    if d and t:
+        print(f"  defaults vs torchgeo: {_median(d, 'mpx_s') / _median(t, 'mpx_s'):.2f}x; "
+              f"torchgeo class map = eager fp32: "
+              + (f"{agreement(work / f'torchgeo_{size}.tif', work / f'eager_{size}.tif'):.2%}"
+                 if e else "n/a"))
+
+
+def rss_only(work: Path, args: argparse.Namespace) -> None:
+    """Peak RSS of the defaults at each size (flat: the scene is never whole in memory)."""
+    first = None
+    for size in args.sizes:
+        scene = make_scene(work / f"scene_{size}.tif", size, args.image)
+        r = end_to_end(scene, work / f"default_{size}.tif", args, "auto", "auto")
+        if "error" in r:
+            print(f"predict {size}²: failed: {r['error']}")
+            continue
+        first = first or r["peak_rss_mb"]
+        print(f"predict {size}²: {r['mpx_s']:.3f} Mpx/s, peak RSS {r['peak_rss_mb']:.0f} MB "
+              f"({r['peak_rss_mb'] / first:.2f}x the first size) [{r['path']}]", flush=True)
+
+
+def _machine() -> str:
+    flags = ""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        have = set(next(ln for ln in cpuinfo.splitlines() if ln.startswith("flags")).split())
+        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni",
+                                     "amx_tile") if f in have)
+        model = next(ln for ln in cpuinfo.splitlines() if ln.startswith("model name"))
+        name = model.split(":", 1)[1].strip()
+    except (OSError, StopIteration):
+        name = platform.processor()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{name}, {os.cpu_count()} CPUs ({flags}), load {load:.1f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs=2, default=[4096, 8192])
+    ap.add_argument("--model", default="deeplab", help="default model name or bundle file")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[8192])
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--precision", default="auto")
-    ap.add_argument("--engine", default="eager", choices=["eager", "compile", "auto"])
+    ap.add_argument("--rounds", type=int, default=1, help="turns of every path (medians)")
+    ap.add_argument("--image", type=Path, default=IMAGE, help="texture of the scenes")
+    ap.add_argument("--rss-only", action="store_true", help="only the defaults' peak RSS")
     ap.add_argument("--skip-torchgeo", action="store_true")
-    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep scenes here (reused)")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="geoseg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    bundle = make_bundle(work / "unet_r18.safetensors")
-    print(f"machine: {os.cpu_count()} CPUs; torch threads: ", end="")
-    import torch
-
-    print(torch.get_num_threads())
-    mo = model_only(bundle, args)
-    print(f"model only      : {mo['mpx_s']:.2f} Mpx/s [{mo['path']}] (setup {mo['setup_s']:.1f} s)")
-    results = {}
+    print(f"machine: {_machine()}; model {args.model}, batch {args.batch_size}, "
+          f"{args.rounds} round(s)", flush=True)
+    if args.rss_only:
+        rss_only(work, args)
+        return
+    if not args.skip_startup:
+        startup(work, args)
     for size in args.sizes:
-        scene = make_scene(work / f"scene_{size}.tif", size)
-        r = end_to_end(scene, bundle, args)
-        results[size] = r
-        print(f"predict {size:>5}^2: {r['mpx_s']:.2f} Mpx/s of scene end to end, "
-              f"{r['tile_mpx_s']:.2f} Mpx/s of tiles ({r['tile_mpx_s'] / mo['mpx_s']:.2f}x "
-              f"model only; {r['n_tiles']} tiles), {r['seconds']:.1f} s incl. start-up, "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB [{r['path']}]")
-    a, b = args.sizes
-    print(f"peak RSS ratio {b}^2 / {a}^2: "
-          f"{results[b]['peak_rss_mb'] / results[a]['peak_rss_mb']:.2f}")
-    if not args.skip_torchgeo:
-        scene = work / f"scene_{a}.tif"
-        tg = torchgeo_loop(scene, bundle, args)
-        if "error" in tg:
-            print(f"torchgeo loop   : failed: {tg['error']}")
-        else:
-            print(f"torchgeo loop {a}^2: {tg['mpx_s']:.2f} Mpx/s fp32 eager, peak RSS "
-                  f"{tg['peak_rss_mb']:.0f} MB; geoseg end to end is "
-                  f"{results[a]['mpx_s'] / tg['mpx_s']:.2f}x faster")
+        compare(size, work, args)
 
 
 if __name__ == "__main__":

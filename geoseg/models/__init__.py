@@ -75,8 +75,11 @@ def resolve_model_path(model: str | os.PathLike[str]) -> Path:
     return Path(text)
 
 
-def resolve_model(model: str | os.PathLike[str]) -> Bundle:
+def resolve_model(model: str | os.PathLike[str], *, network: bool = True) -> Bundle:
     """Load a model by default-model name or bundle path.
+
+    ``network=False`` reads only the spec and sha256 (a deferred bundle, see
+    :func:`geoseg.models.bundle.load_bundle`).
 
     Raises
     ------
@@ -92,9 +95,9 @@ def resolve_model(model: str | os.PathLike[str]) -> Bundle:
     text = os.fspath(model)
     key = text.lower()
     if key in DEFAULT_MODELS:
-        return load_bundle(resolve_model_path(key), name=key)
+        return load_bundle(resolve_model_path(key), name=key, network=network)
     if _looks_like_path(text):
-        return load_bundle(text)
+        return load_bundle(text, network=network)
     if key in ARCHITECTURES:
         raise UnknownNameError(
             f"{text!r} is an architecture, not a trained model: train one with `geoseg train "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,10 @@ class Bundle:
     """A loaded model: the network (eval mode, on CPU) and its spec.
 
     A bundle imported from an ONNX file has no torch network (``model`` is None) and
-    carries the ONNX bytes in ``onnx`` instead; it runs with the ONNX engines.
+    carries the ONNX bytes in ``onnx`` instead; it runs with the ONNX engines. A
+    *deferred* bundle (``load_bundle(..., network=False)``) holds only the spec and the
+    sha256: :meth:`with_network` builds its torch network when something needs it (an ONNX
+    engine whose export is cached never does).
     """
 
     model: nn.Module | None
@@ -42,6 +45,21 @@ class Bundle:
     sha256: str
     path: Path | None = None
     onnx: bytes | None = None
+    deferred: bool = False
+
+    @property
+    def has_network(self) -> bool:
+        """Whether a torch network is (or can be built) for this bundle."""
+        return self.model is not None or self.deferred
+
+    def with_network(self) -> Bundle:
+        """Return this bundle with its torch network built (a deferred one loads it now).
+
+        The spec (possibly rescaled by ``--scale``) and the name are kept.
+        """
+        if not self.deferred or self.path is None:
+            return self
+        return replace(load_bundle(self.path, name=self.name), spec=self.spec)
 
 
 def file_sha256(path: Path) -> str:
@@ -104,8 +122,12 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
         raise BundleError(f"{path} is corrupt: cannot read its tensors ({exc})") from None
 
 
-def load_bundle(path: str | os.PathLike[str], *, name: str | None = None) -> Bundle:
+def load_bundle(path: str | os.PathLike[str], *, name: str | None = None,
+                network: bool = True) -> Bundle:
     """Load a bundle: validated spec -> registry build -> ``load_state_dict(strict=True)``.
+
+    With ``network=False`` only the spec and the file's sha256 are read (milliseconds, no
+    torch): the returned bundle is *deferred* (see :meth:`Bundle.with_network`).
 
     Raises
     ------
@@ -119,6 +141,9 @@ def load_bundle(path: str | os.PathLike[str], *, name: str | None = None) -> Bun
     if spec.architecture == ONNX_ARCHITECTURE:
         return Bundle(model=None, spec=spec, name=name or p.stem, sha256=file_sha256(p),
                       path=p.absolute(), onnx=load_onnx_bytes(p))
+    if not network:
+        return Bundle(model=None, spec=spec, name=name or p.stem, sha256=file_sha256(p),
+                      path=p.absolute(), deferred=True)
     from geoseg.models.architectures import build_model
 
     model = build_model(spec)

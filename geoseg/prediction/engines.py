@@ -11,10 +11,10 @@ A second run therefore starts in about a second. Cache files are written to a te
 name and renamed under a file lock, so concurrent workers never see a half-written model.
 
 Both runtimes are optional extras (``geoseg[openvino]``, ``geoseg[onnx]``) and imported only
-here, only when used. Their thread count comes from :func:`engine_threads` (the cores this
-process may use, or ``OMP_NUM_THREADS`` as set for dask workers), with one inference stream
-and no spinning threads, so the engine and dask's reader/blender threads share the cores
-instead of oversubscribing them.
+here, only when used. Their threads come from :func:`engine_threads`: one inference stream
+per dask thread that calls the model, ``cores // streams`` threads each (the cores this
+process may use, or ``OMP_NUM_THREADS`` as set for dask workers), no spinning threads, so
+the engine and dask's reader/blender threads share the cores instead of oversubscribing them.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from geoseg.errors import BundleError, InputError
 if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
 
-__all__ = ["EXTRAS", "OnnxRunner", "build_runner", "cache_dir", "calibration_tiles",
+__all__ = ["EXTRAS", "OnnxRunner", "build_runner", "cache_dir", "cached_head", "calibration_tiles",
            "compose_head", "engine_available", "engine_threads", "export_network", "head_model",
            "require_engine"]
 
@@ -77,15 +77,24 @@ def require_engine(engine: str) -> None:
                          f"(needs the {module} and onnx packages)")
 
 
-def engine_threads() -> int:
-    """Threads an engine may use: ``OMP_NUM_THREADS`` if set, else this process's cores."""
+def engine_threads(callers: int = 1) -> tuple[int, int]:
+    """``(streams, threads per stream)`` for ``callers`` dask threads calling the model.
+
+    The cores are ``OMP_NUM_THREADS`` if set (dask workers), else this process's. Each of
+    up to ``cores`` concurrent callers gets its own inference stream with ``cores //
+    streams`` threads, so dask threads x engine threads never exceeds the cores: while one
+    dask thread reads or blends, the others' model calls keep their threads.
+    """
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = int(env)
+    else:
+        try:
+            cores = max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            cores = max(1, os.cpu_count() or 1)
+    streams = max(1, min(callers, cores))
+    return streams, max(1, cores // streams)
 
 
 @contextlib.contextmanager
@@ -217,19 +226,31 @@ def _softmax_window(logits: str, opset: int) -> list[Any]:
 
 
 def _head_key(bundle: Bundle, tile: int, overlap: int, blend: str) -> str:
-    return f"{bundle.sha256[:24]}-t{tile}-o{overlap}-{blend}"
+    """Weights, tiling and the normalisation the head folds in (``--scale`` changes it)."""
+    norm = hashlib.sha256(repr((bundle.spec.mean, bundle.spec.std)).encode()).hexdigest()[:8]
+    return f"{bundle.sha256[:24]}-t{tile}-o{overlap}-{blend}-n{norm}"
+
+
+def cached_head(bundle: Bundle, *, tile: int, overlap: int, blend: str) -> Path:
+    """Where the head graph of this bundle and tiling is cached (it may not exist yet)."""
+    return cache_dir() / "onnx" / f"{_head_key(bundle, tile, overlap, blend)}.onnx"
 
 
 def head_model(bundle: Bundle, *, tile: int, overlap: int, blend: str,
                window: npt.NDArray[np.float32]) -> Path:
-    """Path of the cached head graph for this bundle and tiling, exported on first use."""
-    path = cache_dir() / "onnx" / f"{_head_key(bundle, tile, overlap, blend)}.onnx"
+    """Path of the cached head graph for this bundle and tiling, exported on first use.
+
+    A cached head is opened as it is: a deferred bundle's torch network is built only to
+    export it the first time.
+    """
+    path = cached_head(bundle, tile=tile, overlap=overlap, blend=blend)
     if path.is_file():
         return path
     with _locked(path):
         if path.is_file():  # another process exported it meanwhile
             return path
-        raw = bundle.onnx if bundle.onnx is not None else export_network(bundle, tile)
+        raw = bundle.onnx if bundle.onnx is not None else \
+            export_network(bundle.with_network(), tile)
         head = compose_head(raw, mean=bundle.spec.mean, std=bundle.spec.std, window=window)
         tmp = _tmp_name(path)
         try:
@@ -292,10 +313,12 @@ def _calibration_key(source: str | None) -> str:
     return h.hexdigest()[:16]
 
 
-def build_runner(engine: str, precision: str, head: Path, *, threads: int,
+def build_runner(engine: str, precision: str, head: Path, *, threads: int, streams: int = 1,
                  calibration: Tiles | None = None, calibration_source: str | None = None,
                  bf16_native: bool = False) -> OnnxRunner:
     """Compile ``head`` for ``engine`` at ``precision`` (``fp32|bf16|int8``).
+
+    ``streams`` callers may run the model at once, each on ``threads`` threads.
 
     int8 quantises the graph on ``calibration()`` tiles first (cached per
     ``calibration_source``); with ``bf16_native`` the int8 OpenVINO model runs its
@@ -312,31 +335,39 @@ def build_runner(engine: str, precision: str, head: Path, *, threads: int,
     if engine == "openvino":
         hint = "bf16" if precision == "bf16" or (precision == "int8" and bf16_native) \
             else "f32"
-        return OnnxRunner(_openvino_run(head, hint, threads), fixed, head)
+        return OnnxRunner(_openvino_run(head, hint, threads, streams), fixed, head)
     if precision == "bf16":
         raise InputError("onnxruntime has no bf16 CPU kernels; use --engine openvino or "
                          "--precision fp32")
     return OnnxRunner(_onnxruntime_run(head, threads), fixed, head)
 
 
-def _openvino_run(path: Path, hint: str, threads: int
+def _openvino_run(path: Path, hint: str, threads: int, streams: int = 1
                   ) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    import queue
+
     import openvino as ov
 
     core = ov.Core()
     blobs = cache_dir() / "openvino" / "compiled"
     blobs.mkdir(parents=True, exist_ok=True)
     compiled = core.compile_model(str(path), "CPU", {
-        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
-        "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(blobs),
+        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads * streams,
+        "NUM_STREAMS": streams, "CACHE_DIR": str(blobs),
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
     })
-    request = compiled.create_infer_request()
-    lock = threading.Lock()
+    # One infer request per stream; a caller borrows one (waits while all are busy).
+    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for _ in range(streams):
+        requests.put(compiled.create_infer_request())
 
     def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        with lock:  # one request, one caller at a time
+        request = requests.get()
+        try:
             result = request.infer({0: np.ascontiguousarray(x, np.float32)})
             out: npt.NDArray[np.float32] = np.array(result[compiled.output(0)], np.float32)
+        finally:
+            requests.put(request)
         return out
 
     return run
@@ -446,7 +477,7 @@ def _head_nodes(head: Path) -> list[str]:
     return [n.name for n in model.graph.node if n.name.startswith("geoseg_head_")]
 
 
-_RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+_RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".jpg", ".jpeg", ".png")
 
 
 def calibration_tiles(source: str, bands: tuple[int, ...], spec: Any, tile: int,
@@ -463,7 +494,8 @@ def calibration_tiles(source: str, bands: tuple[int, ...], spec: Any, tile: int,
     files = [str(f) for f in sorted(p.iterdir()) if f.suffix.lower() in _RASTER_SUFFIXES] \
         if p.is_dir() else [source]
     if not files:
-        raise InputError(f"no raster (*.tif, *.vrt, ...) in calibration directory {source}")
+        raise InputError(f"no raster (*.tif, *.vrt, *.jpg, ...) in calibration directory "
+                         f"{source}")
     chosen = tuple(bands) or tuple(range(1, spec.n_bands + 1))
     mean = np.asarray(spec.mean, np.float32)[:, None, None]
     out: list[npt.NDArray[np.float32]] = []

@@ -75,7 +75,7 @@ class ModelRef:
         from geoseg.prediction.engines import calibration_tiles
         from geoseg.prediction.inference import Predictor
 
-        bundle = load_bundle(self.source, name=self.name)
+        bundle = load_bundle(self.source, name=self.name, network=False)
         config = self.config
         if config.device == "auto" and "device" in WORKER_DEVICE:
             config = config.with_(device=WORKER_DEVICE["device"])
@@ -213,12 +213,41 @@ def _tails_file(tails_dir: str, row: int, col: int) -> Path:
     return Path(tails_dir) / f"{row}_{col}.npz"
 
 
-def save_tails(tails_dir: str, row: int, col: int, tails: Tails) -> None:
-    """Persist a chunk's tails (for ``--resume``), atomically."""
+def save_tails(tails_dir: str, row: int, col: int, tails: Tails,
+               counts: tuple[int, int] = (0, 0)) -> None:
+    """Persist a chunk's tails (for ``--resume``) and its core's nodata counts, atomically."""
     final = _tails_file(tails_dir, row, col)
     tmp = final.with_name(f".{final.stem}.{os.getpid()}.{threading.get_ident()}.npz")
-    np.savez(tmp, bottom=tails[0], right=tails[1], corner=tails[2])
+    np.savez(tmp, bottom=tails[0], right=tails[1], corner=tails[2],
+             counts=np.asarray(counts, np.int64))
     os.replace(tmp, final)
+
+
+def saved_counts(tails_dir: str, row: int, col: int) -> tuple[int, int] | None:
+    """Return ``(filled, nodata)`` pixels of a chunk's core as stage 1 counted them, if saved."""
+    try:
+        with np.load(_tails_file(tails_dir, row, col)) as f:  # reads only this member
+            if "counts" not in f.files:
+                return None
+            filled, nodata = (int(v) for v in f["counts"])
+    except OSError:
+        return None
+    return filled, nodata
+
+
+def core_counts(band_valid: npt.NDArray[np.bool_] | None, ch: int, cw: int
+                ) -> tuple[int, int]:
+    """Pixels of the ``ch x cw`` core where some but not all bands are nodata, and all are.
+
+    Counted from the validity stage 1 reads anyway (no second pass over the scene); cores
+    partition the scene, so the chunks' counts add up to the scene's.
+    """
+    if band_valid is None:
+        return 0, 0
+    n_valid = band_valid[:, :ch, :cw].sum(axis=0, dtype=np.int32)
+    nodata = int(np.count_nonzero(n_valid == 0))
+    filled = int(np.count_nonzero(n_valid < band_valid.shape[0])) - nodata
+    return filled, nodata
 
 
 def load_tails(tails_dir: str, row: int, col: int) -> Tails:
@@ -238,7 +267,7 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
     if job.scaled is not None:
         from geoseg.prediction.resample import accumulate
 
-        return _split(job, accumulate(job, predictor, forward), job.n_tiles)
+        return _split(job, *accumulate(job, predictor, forward))
     t = predictor.tile
     (fy0, fy1), (fx0, fx1) = job.row.footprint, job.col.footprint
     data, band_valid = read_window(job.path, job.bands, (fy0, fy1), (fx0, fx1),
@@ -273,24 +302,29 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
         batch = np.stack([x[:, y:y + t, xo:xo + t] for y, xo in group])
         probs = forward(batch)
         for (y, xo), p in zip(group, probs, strict=True):
-            if valid is None:
-                acc[:c, y:y + t, xo:xo + t] += p
-                acc[c, y:y + t, xo:xo + t] += window
-            else:
+            weighted = p
+            if valid is not None:  # nodata pixels get no weight (in place: no temporaries)
                 v = valid[y:y + t, xo:xo + t]
-                acc[:c, y:y + t, xo:xo + t] += p * v
+                weighted = np.multiply(p, v, out=p if p.flags.writeable else None)
                 acc[c, y:y + t, xo:xo + t] += window * v
-    return _split(job, acc[:, :fh, :fw], len(offsets))
+            else:
+                acc[c, y:y + t, xo:xo + t] += window
+            acc[:c, y:y + t, xo:xo + t] += weighted
+    return _split(job, acc[:, :fh, :fw], len(offsets), band_valid)
 
 
-def _split(job: ChunkJob, acc: npt.NDArray[np.float32], n_tiles: int
-           ) -> tuple[npt.NDArray[np.float32], ...]:
-    """Split a chunk's accumulator into core and three tails (saved for resume)."""
+def _split(job: ChunkJob, acc: npt.NDArray[np.float32], n_tiles: int,
+           band_valid: npt.NDArray[np.bool_] | None) -> tuple[npt.NDArray[np.float32], ...]:
+    """Split a chunk's accumulator into core and three tails, saved for resume.
+
+    The core's nodata counts (from ``band_valid``) are saved with the tails.
+    """
     ch, cw = job.row.core_size, job.col.core_size
     tails = (np.ascontiguousarray(acc[:, ch:, :cw]), np.ascontiguousarray(acc[:, :ch, cw:]),
              np.ascontiguousarray(acc[:, ch:, cw:]))
     if job.tails_dir is not None:
-        save_tails(job.tails_dir, job.row.index, job.col.index, tails)
+        save_tails(job.tails_dir, job.row.index, job.col.index, tails,
+                   core_counts(band_valid, ch, cw))
     if job.state is not None and job.state.progress is not None:
         job.state.progress.advance(n_tiles)
     return (acc[:, :ch, :cw], *tails)
@@ -299,8 +333,12 @@ def _split(job: ChunkJob, acc: npt.NDArray[np.float32], n_tiles: int
 def stage2(core: npt.NDArray[np.float32], top: npt.NDArray[np.float32] | None,
            left: npt.NDArray[np.float32] | None, corner: npt.NDArray[np.float32] | None,
            class_ids: npt.NDArray[np.uint8], probabilities: bool) -> npt.NDArray[np.uint8]:
-    """Add neighbours' tails, then argmax -> ``(1 [+ C], h, w)`` uint8 block."""
-    acc = combine_chunk(core.copy(), top, left, corner)
+    """Add neighbours' tails, then argmax -> ``(1 [+ C], h, w)`` uint8 block.
+
+    ``core`` is modified in place: it is this chunk's own stage-1 output, used by this
+    task only, and disjoint from the tails stage 1 handed on (no scene-chunk copy).
+    """
+    acc = combine_chunk(core, top, left, corner)
     c = acc.shape[0] - 1
     best = acc[0].copy()
     idx = np.zeros(best.shape, np.uint8)

@@ -79,8 +79,58 @@ def select_device(device: str = "auto") -> torch.device:
     return dev
 
 
+_ACCELERATOR_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def _cpu_only_machine() -> bool:
+    """Whether no GPU torch could use is present (device nodes; no torch import)."""
+    import os
+    import sys
+
+    return sys.platform == "linux" and not any(os.path.exists(p) for p in _ACCELERATOR_NODES)
+
+
+class _CpuDevice:
+    """``torch.device("cpu")`` for the ONNX engines, which run without importing torch.
+
+    Replaced by the real ``torch.device`` as soon as torch runs the model.
+    """
+
+    type = "cpu"
+    index = None
+
+    def __str__(self) -> str:
+        return "cpu"
+
+
+def _device(config: InferenceConfig) -> torch.device:
+    """Return the run's device; for an ONNX engine on a CPU-only machine, without torch."""
+    if config.engine in ("auto", *ONNX_ENGINES) and config.device in ("auto", "cpu") and \
+            (config.device == "cpu" or _cpu_only_machine()):
+        from geoseg.prediction.engines import engine_available
+
+        if any(engine_available(e) for e in ONNX_ENGINES):
+            return cast("torch.device", _CpuDevice())  # only .type and str() are used
+    return select_device(config.device)
+
+
+def _cpu_flags() -> set[str] | None:
+    """Return the CPU's feature flags from /proc/cpuinfo (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AMX tiles or AVX512-BF16)."""
+    flags = _cpu_flags()
+    if flags is not None:  # no torch import (the ONNX engines' start-up)
+        return bool(flags & {"amx_tile", "amx_bf16", "avx512_bf16"})
     import torch
 
     cpu = getattr(torch, "cpu", None)
@@ -231,11 +281,16 @@ class Predictor:
         Tiles the run will process, used by ``engine="auto"``.
     calibration : callable, optional
         int8 only: returns raw calibration tiles ``(n, B, t, t)`` float32.
+    callers : int
+        Threads that call the model at once (dask's worker threads): the ONNX engines run
+        that many streams with ``cores // callers`` threads each (never more threads than
+        cores). torch calls are serialised and use all cores.
     """
 
     def __init__(self, bundle: Bundle, config: InferenceConfig | None = None, *,
                  n_tiles: int = 0,
-                 calibration: Callable[[], npt.NDArray[np.float32]] | None = None) -> None:
+                 calibration: Callable[[], npt.NDArray[np.float32]] | None = None,
+                 callers: int = 1) -> None:
 
         from geoseg.prediction.stitching import blend_window
 
@@ -244,14 +299,15 @@ class Predictor:
         self.spec = bundle.spec
         self.tile = tile = config.tile_px
         self.batch_size = config.batch_size
-        self.device = select_device(config.device)
+        self.device = _device(config)
         self.n_classes = bundle.spec.n_classes
+        self.callers = callers
         self._lock = threading.Lock()
         blend = cast("Any", config.blend)
         self.window_np = blend_window(tile, config.overlap_px, blend).astype(np.float32)
         self.engine, self.precision = resolve_engine(
             config.engine, config.precision, self.device,
-            run_mpx=n_tiles * tile * tile / 1e6, torch_model=bundle.model is not None)
+            run_mpx=n_tiles * tile * tile / 1e6, torch_model=bundle.has_network)
         self._buffer: torch.Tensor | None = None
         self._runner: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None = None
         t0 = time.perf_counter()
@@ -269,17 +325,18 @@ class Predictor:
         try:
             head = head_model(bundle, tile=self.tile, overlap=self.config.overlap_px,
                               blend=self.config.blend, window=self.window_np)
-            self._runner = build_runner(self.engine, self.precision, head,
-                                        threads=engine_threads(), calibration=calibration,
+            streams, threads = engine_threads(self.callers)
+            self._runner = build_runner(self.engine, self.precision, head, threads=threads,
+                                        streams=streams, calibration=calibration,
                                         calibration_source=self.config.calibration,
                                         bf16_native=cpu_has_native_bf16())
         except GeosegError:
-            if self.config.engine != "auto" or bundle.model is None or \
+            if self.config.engine != "auto" or not bundle.has_network or \
                     self.precision == "int8":
                 raise
             self._fall_back_to_torch("export")
         except Exception as exc:  # noqa: BLE001 - runtime compile failures come in many kinds
-            if self.config.engine != "auto" or bundle.model is None:
+            if self.config.engine != "auto" or not bundle.has_network:
                 raise BundleError(f"{self.engine} cannot compile {bundle.name}: "
                                   f"{type(exc).__name__}: {str(exc).strip()[:200]}") from None
             self._fall_back_to_torch(f"{type(exc).__name__}")
@@ -294,6 +351,8 @@ class Predictor:
     def _build_torch(self, bundle: Bundle) -> None:
         import torch
 
+        bundle = bundle.with_network()  # a deferred bundle builds its network only here
+        self.device = torch.device(str(self.device))  # the ONNX engines' stand-in, if any
         window = torch.from_numpy(self.window_np)
         mean = torch.tensor(bundle.spec.mean, dtype=torch.float32)
         std = torch.tensor(bundle.spec.std, dtype=torch.float32)

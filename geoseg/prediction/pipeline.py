@@ -182,12 +182,33 @@ def _check_values(bundle: Bundle, src: Scene, chosen: Sequence[int],
     return replace(bundle, spec=spec)
 
 
+def _nodata_counts(partial: PartialOutput, grid: Any, src: Scene, chosen: Sequence[int]
+                   ) -> tuple[int, int]:
+    """Return filled and nodata pixels of the scene, summed from the chunks' saved counts.
+
+    Falls back to a pass over the scene only when a chunk's counts are missing (tails
+    saved by an older geoseg, or cluster workers that do not share the output's disk).
+    """
+    from geoseg.prediction.graph import saved_counts
+
+    if not src.has_mask:
+        return 0, 0
+    filled = nodata = 0
+    for row in grid.rows:
+        for col in grid.cols:
+            counts = saved_counts(str(partial.tails_dir), row.index, col.index)
+            if counts is None:
+                return count_nodata(src.path, chosen)
+            filled, nodata = filled + counts[0], nodata + counts[1]
+    return filled, nodata
+
+
 def _fmt(values: Sequence[float]) -> str:
     return ",".join(f"{v:.4g}" for v in values)
 
 
-def _start_model(ref: ModelRef, bundle: Bundle, client: Any, devices: Sequence[str]
-                 ) -> tuple[str, str, str]:
+def _start_model(ref: ModelRef, bundle: Bundle, client: Any, devices: Sequence[str],
+                 callers: int = 1) -> tuple[str, str, str]:
     """Build the model where it runs; return ``(path description, precision, engine)``."""
     if client is None:
         from functools import partial
@@ -198,7 +219,8 @@ def _start_model(ref: ModelRef, bundle: Bundle, client: Any, devices: Sequence[s
         config = ref.config
         calibration = None if config.calibration is None else partial(
             calibration_tiles, config.calibration, ref.bands, bundle.spec, config.tile_px)
-        predictor = Predictor(bundle, config, n_tiles=ref.n_tiles, calibration=calibration)
+        predictor = Predictor(bundle, config, n_tiles=ref.n_tiles, calibration=calibration,
+                              callers=callers)
         register_predictor(ref, predictor)
         return predictor.info.describe(), predictor.precision, predictor.engine
     from geoseg.prediction.distributed import ModelPlugin
@@ -348,7 +370,9 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
     from geoseg.models.bundle import Bundle
 
     out_path, prob_path, preview_path, vector_path = paths
-    bundle = model if isinstance(model, Bundle) else resolve_model(model)
+    # Spec and sha256 only: the torch network is built when an engine needs it (an ONNX
+    # engine with a cached export never does).
+    bundle = model if isinstance(model, Bundle) else resolve_model(model, network=False)
     bundle = _check_values(bundle, src, chosen, scale, client, progress)
     spec = bundle.spec
     tile, ov, blend = config.tile_px, config.overlap_px, config.blend
@@ -364,7 +388,8 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                          "it themselves); save it with geoseg.models.bundle.save_bundle")
     ref = ModelRef(source=str(bundle.path or ""), name=bundle.name, sha256=bundle.sha256,
                    config=config, n_tiles=grid.n_tiles, bands=tuple(chosen))
-    path_info, used_precision, used_engine = _start_model(ref, bundle, client, devices)
+    path_info, used_precision, used_engine = _start_model(ref, bundle, client, devices,
+                                                          callers=num_workers)
     class_ids = [c.id for c in spec.classes]
     fingerprint = {
         "scene": src.path, "shape": list(src.shape), "transform": list(src.transform)[:6],
@@ -415,6 +440,9 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                 _execute_local(blocks, partial, grid, num_workers)
             else:
                 _execute_distributed(client, blocks, partial, grid, progress)
+            # Pixels where some bands were filled (predicted) and where all were (nodata
+            # 255), as stage 1 counted them: no second pass over the scene.
+            filled, nodata = _nodata_counts(partial, grid, src, chosen)
             partial.finalize(colormap=class_colormap([c.color for c in spec.classes]),
                              tags=tags, class_names=spec.class_names(), overwrite=overwrite)
         finished = True
@@ -439,8 +467,6 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
         raise
     finally:
         progress.close()
-    # Pixels where some bands were filled (predicted) and where all were (nodata 255).
-    filled, nodata = count_nodata(src.path, chosen) if src.has_mask else (0, 0)
     seconds = time.perf_counter() - t0
     return PredictResult(output=out_path, probabilities=prob_path, height=src.height,
                          width=src.width, n_tiles=grid.n_tiles, seconds=seconds,

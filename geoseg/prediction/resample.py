@@ -227,11 +227,12 @@ def _model_tile(job: ChunkJob, predictor: Predictor, rows: tuple[int, int],
 
 def accumulate(job: ChunkJob, predictor: Predictor,
                forward: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
-               ) -> npt.NDArray[np.float32]:
+               ) -> tuple[npt.NDArray[np.float32], int, npt.NDArray[np.bool_] | None]:
     """Blend-weighted scores ``(C + 1, fh, fw)`` of a scaled chunk on the scene grid.
 
-    Stage 1 of a resampled run (see the module docstring); ``forward`` maps model tiles
-    ``(n, B, t, t)`` to weighted probabilities ``(n, C, t, t)``.
+    Also returns its tile count and the per-band validity of its footprint (for the
+    nodata counts). Stage 1 of a resampled run (see the module docstring); ``forward``
+    maps model tiles ``(n, B, t, t)`` to weighted probabilities ``(n, C, t, t)``.
     """
     from geoseg.io import read_window
     from geoseg.prediction.graph import RunCancelled
@@ -241,6 +242,7 @@ def accumulate(job: ChunkJob, predictor: Predictor,
     (fy0, fy1), (fx0, fx1) = job.row.footprint, job.col.footprint
     fh, fw = fy1 - fy0, fx1 - fx0
     valid: npt.NDArray[np.bool_] | None = None
+    band_valid: npt.NDArray[np.bool_] | None = None
     if job.with_mask:  # nodata at the scene's own resolution, the rule of a native run
         _, band_valid = read_window(job.path, job.bands, (fy0, fy1), (fx0, fx1), with_mask=True)
         valid = None if band_valid is None else np.asarray(band_valid.any(axis=0))
@@ -269,4 +271,4 @@ def accumulate(job: ChunkJob, predictor: Predictor,
                 weight = weight * v
             acc[:c, y:y + th, x:x + tw] += scores
             acc[c, y:y + th, x:x + tw] += weight
-    return acc
+    return acc, job.n_tiles, band_valid

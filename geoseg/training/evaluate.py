@@ -60,7 +60,9 @@ def _image_key(pair: Pair) -> str:
 
 def evaluate_bundle(model: str | os.PathLike[str] | Any, pairs: Sequence[Pair],
                     table: MaskClasses, *, exclude: Sequence[str] = (),
-                    device: str = "cpu", batch_size: int = 4) -> HeldOut:
+                    device: str = "cpu", batch_size: int = 4, engine: str = "eager",
+                    precision: str = "auto", calibration: str | None = None,
+                    keep: Path | None = None) -> HeldOut:
     """Predict every image of ``pairs`` with ``model`` and score it against its mask.
 
     Parameters
@@ -71,6 +73,10 @@ def evaluate_bundle(model: str | os.PathLike[str] | Any, pairs: Sequence[Pair],
         How to decode the masks; its classes must be the model's, in the same order.
     exclude : sequence of str
         Class names left out of the macro mIoU (still reported per class).
+    engine, precision, calibration : str
+        How the model runs (as ``predict``'s; int8 calibrates on ``calibration``).
+    keep : path, optional
+        A directory to keep the class maps in (``pred{k}.tif``, ``k`` the pair's index).
     """
     from geoseg.prediction.pipeline import predict
 
@@ -82,11 +88,12 @@ def evaluate_bundle(model: str | os.PathLike[str] | Any, pairs: Sequence[Pair],
     with tempfile.TemporaryDirectory(prefix="geoseg-eval-") as tmp:
         for k, pair in enumerate(pairs):
             labelled, _ = read_pair(pair, table)
-            out = Path(tmp) / f"pred{k}.tif"
+            out = (keep or Path(tmp)) / f"pred{k}.tif"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # JPEG tiles have no georeferencing
                 predict(pair.image, out, model=model, device=device, batch_size=batch_size,
-                        overwrite=True, engine="eager")
+                        overwrite=True, engine=engine, precision=precision,
+                        calibration=calibration)
             import rasterio
 
             with rasterio.open(out) as ds:

@@ -75,6 +75,54 @@ def test_export_is_cached_and_reused(tiny_bundle: Path, tmp_path: Path,
     assert (_read(tmp_path / "a.tif")[0] == _read(tmp_path / "b.tif")[0]).all()
 
 
+@pytest.mark.parametrize("engine", ["openvino", "onnxruntime"])
+def test_cached_export_never_builds_the_torch_model(tiny_bundle: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    engine: str) -> None:
+    pytest.importorskip(engine)
+    from geoseg.models import architectures
+
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path / "cache"))
+    scene = _scene(tmp_path / "s.tif", (200, 260))
+    predict(scene, tmp_path / "a.tif", model=tiny_bundle, engine=engine, precision="fp32")
+
+    def no_build(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a cached export must not build the torch model")
+
+    monkeypatch.setattr(architectures, "build_model", no_build)
+    r = predict(scene, tmp_path / "b.tif", model=tiny_bundle, engine=engine,
+                precision="fp32")
+    assert f" {engine} " in r.path
+    assert (_read(tmp_path / "a.tif")[0] == _read(tmp_path / "b.tif")[0]).all()
+    with pytest.raises(AssertionError, match="must not build"):  # eager still needs it
+        predict(scene, tmp_path / "c.tif", model=tiny_bundle, engine="eager")
+    if engine == "openvino":  # a fresh process: the cached run does not even import torch
+        import subprocess
+        import sys
+
+        code = ("import sys; from geoseg.prediction.pipeline import predict; "
+                f"predict({str(scene)!r}, {str(tmp_path / 'd.tif')!r}, "
+                f"model={str(tiny_bundle)!r}, engine='openvino', precision='fp32', "
+                "device='cpu'); print('torch' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True)
+        assert done.stdout.strip().splitlines()[-1] == "False"
+        assert (_read(tmp_path / "a.tif")[0] == _read(tmp_path / "d.tif")[0]).all()
+
+
+def test_scaled_normalisation_is_a_separate_cached_head(tiny_bundle: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path / "cache"))
+    scene = _scene(tmp_path / "s.tif", (200, 260))
+    predict(scene, tmp_path / "a.tif", model=tiny_bundle, engine="onnxruntime",
+            precision="fp32")
+    predict(scene, tmp_path / "b.tif", model=tiny_bundle, engine="onnxruntime",
+            precision="fp32", scale=2.0)
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2
+
+
 def test_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                            ) -> None:
     monkeypatch.delenv("GEOSEG_CACHE")
@@ -242,3 +290,31 @@ def test_run_state_is_per_run(tiny_bundle: Path, tmp_path: Path) -> None:
         predict(scene, tmp_path / "x.tif", model=tiny_bundle, engine="eager", progress=Boom())
     predict(scene, tmp_path / "m.tif", model=tiny_bundle, engine="eager")
     assert (tmp_path / "m.tif").exists()
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 8])
+def test_engine_threads_never_oversubscribe(monkeypatch: pytest.MonkeyPatch,
+                                            cores: int) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores))
+    for callers in (1, 2, 3, 4, 16):
+        streams, threads = engines.engine_threads(callers)
+        assert 1 <= streams <= callers and streams * threads <= cores
+        assert streams == min(callers, cores)  # one stream per dask thread, up to the cores
+
+
+@pytest.mark.parametrize("engine", ["openvino", "onnxruntime"])
+def test_concurrent_callers_get_the_same_probabilities(tiny_bundle: Path, engine: str) -> None:
+    pytest.importorskip(engine)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geoseg.models.bundle import load_bundle
+    from geoseg.prediction.inference import Predictor
+
+    bundle = load_bundle(tiny_bundle)
+    config = InferenceConfig(engine=engine, precision="fp32", batch_size=2)
+    tiles = np.random.default_rng(0).integers(0, 255, (8, 3, 128, 128)).astype(np.float32)
+    alone = Predictor(bundle, config).forward_tiles(tiles)
+    shared = Predictor(bundle, config, callers=2)
+    with ThreadPoolExecutor(2) as pool:
+        parts = list(pool.map(shared.forward_tiles, [tiles[:4], tiles[4:]]))
+    np.testing.assert_allclose(np.concatenate(parts), alone, atol=1e-4)

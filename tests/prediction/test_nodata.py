@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 
 from geoseg.io import NODATA_CLASS, band_validity, fill_nodata
@@ -124,3 +125,31 @@ def test_per_band_nodata_values_differ(tmp_path: Path) -> None:
     assert not valid[0, 0, 0] and valid[1, 0, 0]
     assert valid[0, 0, 1] and not valid[1, 0, 1]
     assert valid.sum() == 30
+
+
+def test_nodata_counted_in_the_read_stage_without_a_second_pass(
+        tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunk cores partition the scene: the counts stage 1 saves add up to a full pass's,
+    and predict never reads the scene again to count."""
+    from geoseg.io import count_nodata
+    from geoseg.prediction import pipeline
+
+    img = _scene((300, 330))
+    rng = np.random.default_rng(0)
+    some = rng.random(img.shape[1:]) < 0.05
+    every = rng.random(img.shape[1:]) < 0.03
+    raw = img.copy()
+    raw[1][some] = ND
+    raw[:, every] = ND
+    scene = make_geotiff(tmp_path / "holes.tif", raw, nodata=ND)
+    expected = count_nodata(str(scene), (1, 2, 3))
+    assert expected[0] > 0 and expected[1] > 0
+
+    def no_second_pass(*args: object, **kwargs: object) -> tuple[int, int]:
+        raise AssertionError("predict must not read the scene again to count nodata")
+
+    monkeypatch.setattr(pipeline, "count_nodata", no_second_pass)
+    for chunk_tiles in (1, 4):  # many chunks with tails, and one chunk
+        r = predict(scene, tmp_path / f"holes_{chunk_tiles}.tif", model=tiny_bundle,
+                    tile_size=64, overlap=16, chunk_tiles=chunk_tiles)
+        assert (r.filled_px, r.nodata_px) == expected

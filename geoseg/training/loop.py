@@ -28,7 +28,7 @@ from geoseg.models.spec import ModelSpec
 from geoseg.models.value_range import image_range
 from geoseg.prediction.inference import autocast
 from geoseg.progress import NullProgress, Progress
-from geoseg.training.data import IGNORE, ChipDataset, ClassTable, LabeledImage, Pair
+from geoseg.training.data import IGNORE, ChipDataset, ClassTable, LabeledImage, Pair, names_for_ids
 from geoseg.training.losses import auto_class_weights, make_loss
 
 if TYPE_CHECKING:
@@ -417,7 +417,10 @@ def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair]
     ignore = config.ignore_index
     train_images, table = load_pairs(train_pairs, table, ignore_index=ignore, bands=bands)
     if class_names is not None and class_colors is None:
-        table = ClassTable.from_ids(table.ids, class_names)
+        ids = table.ids
+        if len(class_names) != len(ids) and max(ids) < len(class_names):
+            ids = list(range(len(class_names)))  # names in id order: each one is a class
+        table = ClassTable.from_ids(ids, names_for_ids(ids, class_names))
     val_images, _ = load_pairs(val_pairs, table, ignore_index=ignore, bands=bands)
     prov = {"train": _describe(train_pairs, data), "val": _describe(val_pairs, val),
             "train_images": len(train_pairs), "val_images": len(val_pairs),

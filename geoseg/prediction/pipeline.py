@@ -154,8 +154,12 @@ def _tile_and_checks(spec: Any, src: Any, tile_size: int | None, overlap: int | 
     """Return the tile and overlap of a run (capped at the scene) after the memory check."""
     from geoseg.prediction.limits import check_memory, fit_tile, validate_tile
 
+    from geoseg.models.onnx_bundle import ONNX_ARCHITECTURE
+
     tile = validate_tile(int(tile_size or spec.tile_size))
-    tile, ov = fit_tile(tile, int(spec.overlap if overlap is None else overlap), src.shape)
+    ov = int(spec.overlap if overlap is None else overlap)
+    if spec.architecture != ONNX_ARCHITECTURE:  # an imported model may take one tile size only
+        tile, ov = fit_tile(tile, ov, src.shape)
     check_memory(tile, batch_size, spec.n_classes, n_bands, chunk_tiles)
     return tile, ov
 

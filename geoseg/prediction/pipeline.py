@@ -152,9 +152,8 @@ def check_destinations(scene: str | os.PathLike[str], output: str | os.PathLike[
 def _tile_and_checks(spec: Any, src: Any, tile_size: int | None, overlap: int | None,
                      batch_size: int, chunk_tiles: int, n_bands: int) -> tuple[int, int]:
     """Return the tile and overlap of a run (capped at the scene) after the memory check."""
-    from geoseg.prediction.limits import check_memory, fit_tile, validate_tile
-
     from geoseg.models.onnx_bundle import ONNX_ARCHITECTURE
+    from geoseg.prediction.limits import check_memory, fit_tile, validate_tile
 
     tile = validate_tile(int(tile_size or spec.tile_size))
     ov = int(spec.overlap if overlap is None else overlap)

@@ -156,10 +156,13 @@ def check_destinations(scene: str | os.PathLike[str], output: str | os.PathLike[
 def _tile_and_checks(spec: Any, shape: tuple[int, int], tile_size: int | None, overlap: int | None,
                      batch_size: int, chunk_tiles: int, n_bands: int) -> tuple[int, int]:
     """Return the tile and overlap of a run (capped at the scene) after the memory check."""
+    from geoseg.models.onnx_bundle import ONNX_ARCHITECTURE
     from geoseg.prediction.limits import check_memory, fit_tile, validate_tile
 
     tile = validate_tile(int(tile_size or spec.tile_size))
-    tile, ov = fit_tile(tile, int(spec.overlap if overlap is None else overlap), shape)
+    ov = int(spec.overlap if overlap is None else overlap)
+    if spec.architecture != ONNX_ARCHITECTURE:  # an imported model may take one tile size only
+        tile, ov = fit_tile(tile, ov, shape)
     check_memory(tile, batch_size, spec.n_classes, n_bands, chunk_tiles)
     return tile, ov
 

@@ -30,7 +30,14 @@ from geoseg._atomic import atomic_path, check_distinct
 from geoseg.errors import InputError, OutputExistsError
 from geoseg.io import band_validity, open_raster
 from geoseg.scoring.labels import GridLabels, grid_labels
-from geoseg.training.data import IGNORE, LabeledImage, MaskClasses, Pair, decode_colors
+from geoseg.training.data import (
+    IGNORE,
+    LabeledImage,
+    MaskClasses,
+    Pair,
+    decode_colors,
+    names_for_ids,
+)
 
 if TYPE_CHECKING:
     from geoseg.training.loop import TrainConfig, TrainResult
@@ -323,7 +330,7 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     elif class_names is None and names:
         table = MaskClasses.from_ids(ids, [names.get(i, f"class_{i}") for i in ids])
     else:
-        table = MaskClasses.from_ids(ids, class_names and _names_for(ids, class_names))
+        table = MaskClasses.from_ids(ids, class_names and names_for_ids(ids, class_names))
     images = _to_channels(blocks, table)
     if val is None:
         train_images, val_images = split_blocks(images, val_fraction, cfg.seed)
@@ -341,13 +348,3 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     cfg, prov["gsd"] = with_gsd(cfg, [scene])
     return fit(train_images, val_images, table, output, config=cfg, bands=band_names,
                provenance=prov, **kwargs)
-
-
-def _names_for(ids: Sequence[int], class_names: Sequence[str]) -> list[str]:
-    """Names of the classes found: ``class_names`` in id order, or one per class found."""
-    if len(class_names) == len(ids):
-        return list(class_names)
-    if max(ids) < len(class_names):
-        return [class_names[i] for i in ids]
-    raise InputError(f"{len(class_names)} class names given, but the labels hold class "
-                     f"ids {ids}; give one name per id 0..{max(ids)}")

@@ -93,6 +93,16 @@ class MaskClasses:
         return cls(infos)
 
 
+def names_for_ids(ids: Sequence[int], class_names: Sequence[str]) -> list[str]:
+    """Names of the classes found: ``class_names`` in id order, or one per class found."""
+    if len(class_names) == len(ids):
+        return list(class_names)
+    if max(ids) < len(class_names):
+        return [class_names[i] for i in ids]
+    raise InputError(f"{len(class_names)} class names given, but the labels hold class "
+                     f"ids {ids}; give one name per id 0..{max(ids)}")
+
+
 def _rgb(value: Any, where: str) -> tuple[int, int, int]:
     if isinstance(value, str):
         text = value.strip().lstrip("#")

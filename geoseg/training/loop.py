@@ -29,7 +29,7 @@ from geoseg.prediction.inference import autocast
 from geoseg.progress import NullProgress, Progress
 from geoseg.training.checkpoint import _load_checkpoint, _save_checkpoint, checkpoint_paths
 from geoseg.training.config import EpochResult, TrainConfig, TrainResult, _config_json
-from geoseg.training.data import LabeledImage, MaskClasses, Pair
+from geoseg.training.data import LabeledImage, MaskClasses, Pair, names_for_ids
 from geoseg.training.evaluate import confusion_matrix, evaluate_images, iou_from_confusion
 from geoseg.training.gsd import with_gsd
 from geoseg.training.setup import _announce, _initial_state, _open_metrics, _Run, _setup
@@ -377,7 +377,10 @@ def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair]
     ignore = config.ignore_index
     train_images, table = load_pairs(train_pairs, table, ignore_index=ignore, bands=bands)
     if class_names is not None and class_colors is None:
-        table = MaskClasses.from_ids(table.ids, class_names)
+        ids = table.ids
+        if len(class_names) != len(ids) and max(ids) < len(class_names):
+            ids = list(range(len(class_names)))  # names in id order: each one is a class
+        table = MaskClasses.from_ids(ids, names_for_ids(ids, class_names))
     val_images, _ = load_pairs(val_pairs, table, ignore_index=ignore, bands=bands)
     prov = {"train": _describe(train_pairs, data), "val": _describe(val_pairs, val),
             "train_images": len(train_pairs), "val_images": len(val_pairs),

@@ -74,6 +74,25 @@ def test_imported_onnx_predicts_like_the_torch_bundle(tiny_bundle: Path, tmp_pat
     assert back.read_bytes() == onnx_path.read_bytes()
 
 
+def test_imported_onnx_of_fixed_size_predicts_a_scene_smaller_than_its_tile(
+        tiny_bundle: Path, tmp_path: Path) -> None:
+    """A fixed 128 px ONNX model on a 70 x 90 scene: one padded tile, not a smaller tile."""
+    spec = read_spec(tiny_bundle)
+    imported = tmp_path / "imported.safetensors"
+    onnx_path = _export(tiny_bundle, tmp_path / "published.onnx", batch=1)
+    result = CliRunner().invoke(cli, _import_args(spec, onnx_path, imported))
+    assert result.exit_code == 0, result.output
+    cmap = make_class_map((70, 90), n_classes=N_CLASSES, block=16, seed=3)
+    scene = make_geotiff(tmp_path / "small.tif", make_scene(cmap, seed=3), nodata=None)
+    predict(scene, tmp_path / "torch.tif", model=tiny_bundle, engine="eager", precision="fp32",
+            tile_size=128)
+    predict(scene, tmp_path / "onnx.tif", model=imported, engine="onnxruntime",
+            precision="fp32")
+    with rasterio.open(tmp_path / "torch.tif") as a, rasterio.open(tmp_path / "onnx.tif") as b:
+        assert b.shape == (70, 90)
+        assert (a.read(1) == b.read(1)).mean() >= 0.99
+
+
 def test_export_of_a_torch_bundle_runs_in_onnxruntime(tiny_bundle: Path, tmp_path: Path) -> None:
     import torch
 

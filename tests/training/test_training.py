@@ -202,6 +202,28 @@ def test_confusion_and_iou_skip_ignore():
 
 # -- the loop ------------------------------------------------------------------------------
 
+def test_folder_class_names_in_id_order_keep_a_class_only_in_validation(tmp_path):
+    """Names in id order: every named id is a class, even one the training tiles lack."""
+    from geoseg.models.bundle import read_spec
+
+    train_dir, val_dir = tmp_path / "train", tmp_path / "val"
+    for root, top in ((train_dir, 2), (val_dir, 3)):
+        for d in ("images", "masks"):
+            (root / d).mkdir(parents=True)
+        cmap = make_class_map((64, 64), n_classes=top, block=12, seed=top)
+        make_geotiff(root / "images" / "p.tif", make_scene(cmap, bands=3), nodata=None)
+        make_geotiff(root / "masks" / "p.tif", cmap, nodata=None)
+    out = tmp_path / "m.safetensors"
+    train(train_dir, out, val=val_dir, config=tiny_config(epochs=1, steps_per_epoch=1),
+          class_names=["a", "b", "c"])
+    spec = read_spec(out)
+    assert list(spec.class_names()) == ["a", "b", "c"]
+    assert [c.id for c in spec.classes] == [0, 1, 2]
+    with pytest.raises(InputError, match="give one name per id"):
+        train(train_dir, tmp_path / "n.safetensors", val=val_dir, config=tiny_config(),
+              class_names=["a"])
+
+
 def test_training_learns_and_bundle_roundtrips_through_predict(tmp_path):
     from geoseg.models.bundle import load_bundle
     from geoseg.prediction.pipeline import predict

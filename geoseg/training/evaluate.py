@@ -186,11 +186,11 @@ def evaluate_images(model: nn.Module, chips: Sequence[tuple[npt.NDArray[np.float
                 y = torch.from_numpy(np.stack([c[1] for c in part]).astype(np.int64)).to(device)
                 with autocast(device, precision):
                     logits = model(x)
-                if loss_fn is not None:
+                if loss_fn is not None and bool((y != IGNORE).any()):  # all-ignore: NaN loss
                     total += float(loss_fn(logits.float(), y))
                     batches += 1
                 cm += confusion_matrix(logits.argmax(1).cpu(), y.cpu(), n_classes)
     finally:
         model.train(was_training)
-    return cm.numpy(), total / max(batches, 1)
+    return cm.numpy(), total / batches if batches else math.nan
 

@@ -29,7 +29,7 @@ from geoseg.prediction.inference import autocast
 from geoseg.progress import NullProgress, Progress
 from geoseg.training.checkpoint import _load_checkpoint, _save_checkpoint, checkpoint_paths
 from geoseg.training.config import EpochResult, TrainConfig, TrainResult, _config_json
-from geoseg.training.data import LabeledImage, MaskClasses, Pair, names_for_ids
+from geoseg.training.data import IGNORE, LabeledImage, MaskClasses, Pair, names_for_ids
 from geoseg.training.evaluate import confusion_matrix, evaluate_images, iou_from_confusion
 from geoseg.training.gsd import with_gsd
 from geoseg.training.setup import _announce, _initial_state, _open_metrics, _Run, _setup
@@ -232,6 +232,8 @@ def _step(run: _Run, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> float:
 
     for group in run.optimizer.param_groups:
         group["lr"] = lr
+    if not bool((yb != IGNORE).any()):  # no labelled pixel: the loss would be NaN
+        return math.nan                   # (and would poison the weights); skip the step
     x, y = xb.to(run.device), yb.to(run.device)
     if run.config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -257,7 +259,8 @@ def _validate(run: _Run, epoch: int, steps: int, losses: Sequence[float], lr: fl
                                    precision=run.precision,
                                    channels_last=run.config.channels_last)
     iou, miou = iou_from_confusion(cm, run.include)
-    return EpochResult(epoch, steps, float(np.mean(losses)) if losses else math.nan,
+    finite = [v for v in losses if math.isfinite(v)]
+    return EpochResult(epoch, steps, float(np.mean(finite)) if finite else math.nan,
                        val_loss, miou, tuple(float(v) for v in iou), lr, seconds)
 
 

@@ -445,3 +445,40 @@ def test_ctrl_c_is_held_while_an_epoch_is_saved():
         save()
     assert done == ["saved"]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_all_ignore_batches_neither_nan_the_loss_nor_the_weights() -> None:
+    """A batch without one labelled pixel (sparse labels, e.g. Indian Pines) is skipped:
+    its loss would be NaN, and one NaN step would silently poison every weight."""
+    from types import SimpleNamespace
+
+    from geoseg.models.architectures import build_model
+    from geoseg.training.data import IGNORE
+    from geoseg.training.evaluate import evaluate_images
+    from geoseg.training.loop import _step
+
+    from ..conftest import tiny_spec
+
+    torch.manual_seed(0)
+    spec = tiny_spec()
+    model = build_model(spec)
+    loss_fn = make_loss("ce", n_classes=spec.n_classes, ignore_index=IGNORE)
+    x = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
+    empty = np.full((32, 32), IGNORE, np.uint8)
+    labelled = np.zeros((32, 32), np.uint8)
+    chips = [(x, empty)] * 4 + [(x, labelled)] * 4
+    _, val_loss = evaluate_images(model, chips, spec.n_classes, loss_fn=loss_fn, batch_size=4)
+    assert math.isfinite(val_loss)
+    _, only_empty = evaluate_images(model, chips[:4], spec.n_classes, loss_fn=loss_fn)
+    assert math.isnan(only_empty)  # no labelled pixel: no loss, said as NaN, not 0
+
+    run = SimpleNamespace(model=model, loss_fn=loss_fn, device=torch.device("cpu"),
+                          precision="fp32", scaler=None,
+                          config=SimpleNamespace(channels_last=False),
+                          optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    xb = torch.from_numpy(np.stack([x] * 2))
+    assert math.isnan(_step(run, xb, torch.from_numpy(np.stack([empty] * 2)).long(), 0.1))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    loss = _step(run, xb, torch.from_numpy(np.stack([labelled] * 2)).long(), 0.1)
+    assert math.isfinite(loss)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -16,11 +16,14 @@ What it does, all with the ``geoseg`` command line:
    40 longest-wave bands (1.99-2.5 um) only.
    Unlabelled ground truth (0) is label nodata.
 2. Holds out the vertical strip of columns 44-91 (48 of 145 columns; the strip that keeps 11
-   of 16 classes on both sides). ``geoseg tile`` cuts chips from the two crops left and right
-   of it, with the FULL label raster; ``geoseg train`` trains on them (niced, time-limited).
+   of 16 classes on both sides). Of the two crops beside it, the bottom third of the right
+   one (rows 97-144) is the validation block (best-epoch choice only); ``geoseg tile`` cuts
+   chips from the training crops and the validation block, with the FULL label raster;
+   ``geoseg train --val`` trains on them (niced, time-limited).
 3. ``geoseg predict`` maps the whole scene; ``geoseg score`` scores it on the held-out strip.
-4. A per-pixel random forest (scikit-learn, 200 trees) on the same training pixels (nodata
-   filled with the band's mean, as geoseg does), scored on the same held-out pixels.
+4. A per-pixel random forest (scikit-learn, 200 trees) on the same training pixels (the
+   validation block excluded; nodata filled with the band's mean, as geoseg does), scored
+   on the same held-out pixels.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ CLASSES = ("alfalfa", "corn-notill", "corn-mintill", "corn", "grass-pasture", "g
            "soybean-clean", "wheat", "woods", "buildings-grass-trees-drives",
            "stone-steel-towers")
 HELD_OUT = slice(44, 92)   # columns of the held-out strip
+VAL_ROWS = slice(97, 145)  # rows of the right crop kept for validation (model selection)
 RING, BAND_RING, RING_BANDS = 3, 10, slice(160, 200)
 NODATA, LABEL_NODATA = 0, 255
 # Every 10th band (20 of 200, 1-based ids) for both methods: 2 shared CPU cores train a
@@ -74,7 +78,8 @@ def apply_nodata(cube: npt.NDArray[np.uint16]) -> npt.NDArray[np.uint16]:
     return out
 
 
-def write(path: Path, array: npt.NDArray[np.generic], nodata: int, col0: int = 0) -> Path:
+def write(path: Path, array: npt.NDArray[np.generic], nodata: int, col0: int = 0,
+          row0: int = 0) -> Path:
     import rasterio
     from rasterio.transform import from_origin
 
@@ -82,7 +87,8 @@ def write(path: Path, array: npt.NDArray[np.generic], nodata: int, col0: int = 0
         array = array[None]
     with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1],
                        count=array.shape[0], dtype=array.dtype, nodata=nodata,
-                       crs=CRS, transform=from_origin(X0 + col0 * PIXEL, Y0, PIXEL, PIXEL),
+                       crs=CRS,
+                       transform=from_origin(X0 + col0 * PIXEL, Y0 - row0 * PIXEL, PIXEL, PIXEL),
                        tiled=False, interleave="band") as dst:
         dst.write(array)
     return path
@@ -109,14 +115,14 @@ def miou(truth: npt.NDArray[np.uint8], pred: npt.NDArray[np.uint8],
 
 
 def random_forest(scene: npt.NDArray[np.uint16], labels: npt.NDArray[np.uint8],
-                  train_cols: npt.NDArray[np.bool_], seed: int) -> npt.NDArray[np.uint8]:
-    """Per-pixel random forest on the training columns' labelled pixels; nodata filled."""
+                  train_px: npt.NDArray[np.bool_], seed: int) -> npt.NDArray[np.uint8]:
+    """Per-pixel random forest on the training area's labelled pixels; nodata filled."""
     from sklearn.ensemble import RandomForestClassifier
 
     x = scene.reshape(scene.shape[0], -1).T.astype(np.float32)
     bad = scene.reshape(scene.shape[0], -1).T == NODATA
     x[bad] = np.nan
-    fit = (labels != LABEL_NODATA).ravel() & np.broadcast_to(train_cols, labels.shape).ravel()
+    fit = (labels != LABEL_NODATA).ravel() & train_px.ravel()
     fit &= ~bad.all(axis=1)
     mean = np.nanmean(x[fit], axis=0)
     x = np.where(np.isnan(x), mean, x)
@@ -149,15 +155,20 @@ def main() -> None:
     write(o / "labels.tif", labels, LABEL_NODATA)
     write(o / "heldout_labels.tif", np.where(held, labels, LABEL_NODATA).astype(np.uint8),
           LABEL_NODATA)
-    write(o / "train_left.tif", scene[:, :, :HELD_OUT.start], NODATA)
-    write(o / "train_right.tif", scene[:, :, HELD_OUT.stop:], NODATA, col0=HELD_OUT.stop)
+    right, val = slice(0, VAL_ROWS.start), VAL_ROWS
+    crops = {"train/left": (slice(None), slice(0, HELD_OUT.start)),
+             "train/right": (right, slice(HELD_OUT.stop, None)),
+             "val/right": (val, slice(HELD_OUT.stop, None))}
     names, bands = ",".join(CLASSES), ",".join(map(str, BANDS))
-    for side in ("left", "right"):
-        geoseg("tile", o / f"train_{side}.tif", "--labels", o / "labels.tif", "-o",
-               o / "chips" / side, "--size", "32", "--stride", "16", "--class-names", names,
+    for name, (rows, cols) in crops.items():
+        crop = write(o / f"{name.replace('/', '_')}.tif", scene[:, rows, cols], NODATA,
+                     col0=cols.start or 0, row0=rows.start or 0)
+        geoseg("tile", crop, "--labels", o / "labels.tif", "-o", o / "chips" / name,
+               "--size", "32", "--stride", "16", "--class-names", names,
                "--bands", bands, "--overwrite", "-q")
     t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    log = geoseg("train", o / "chips", "-o", o / "model.safetensors", "--class-names", names,
+    log = geoseg("train", o / "chips" / "train", "--val", o / "chips" / "val", "-o",
+                 o / "model.safetensors", "--class-names", names,
                  "--model", "unet", "--backbone", "resnet18", "--arch-param", "encoder_depth=3",
                  "--arch-param", "decoder_channels=[64,32,16]", "--crop-size", "32",
                  "--tile-size", "32", "--overlap", "8", "--batch-size", "16",
@@ -178,7 +189,9 @@ def main() -> None:
 
     with rasterio.open(o / "map.tif") as src:
         pred = src.read(1)
-    rf = random_forest(scene[np.array(BANDS) - 1], labels, ~held, a.seed)
+    train_px = ~held
+    train_px[VAL_ROWS, HELD_OUT.stop:] = False  # the validation block: not training data
+    rf = random_forest(scene[np.array(BANDS) - 1], labels, train_px, a.seed)
     valid = held & (labels != LABEL_NODATA) & (pred != LABEL_NODATA)
     rows = [("geoseg (U-Net, 3-stage ResNet-18, tile+train+predict)", *miou(labels, pred, valid)),
             ("random forest, 200 trees, per pixel", *miou(labels, rf, valid))]

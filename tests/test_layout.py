@@ -23,11 +23,7 @@ SHARED = {"io", "classmap", "metrics", "errors", "progress", "_atomic"}
 MAX_LINES = 500
 
 #: Unit -> unit imports allowed although they close a cycle, with the reason.
-CYCLE_EXCEPTIONS = {
-    ("models", "prediction"): "models.onnx_bundle.export_onnx lazily calls "
-    "prediction.engines.export_network (the ONNX export of a torch bundle); it moves to "
-    "models/ when the engines work lands, which owns prediction/engines.py",
-}
+CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 #: Modules allowed over MAX_LINES, with the reason (none today).
 LONG_EXCEPTIONS: dict[str, str] = {}

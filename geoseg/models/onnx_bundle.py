@@ -169,7 +169,7 @@ def export_onnx(bundle: str | os.PathLike[str], output: str | os.PathLike[str], 
     imported bundle gives back the bytes it was imported from.
     """
     from geoseg.models import resolve_model
-    from geoseg.prediction.engines import export_network
+    from geoseg.models.export import export_network
 
     loaded = resolve_model(bundle)
     data = loaded.onnx if loaded.onnx is not None else export_network(

@@ -72,7 +72,9 @@ def make_scene(path: Path, size: int, image: Path | None = None, seed: int = 0) 
     tex = _texture(image, np.random.default_rng(seed))
     th, tw = tex.shape[1:]
     profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
-               "crs": "EPSG:32640", "transform": Affine(0.5, 0, 300000, 0, -0.5, 2800000),
+               # 1 m: the shipped models' GSD, so `--resample auto` runs them natively (a
+               # finer scene would be resampled, i.e. fewer tiles than the torchgeo loop runs)
+               "crs": "EPSG:32640", "transform": Affine(1.0, 0, 300000, 0, -1.0, 2800000),
                "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
                "BIGTIFF": "IF_SAFER"}
     cols = np.arange(size) % (2 * tw)

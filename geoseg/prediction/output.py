@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -215,4 +216,10 @@ class PartialOutput:
             if p is not None:
                 p.unlink(missing_ok=True)
                 p.with_name(p.name + ".aux.xml").unlink(missing_ok=True)
-        shutil.rmtree(self.tails_dir, ignore_errors=True)
+        # A cancelled run's stage-1 thread may still be saving one chunk's tails while the
+        # tree is removed (rmtree then leaves the directory with that file): retry briefly.
+        for _ in range(50):
+            shutil.rmtree(self.tails_dir, ignore_errors=True)
+            if not self.tails_dir.exists():
+                break
+            time.sleep(0.05)

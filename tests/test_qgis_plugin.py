@@ -573,3 +573,16 @@ def test_pyqgis_segment_legend_vectorize_score_cancel(
 
 def test_no_qgis_in_this_interpreter() -> None:
     assert "qgis" not in sys.modules and "qgis.core" not in sys.modules
+
+
+def test_remove_partials_removes_a_killed_runs_tails_folder(tmp_path: Path) -> None:
+    """After a SIGKILL (geoseg had no time to clean up) nothing of the run stays behind."""
+    out = tmp_path / "map.tif"
+    tails = tmp_path / ".map.tif.abc123.partial.tails"
+    tails.mkdir()
+    (tails / "0_0.npz").write_bytes(b"x")
+    (tmp_path / ".map.tif.abc123.partial.tif").write_bytes(b"x")
+    keep = tmp_path / "other.tif"
+    keep.write_bytes(b"x")
+    runner.remove_partials(str(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.tif"]

@@ -258,6 +258,9 @@ def remove_partials(output: str) -> None:
     """
     path = Path(output)
     for p in [path, *path.parent.glob(f".{path.name}*.partial*")]:
+        if p.is_dir() and not p.is_symlink():  # a chunked run's .partial.tails folder
+            shutil.rmtree(p, ignore_errors=True)
+            continue
         try:
             p.unlink()
         except FileNotFoundError:

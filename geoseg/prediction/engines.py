@@ -330,12 +330,18 @@ def _openvino_run(path: Path, hint: str, threads: int, streams: int = 1
     requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
     for _ in range(streams):
         requests.put(compiled.create_infer_request())
+    # Two threads setting inputs at once deadlocked in OpenVINO's update_inputs (batch size
+    # changing); binding a new tensor is serialised, inference still runs in parallel.
+    bind = threading.Lock()
 
     def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         request = requests.get()
         try:
-            result = request.infer({0: np.ascontiguousarray(x, np.float32)})
-            out: npt.NDArray[np.float32] = np.array(result[compiled.output(0)], np.float32)
+            data = np.ascontiguousarray(x, np.float32)
+            with bind:
+                request.set_input_tensor(ov.Tensor(data))
+            request.infer()
+            out = np.array(request.get_output_tensor(0).data, np.float32)
         finally:
             requests.put(request)
         return out

@@ -118,3 +118,14 @@ def read(path: os.PathLike[str] | str, band: int = 1) -> np.ndarray:
 
     with rasterio.open(path) as src:
         return src.read(band)
+
+
+@pytest.fixture
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """Tiny models run fastest on one thread (and do not fight other processes)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

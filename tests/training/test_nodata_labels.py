@@ -25,12 +25,7 @@ ND = -99999.0
 ORIGIN = (500000.0, 4000000.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _nodata_pair(tmp_path: Path) -> tuple[Pair, np.ndarray, np.ndarray]:

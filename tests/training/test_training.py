@@ -40,13 +40,7 @@ COLORS = {0: (60, 16, 152), 1: (132, 41, 246), 2: (110, 193, 228)}
 TINY = {"encoder_depth": 3, "decoder_channels": (32, 16, 8)}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _colour_file(tmp_path: Path, *, ignore_black: bool = True) -> Path:

@@ -126,6 +126,30 @@ def _intersect(a: tuple[int, int, int, int], rows: tuple[int, int],
     return (r0, r1), (c0, c1)
 
 
+def _mosaic(items: Sequence[Any], rows: tuple[int, int], cols: tuple[int, int],
+            fill: Any, dtype: Any,
+            decode: Callable[[Any, tuple[int, int], tuple[int, int]], npt.NDArray[Any]]
+            ) -> npt.NDArray[Any]:
+    """Paste each label item's decoded window into a ``rows x cols`` array.
+
+    Where tiles overlap, the first item (name order) holding data wins;
+    ``decode(item, rows, cols)`` reads one item's part.
+    """
+    import numpy as np
+
+    out = np.full((rows[1] - rows[0], cols[1] - cols[0]), fill, dtype=dtype)
+    for item in items:
+        inter = _intersect(item.window, rows, cols)
+        if inter is None:
+            continue
+        (r0, r1), (c0, c1) = inter
+        part = decode(item, (r0, r1), (c0, c1))
+        dst = out[r0 - rows[0]:r1 - rows[0], c0 - cols[0]:c1 - cols[0]]
+        free = dst == fill
+        dst[free] = part[free]
+    return out
+
+
 def _tile_paths(directory: Path) -> list[str]:
     paths = sorted(str(p) for p in directory.rglob("*")
                    if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)

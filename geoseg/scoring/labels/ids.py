@@ -28,6 +28,7 @@ from geoseg.scoring.labels.grid import (
     _Handles,
     _intersect,
     _labels_kind,
+    _mosaic,
     _tile_paths,
     _union,
 )
@@ -162,21 +163,14 @@ def _color_grid_labels(paths: Sequence[str], grid: _Grid,
                              f"cover the same area (and their CRSs)")
     handles = _Handles()
 
+    def decode(item: Any, rows: tuple[int, int], cols: tuple[int, int]
+               ) -> npt.NDArray[np.uint8]:
+        rgb, valid = item.read(handles, grid, rows, cols)
+        ids = colors(rgb, item.path)
+        return ids if valid is None else np.where(valid, ids, NO_LABEL).astype(np.uint8)
+
     def read(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[np.uint8]:
-        out = np.full((rows[1] - rows[0], cols[1] - cols[0]), NO_LABEL, np.uint8)
-        for item in found:
-            inter = _intersect(item.window, rows, cols)
-            if inter is None:
-                continue
-            (r0, r1), (c0, c1) = inter
-            rgb, valid = item.read(handles, grid, (r0, r1), (c0, c1))
-            ids = colors(rgb, item.path)
-            if valid is not None:
-                ids = np.where(valid, ids, NO_LABEL).astype(np.uint8)
-            dst = out[r0 - rows[0]:r1 - rows[0], c0 - cols[0]:c1 - cols[0]]
-            free = dst == NO_LABEL  # mosaic: the first tile (name order) holding data wins
-            dst[free] = ids[free]
-        return out
+        return _mosaic(found, rows, cols, NO_LABEL, np.uint8, decode)
 
     return GridLabels(description, _union([f.window for f in found]), read,
                       close=handles.close)

@@ -28,8 +28,8 @@ from geoseg.scoring.classes import ScoreClasses
 from geoseg.scoring.labels.grid import (
     _Grid,
     _Handles,
-    _intersect,
     _Labels,
+    _mosaic,
     _union,
     _window_of_bounds,
 )
@@ -253,27 +253,18 @@ def _raster_source(paths: Sequence[str], grid: _Grid, class_ids: Sequence[int],
                             f"not overlap the prediction and were skipped")
     lock = threading.Lock()
 
+    def decode(item: Any, rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[Any]:
+        data, valid = item.read(handles, grid, rows, cols)
+        codes = recode.codes(data, encode(data, class_ids, nodata=item.nodata,
+                                          valid=valid, ignore_index=ignore_index))
+        if codes.max() == n + 2:  # unknown values: remember a few for the message
+            bad = np.unique(data[codes == n + 2])[:8]
+            with lock:
+                labels.values_seen.update(bad.tolist())
+        return codes
+
     def read_codes(rows: tuple[int, int], cols: tuple[int, int]) -> npt.NDArray[Any]:
-        out = np.full((rows[1] - rows[0], cols[1] - cols[0]), nodata_code, dtype=dtype)
-        for item in found:
-            inter = _intersect(item.window, rows, cols)
-            if inter is None:
-                continue
-            (r0, r1), (c0, c1) = inter
-            data, valid = item.read(handles, grid, (r0, r1), (c0, c1))
-            codes = recode.codes(data, encode(data, class_ids, nodata=item.nodata,
-                                              valid=valid, ignore_index=ignore_index))
-            if codes.max() == n + 2:  # unknown values: remember a few for the message
-                bad = np.unique(data[codes == n + 2])[:8]
-                with lock:
-                    labels.values_seen.update(bad.tolist())
-            dst = out[r0 - rows[0]:r1 - rows[0], c0 - cols[0]:c1 - cols[0]]
-            if len(found) == 1:
-                dst[...] = codes
-            else:  # mosaic: the first tile (name order) holding data wins
-                free = dst == nodata_code
-                dst[free] = codes[free]
-        return out
+        return _mosaic(found, rows, cols, nodata_code, dtype, decode)
 
     labels.read = read_codes
     return labels

@@ -318,3 +318,20 @@ def test_concurrent_callers_get_the_same_probabilities(tiny_bundle: Path, engine
     with ThreadPoolExecutor(2) as pool:
         parts = list(pool.map(shared.forward_tiles, [tiles[:4], tiles[4:]]))
     np.testing.assert_allclose(np.concatenate(parts), alone, atol=1e-4)
+
+
+@pytest.mark.timeout(240)
+def test_openvino_two_streams_with_partial_batches_do_not_hang(tiny_bundle: Path,
+                                                               tmp_path: Path) -> None:
+    """Many small chunks on two dask threads, batches of changing size: both OpenVINO streams
+    set inputs at once. A predict hung once in update_inputs like this under heavy load; the
+    hang did not reproduce on demand, so this is a smoke test of the path (timeout = fail)."""
+    pytest.importorskip("openvino")
+    cmap = make_class_map((145, 145), n_classes=N_CLASSES, block=24, seed=4)
+    scene = make_geotiff(tmp_path / "s.tif", make_scene(cmap, seed=4), nodata=None)
+    for k in range(3):
+        r = predict(scene, tmp_path / f"o{k}.tif", model=tiny_bundle, engine="openvino",
+                    tile_size=32, overlap=8, batch_size=3, chunk_tiles=2)
+        assert r.n_tiles > 20 and " openvino " in r.path
+    assert (rasterio.open(tmp_path / "o0.tif").read(1) ==
+            rasterio.open(tmp_path / "o2.tif").read(1)).all()

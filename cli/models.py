@@ -29,4 +29,5 @@ def models(as_json: bool) -> None:
         al = [k for k, v in aliases.items() if v == a]
         click.echo(f"  {a}" + (f"  (alias: {', '.join(al)})" if al else ""))
     click.echo("\nBackbones: any segmentation_models_pytorch encoder (resnet18, mobilenet_v2, "
-               "efficientnet-b0, ...), or any timm model as tu-NAME.")
+               "efficientnet-b0, ...), or any timm model as tu-NAME; pixel (per-pixel "
+               "network for multispectral data) takes none.")

@@ -41,6 +41,36 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _backbone(architecture: str, backbone: str | None, *, check: bool) -> str:
+    """Return the backbone to record: ``none`` without an encoder, else a checked name."""
+    from geoseg.errors import InputError
+    from geoseg.models.architectures import (
+        ARCHITECTURES,
+        ENCODER_FREE,
+        NO_BACKBONE,
+        check_backbone,
+    )
+
+    if ARCHITECTURES.canonical(architecture) in ENCODER_FREE:
+        if backbone not in (None, NO_BACKBONE):
+            raise InputError(f"--model {architecture} has no encoder: leave out --backbone")
+        return NO_BACKBONE
+    backbone = backbone or "resnet18"
+    if check:
+        check_backbone(backbone)
+    return backbone
+
+
+def _augment(no_augment: bool, jitter: float | None) -> Any:
+    from geoseg.training.augment import Augment
+
+    if no_augment:
+        return Augment(flips=False, rot90=False)
+    if jitter is None:  # radiometric jitter on camera-like imagery only (Augment.for_imagery)
+        return Augment(scale=(0.75, 1.33), brightness=0.2, contrast=0.2, camera_only=True)
+    return Augment(scale=(0.75, 1.33), brightness=jitter, contrast=jitter)
+
+
 @click.command()
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
 @options.output_opt(help="Model bundle to write (.safetensors): the best epoch.")
@@ -60,7 +90,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
                                     "masks, or the ids of names in --label-field).")
 @click.option("--model", "architecture", default="unet", show_default=True,
               help="Architecture (listed by `geoseg models`).")
-@click.option("--backbone", default="resnet18", show_default=True, help="Encoder name.")
+@click.option("--backbone", help="Encoder name.  [default: resnet18; none for pixel]")
 @click.option("--arch-param", "arch_params", multiple=True, callback=_arch_params,
               metavar="KEY=VALUE", help="Extra architecture argument (JSON value), e.g. "
                                         "decoder_channels=[128,64,32,16,16].")
@@ -87,6 +117,10 @@ def _names(value: str | None) -> tuple[str, ...] | None:
               help="Mask value that takes no part in loss and metrics.")
 @click.option("--miou-exclude", help="Class names left out of the macro mIoU.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--select", type=click.Choice(["miou", "loss"]), default="miou",
+              show_default=True, help="Keep the epoch with the highest validation mIoU, or "
+                                      "the lowest validation loss (steadier when the "
+                                      "validation set holds few classes).")
 @click.option("--patience", type=click.IntRange(1), help="Early stop after N epochs without gain.")
 @click.option("--max-minutes", type=click.FloatRange(0, min_open=True),
               help="Stop after this much training time (the schedule follows it).")
@@ -95,6 +129,9 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--overlap", type=click.IntRange(0), default=64, show_default=True)
 @click.option("--val-limit", type=click.IntRange(1), help="Use at most N validation chips.")
 @click.option("--no-augment", is_flag=True, help="No flips/rotations/jitter.")
+@click.option("--jitter", type=click.FloatRange(0, 0.9), metavar="FRACTION",
+              help="Brightness/contrast jitter range.  [default: 0.2 on 8-bit imagery of "
+                   "at most 4 bands, none on 16-bit, float or multispectral imagery]")
 @click.option("--half", is_flag=True, help="Store fp16 weights (half the file size).")
 @click.option("--gsd", type=click.FloatRange(0, min_open=True), metavar="METRES",
               help="Ground sample distance of the training imagery in metres, recorded "
@@ -113,13 +150,15 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fraction: float,
           labels: str | None,
           label_field: str | None, class_colors: str | None, class_names: str | None,
-          architecture: str, backbone: str, arch_params: dict[str, Any], weights: str | None,
+          architecture: str, backbone: str | None, arch_params: dict[str, Any], weights: str | None,
           init: str | None, freeze_backbone: int, bands: tuple[int, ...] | None,
           band_names: str | None, epochs: int, steps_per_epoch: int, batch_size: int,
           crop_size: int, lr: float, weight_decay: float, warmup_steps: int, loss: str,
           class_weights: Any, ignore_index: int | None, miou_exclude: str | None, seed: int,
-          patience: int | None, max_minutes: float | None, tile_size: int, overlap: int,
-          val_limit: int | None, no_augment: bool, half: bool, device: str, precision: str,
+          select: str, patience: int | None, max_minutes: float | None, tile_size: int,
+          overlap: int,
+          val_limit: int | None, no_augment: bool, jitter: float | None, half: bool,
+          device: str, precision: str,
           threads: int | None, workers: int, gsd: float | None, resume: bool,
           overwrite: bool, quiet: bool, progress_kind: str) -> None:
     """Train a segmentation model on labelled tiles (or a scene + labels).
@@ -135,26 +174,22 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
     geoseg train scene.tif --labels roads.gpkg --label-field class -o roads.safetensors
     """
     from geoseg.errors import InputError
-    from geoseg.models.architectures import ARCHITECTURES, check_backbone
     from geoseg.progress import make_progress
-    from geoseg.training.augment import Augment
     from geoseg.training.loop import TrainConfig
     from geoseg.training.loop import train as run
 
-    ARCHITECTURES.get(architecture)
-    if init is None:
-        check_backbone(backbone)
+    backbone = _backbone(architecture, backbone, check=init is None)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    augment = Augment(flips=False, rot90=False) if no_augment else \
-        Augment(scale=(0.75, 1.33), brightness=0.2, contrast=0.2)
+    augment = _augment(no_augment, jitter)
     config = TrainConfig(
         architecture=architecture, backbone=backbone, arch_params=arch_params, epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop_size=crop_size, lr=lr,
         weight_decay=weight_decay, warmup_steps=warmup_steps, loss=loss,
-        class_weights=class_weights, ignore_index=ignore_index, seed=seed, patience=patience,
+        class_weights=class_weights, ignore_index=ignore_index, seed=seed, select=select,
+        patience=patience,
         max_minutes=max_minutes, freeze_backbone=freeze_backbone, device=device,
         precision=precision, tile_size=tile_size, overlap=overlap, val_limit=val_limit,
         miou_exclude=_names(miou_exclude) or (), augment=augment, half=half,

@@ -2,7 +2,8 @@
 
 Architectures are segmentation_models_pytorch models (all of them), registered under
 lower-case names with friendly aliases (``deeplab`` -> ``deeplabv3plus``), plus the classic
-FCN-8s/16s/32s and SegNet (:mod:`geoseg.models.classic`). Third parties
+FCN-8s/16s/32s and SegNet (:mod:`geoseg.models.classic`) and the per-pixel network for
+multispectral data (:mod:`geoseg.models.pixel`). Third parties
 add their own through the ``geoseg.architectures`` entry-point group: the entry point is a
 callable ``build(spec: ModelSpec) -> torch.nn.Module``.
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import BundleError
 from geoseg.models.classic import build_fcn, build_segnet
+from geoseg.models.pixel import NO_BACKBONE, build_pixel
 from geoseg.models.registry import Registry, suggest
 
 if TYPE_CHECKING:
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
 
     from geoseg.models.spec import ModelSpec
 
-__all__ = ["ARCHITECTURES", "ArchBuilder", "backbone_names", "build_model", "check_backbone"]
+__all__ = ["ARCHITECTURES", "ENCODER_FREE", "NO_BACKBONE", "ArchBuilder", "backbone_names",
+           "build_model", "check_backbone"]
 
 ArchBuilder = Callable[["ModelSpec"], "nn.Module"]
 
@@ -73,6 +76,11 @@ ARCHITECTURES.register("fcn", aliases=("fcn8s",))(build_fcn(8))
 ARCHITECTURES.register("fcn16s")(build_fcn(16))
 ARCHITECTURES.register("fcn32s")(build_fcn(32))
 ARCHITECTURES.register("segnet")(build_segnet)
+# per-pixel networks for multispectral data (geoseg.models.pixel): no encoder, no backbone
+ARCHITECTURES.register("pixel")(build_pixel)
+
+#: Architectures without an encoder: their backbone is recorded as ``NO_BACKBONE``.
+ENCODER_FREE = frozenset({"pixel"})
 
 
 def backbone_names() -> list[str]:

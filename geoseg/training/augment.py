@@ -9,7 +9,7 @@ so a chip is reproducible from its seed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,9 @@ class Augment:
         Range of the scale jitter: a crop of ``size / s`` pixels is resized to ``size``.
     brightness, contrast : float
         Relative jitter ranges (0 disables); for optical bands.
+    camera_only : bool
+        Apply brightness/contrast only to camera-like imagery (8-bit, at most 4 bands):
+        see :meth:`for_imagery`.
     """
 
     flips: bool = True
@@ -39,6 +42,34 @@ class Augment:
     scale: tuple[float, float] = (1.0, 1.0)
     brightness: float = 0.0
     contrast: float = 0.0
+    camera_only: bool = False
+
+    def for_imagery(self, dtype: Any, n_bands: int) -> Augment:
+        """Return these settings as they apply to ``dtype`` imagery of ``n_bands`` bands.
+
+        A brightness jitter of 20% moves a band by 20% of its mean. On 8-bit RGB that is
+        about 0.4 of the band's spread, a plausible change of light; on reflectance or
+        radiance (16-bit, float, many bands), whose spread is a few percent of the mean, it
+        is several spreads and swamps the spectral differences between classes (Indian
+        Pines, per-pixel network: held-out mIoU 0.33 without it, 0.14 with it). So with
+        ``camera_only`` the radiometric jitter is dropped for anything but 8-bit imagery of
+        at most 4 bands.
+        """
+        if not self.camera_only:
+            return self
+        camera = np.dtype(dtype) == np.uint8 and n_bands <= 4
+        return replace(self, camera_only=False,
+                       brightness=self.brightness if camera else 0.0,
+                       contrast=self.contrast if camera else 0.0)
+
+    def describe(self) -> str:
+        """One phrase for the start-up block."""
+        parts = [name for name, on in (("flips", self.flips), ("rot90", self.rot90)) if on]
+        if self.scale != (1.0, 1.0):
+            parts.append(f"scale {self.scale[0]:g}-{self.scale[1]:g}")
+        if self.brightness or self.contrast:
+            parts.append(f"brightness {self.brightness:g}, contrast {self.contrast:g}")
+        return ", ".join(parts) or "none"
 
 
 def _resize(image: npt.NDArray[Any], mask: npt.NDArray[np.uint8], size: int

@@ -29,6 +29,7 @@ class TrainConfig:
     ignore_index: int | None = None
     seed: int = 0
     patience: int | None = None
+    select: str = "miou"  # the best epoch: highest val "miou" or lowest val "loss"
     max_minutes: float | None = None
     freeze_backbone: int = 0
     device: str = "auto"
@@ -38,7 +39,7 @@ class TrainConfig:
     val_limit: int | None = None
     miou_exclude: tuple[str, ...] = ()
     augment: Augment = field(default_factory=lambda: Augment(
-        scale=(0.75, 1.33), brightness=0.2, contrast=0.2))
+        scale=(0.75, 1.33), brightness=0.2, contrast=0.2, camera_only=True))
     half: bool = False
     channels_last: bool = True
     workers: int = 0

@@ -183,7 +183,8 @@ def _epochs(run: _Run, state: dict[str, Any], progress: Progress
             if timed_out:
                 return history, f"time limit {cfg.max_minutes} min reached"
             if cfg.patience is not None and state["bad_epochs"] >= cfg.patience:
-                return history, f"early stop: no val mIoU gain in {cfg.patience} epochs"
+                what = "loss drop" if cfg.select == "loss" else "mIoU gain"
+                return history, f"early stop: no val {what} in {cfg.patience} epochs"
     return history, "all epochs done"
 
 
@@ -280,11 +281,19 @@ def _record(run: _Run, r: EpochResult, progress: Progress, tb: Any) -> None:
 
 
 def _save_epoch(run: _Run, r: EpochResult, state: dict[str, Any]) -> None:
-    """Save the bundle when the epoch is the best so far, then the checkpoint."""
+    """Save the bundle when the epoch is the best so far, then the checkpoint.
+
+    Best is the highest validation mIoU, or with ``select="loss"`` the lowest validation
+    loss (steadier where the validation set holds few classes).
+    """
     miou_key = -1.0 if math.isnan(r.miou) else r.miou
-    if miou_key > state["best_miou"]:
-        state.update(best_miou=miou_key, best_epoch=r.epoch, best_iou=list(r.iou),
-                     bad_epochs=0)
+    if run.config.select == "loss":
+        key = -r.val_loss if math.isfinite(r.val_loss) else -math.inf
+    else:
+        key = miou_key
+    if key > state.get("best_key", state["best_miou"]):
+        state.update(best_key=key, best_miou=miou_key, best_epoch=r.epoch,
+                     best_iou=list(r.iou), bad_epochs=0)
         from geoseg.models.bundle import save_bundle
 
         save_bundle(run.out, run.model, run.spec.with_(provenance=_provenance(run, r, state)),

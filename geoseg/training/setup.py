@@ -159,9 +159,12 @@ def _setup(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledIma
                      gsd_m=math.nan if config.gsd is None else float(config.gsd))
     torch.manual_seed(config.seed)
     model, spec, init_info = _build(config, spec, weights, init)
-    # --init takes the architecture from the bundle: record that, not the CLI defaults
-    config = dataclasses.replace(config, architecture=spec.architecture,
-                                 backbone=spec.backbone, arch_params=dict(spec.arch_params))
+    # --init takes the architecture from the bundle: record that, not the CLI defaults;
+    # the augmentation as it applies to this imagery (radiometric jitter: camera-like only)
+    config = dataclasses.replace(
+        config, architecture=spec.architecture, backbone=spec.backbone,
+        arch_params=dict(spec.arch_params),
+        augment=config.augment.for_imagery(train_images[0].image.dtype, n_bands))
     spec = spec.with_(input_dtype=train_images[0].image.dtype.name,  # for predict's check
                       input_range=image_range([im.image for im in train_images],
                                               [im.valid for im in train_images]))
@@ -190,7 +193,8 @@ def _setup(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledIma
 
 
 def _initial_state() -> dict[str, Any]:
-    return {"epoch": 0, "step": 0, "elapsed_s": 0.0, "best_miou": -1.0, "best_epoch": 0,
+    return {"epoch": 0, "step": 0, "elapsed_s": 0.0, "best_miou": -1.0,
+            "best_key": -math.inf, "best_epoch": 0,
             "best_iou": [], "bad_epochs": 0, "history": []}
 
 
@@ -205,7 +209,7 @@ def _announce(run: _Run, progress: Progress, n_train: int, n_val: int,
                  f"({split}); {len(run.names)} classes; gsd {gsd}")
     progress.log(f"device {run.device.type}, precision {run.precision}, engine eager; "
                  f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps of batch "
-                 f"{cfg.batch_size}")
+                 f"{cfg.batch_size}; augment: {cfg.augment.describe()}")
     resumed = f", resuming after epoch {state['epoch']}" if state["epoch"] else ""
     progress.log(f"output {run.out} (metrics {run.metrics_csv.name}{resumed})")
 

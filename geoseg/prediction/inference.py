@@ -34,6 +34,8 @@ from geoseg.errors import BundleError, GeosegError, GeosegWarning, InputError
 from geoseg.prediction.config import Engine, InferenceConfig, Precision
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from geoseg.models.bundle import Bundle
@@ -326,6 +328,9 @@ class Predictor:
             head = head_model(bundle, tile=self.tile, overlap=self.config.overlap_px,
                               blend=self.config.blend, window=self.window_np)
             streams, threads = engine_threads(self.callers)
+            if self.engine == "openvino" and self.precision == "bf16" and \
+                    self.config.precision == "auto":  # bf16 is not faster on every CPU
+                self.precision = self._faster_openvino_precision(bundle, head, streams * threads)
             self._runner = build_runner(self.engine, self.precision, head, threads=threads,
                                         streams=streams, calibration=calibration,
                                         calibration_source=self.config.calibration,
@@ -340,6 +345,14 @@ class Predictor:
                 raise BundleError(f"{self.engine} cannot compile {bundle.name}: "
                                   f"{type(exc).__name__}: {str(exc).strip()[:200]}") from None
             self._fall_back_to_torch(f"{type(exc).__name__}")
+
+    def _faster_openvino_precision(self, bundle: Bundle, head: Path, threads: int) -> str:
+        from geoseg.prediction.probe import faster_openvino_precision
+
+        choice, _ = faster_openvino_precision(
+            head, batch=self.batch_size, n_bands=bundle.spec.n_bands, tile=self.tile,
+            mean=bundle.spec.mean, std=bundle.spec.std, threads=threads)
+        return choice
 
     def _fall_back_to_torch(self, why: str) -> None:
         warnings.warn(f"{self.engine} could not run this model ({why}); running torch eager",

@@ -35,21 +35,20 @@ import numpy.typing as npt
 
 from geoseg.errors import BundleError, InputError
 from geoseg.models.export import export_network
+from geoseg.prediction.calibration import CALIBRATION_TILES, calibration_tiles
 
 if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
 
-__all__ = ["EXTRAS", "OnnxRunner", "build_runner", "cache_dir", "cached_head", "calibration_tiles",
-           "compose_head", "engine_available", "engine_threads", "export_network", "head_model",
-           "require_engine"]
+__all__ = ["CALIBRATION_TILES", "EXTRAS", "OnnxRunner", "build_runner", "cache_dir",
+           "cached_head", "calibration_tiles", "compose_head", "engine_available",
+           "engine_threads", "export_network", "head_model", "require_engine"]
 
 #: Engine -> (module to import, pip extra that installs it).
 EXTRAS: dict[str, tuple[str, str]] = {"openvino": ("openvino", "openvino"),
                                       "onnxruntime": ("onnxruntime", "onnx")}
 #: Name of the head graph's input (raw pixels); its output is ``probs``.
 HEAD_INPUT = "pixels"
-#: Calibration tiles drawn for int8 quantisation.
-CALIBRATION_TILES = 32
 
 Tiles = Callable[[], npt.NDArray[np.float32]]
 
@@ -262,6 +261,7 @@ class OnnxRunner:
 
 
 def _fixed_batch(path: Path) -> int | None:
+    """Return the static batch size of the graph at ``path`` (``None``: dynamic)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -295,25 +295,25 @@ def build_runner(engine: str, precision: str, head: Path, *, threads: int, strea
     remaining float layers in bf16.
     """
     require_engine(engine)
-    fixed = _fixed_batch(head)
     if precision == "int8":
         if calibration is None:
             raise InputError("int8 needs calibration tiles (the scene or --calibration DIR)")
         key = f"{head.stem}-{_calibration_key(calibration_source)}"
         head = (_quantize_openvino if engine == "openvino" else _quantize_onnxruntime)(
-            head, key, calibration, fixed)
+            head, key, calibration, _fixed_batch(head))
     if engine == "openvino":
         hint = "bf16" if precision == "bf16" or (precision == "int8" and bf16_native) \
             else "f32"
-        return OnnxRunner(_openvino_run(head, hint, threads, streams), fixed, head)
+        return OnnxRunner(*_openvino_run(head, hint, threads, streams), head)
     if precision == "bf16":
         raise InputError("onnxruntime has no bf16 CPU kernels; use --engine openvino or "
                          "--precision fp32")
-    return OnnxRunner(_onnxruntime_run(head, threads), fixed, head)
+    return OnnxRunner(*_onnxruntime_run(head, threads), head)
 
 
 def _openvino_run(path: Path, hint: str, threads: int, streams: int = 1
-                  ) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+                  ) -> tuple[Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
+                             int | None]:
     import queue
 
     import openvino as ov
@@ -346,11 +346,13 @@ def _openvino_run(path: Path, hint: str, threads: int, streams: int = 1
             requests.put(request)
         return out
 
-    return run
+    dim = compiled.inputs[0].get_partial_shape()[0]
+    return run, (dim.get_length() if dim.is_static else None)
 
 
 def _onnxruntime_run(path: Path, threads: int
-                     ) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+                     ) -> tuple[Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
+                                int | None]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -367,7 +369,8 @@ def _onnxruntime_run(path: Path, threads: int
         out = session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
         return np.asarray(out, np.float32)
 
-    return run
+    dim = session.get_inputs()[0].shape[0]
+    return run, (dim if isinstance(dim, int) and dim > 0 else None)
 
 
 # --- int8 -----------------------------------------------------------------------------------
@@ -451,49 +454,3 @@ def _head_nodes(head: Path) -> list[str]:
 
     model = onnx.load(str(head))
     return [n.name for n in model.graph.node if n.name.startswith("geoseg_head_")]
-
-
-_RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".jpg", ".jpeg", ".png")
-
-
-def calibration_tiles(source: str, bands: tuple[int, ...], spec: Any, tile: int,
-                      n: int = CALIBRATION_TILES) -> npt.NDArray[np.float32]:
-    """``n`` raw tiles ``(n, B, tile, tile)`` spread evenly over ``source``.
-
-    ``source`` is a raster (the scene) or a directory of rasters; ``bands`` are 1-based
-    (empty: the first ``spec.n_bands``). Nodata pixels become the band mean, as in
-    prediction.
-    """
-    from geoseg.io import fill_nodata, open_scene, read_window
-
-    p = Path(source)
-    files = [str(f) for f in sorted(p.iterdir()) if f.suffix.lower() in _RASTER_SUFFIXES] \
-        if p.is_dir() else [source]
-    if not files:
-        raise InputError(f"no raster (*.tif, *.vrt, *.jpg, ...) in calibration directory "
-                         f"{source}")
-    chosen = tuple(bands) or tuple(range(1, spec.n_bands + 1))
-    mean = np.asarray(spec.mean, np.float32)[:, None, None]
-    out: list[npt.NDArray[np.float32]] = []
-    per_file = max(1, -(-n // len(files)))
-    for path in files:
-        scene = open_scene(path)
-        if scene.count < max(chosen):
-            raise InputError(f"calibration raster {path} has {scene.count} bands; the model "
-                             f"reads bands {','.join(map(str, chosen))}")
-        for y, x in _spread(scene.height, scene.width, tile, per_file):
-            data, valid = read_window(scene.path, chosen, (y, y + tile), (x, x + tile),
-                                      with_mask=True)
-            t = np.broadcast_to(mean, (len(chosen), tile, tile)).copy()
-            h, w = data.shape[1:]
-            t[:, :h, :w] = fill_nodata(data, valid, spec.mean)[0]  # as predict fills
-            out.append(t)
-    return np.stack(out[:n]).astype(np.float32)
-
-
-def _spread(height: int, width: int, tile: int, n: int) -> list[tuple[int, int]]:
-    """Up to ``n`` tile origins on an even grid over a ``height x width`` raster."""
-    side = max(1, int(np.ceil(np.sqrt(n))))
-    ys = np.linspace(0, max(0, height - tile), side).astype(int)
-    xs = np.linspace(0, max(0, width - tile), side).astype(int)
-    return [(int(y), int(x)) for y in ys for x in xs][:n]

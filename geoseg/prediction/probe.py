@@ -51,11 +51,10 @@ def faster_openvino_precision(head: Path, *, batch: int, n_bands: int, tile: int
                               threads: int) -> tuple[str, dict[str, Any]]:
     """Return the faster OpenVINO precision for ``head`` here and its timing record.
 
-    ``batch`` is the run's batch size (a head with a fixed batch dimension uses its own).
+    ``batch`` is the run's batch size (a head with a static batch dimension uses its own).
     """
-    from geoseg.prediction.engines import _fixed_batch, _locked, _tmp_name, cache_dir
+    from geoseg.prediction.engines import _locked, _tmp_name, cache_dir
 
-    batch = _fixed_batch(head) or batch
     path = cache_dir() / "openvino" / "precision.json"
     key = f"{cpu_fingerprint()}|{head.stem}|b{batch}|t{threads}"
     record = _read(path).get(key)
@@ -95,15 +94,17 @@ def _time_both(head: Path, *, batch: int, n_bands: int, tile: int, mean: tuple[f
     core = ov.Core()
     blobs = cache_dir() / "openvino" / "compiled"
     blobs.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    x = (np.asarray(mean, np.float32)[None, :, None, None]
-         + np.asarray(std, np.float32)[None, :, None, None]
-         * rng.standard_normal((batch, n_bands, tile, tile), dtype=np.float32))
-    requests = {}
+    requests, x = {}, None
     for name, hint in (("fp32", "f32"), ("bf16", "bf16")):
         compiled = core.compile_model(str(head), "CPU", {
             "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": 1, "CACHE_DIR": str(blobs), "PERFORMANCE_HINT": "LATENCY"})
+        if x is None:  # pixels around the model's mean, in its batch size if it has one
+            dim = compiled.inputs[0].get_partial_shape()[0]
+            shape = (dim.get_length() if dim.is_static else batch, n_bands, tile, tile)
+            x = (np.asarray(mean, np.float32)[None, :, None, None]
+                 + np.asarray(std, np.float32)[None, :, None, None]
+                 * np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
         request = compiled.create_infer_request()
         request.infer({0: x})  # warm-up: first-call allocations
         requests[name] = request

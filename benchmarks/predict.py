@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -231,7 +232,9 @@ def startup(work: Path, args: argparse.Namespace) -> None:
     """One-tile predicts in fresh processes: cold and cached export, and eager fp32."""
     scene = make_scene(work / "scene_512.tif", 512, args.image)
     env_cache = os.environ.get("GEOSEG_CACHE")
-    os.environ["GEOSEG_CACHE"] = str(work / "startup_cache")  # a cold cache, then warm
+    cache = work / "startup_cache"
+    shutil.rmtree(cache, ignore_errors=True)  # a cold cache (a reused --workdir keeps it)
+    os.environ["GEOSEG_CACHE"] = str(cache)  # then warm
     try:
         cold = end_to_end(scene, work / "s_cold.tif", args, "auto", "auto")
         warm = [end_to_end(scene, work / "s_warm.tif", args, "auto", "auto")

@@ -6,8 +6,9 @@ values into weighted class probabilities. Engines (:func:`resolve_engine`):
 
 - ``openvino`` / ``onnxruntime`` (CPU; optional extras): the network exported once to ONNX
   and cached (:mod:`geoseg.prediction.engines`); fp32, bf16 (OpenVINO, where the CPU has
-  native bf16) or int8 (quantised on calibration tiles). ``auto`` prefers them on CPU, in
-  that order: they run the shipped models 2-4x faster than torch eager there;
+  native bf16; ``auto`` precision keeps it only where it measured faster than fp32, see
+  :mod:`geoseg.prediction.probe`) or int8 (quantised on calibration tiles). ``auto`` prefers
+  them on CPU, in that order: they run the shipped models 2-4x faster than torch eager there;
 - ``eager`` torch: on ``cuda`` with fp16/bf16 autocast, pinned host buffers and
   non-blocking copies; on CPU in bf16 autocast only where the CPU computes bf16 natively
   (AMX / AVX512-BF16; elsewhere bf16 is emulated and slower than fp32), else fp32;

@@ -302,14 +302,17 @@ def stage1(job: ChunkJob) -> tuple[npt.NDArray[np.float32], ...]:
         batch = np.stack([x[:, y:y + t, xo:xo + t] for y, xo in group])
         probs = forward(batch)
         for (y, xo), p in zip(group, probs, strict=True):
+            # np.add(out=view), not ``acc[...] += x``: that also assigns the summed view
+            # back onto itself, a second full copy of every tile (~10% of a run's samples)
+            scores, weight = acc[:c, y:y + t, xo:xo + t], acc[c, y:y + t, xo:xo + t]
             weighted = p
             if valid is not None:  # nodata pixels get no weight (in place: no temporaries)
                 v = valid[y:y + t, xo:xo + t]
                 weighted = np.multiply(p, v, out=p if p.flags.writeable else None)
-                acc[c, y:y + t, xo:xo + t] += window * v
+                np.add(weight, window * v, out=weight)
             else:
-                acc[c, y:y + t, xo:xo + t] += window
-            acc[:c, y:y + t, xo:xo + t] += weighted
+                np.add(weight, window, out=weight)
+            np.add(scores, weighted, out=scores)
     return _split(job, acc[:, :fh, :fw], len(offsets), band_valid)
 
 

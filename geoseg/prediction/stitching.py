@@ -53,12 +53,13 @@ def combine_chunk(core: npt.NDArray[np.float32],
     ``left`` that of the chunk to the left, ``corner`` that of the chunk above-left.
     ``core`` is modified in place and returned.
     """
-    if top is not None:
-        core[:, : top.shape[1], :] += top
-    if left is not None:
-        core[:, :, : left.shape[2]] += left
-    if corner is not None:
-        core[:, : corner.shape[1], : corner.shape[2]] += corner
+    # np.add(out=view): ``core[...] += x`` would also copy the summed view onto itself
+    for tail, view in ((top, None if top is None else core[:, : top.shape[1], :]),
+                       (left, None if left is None else core[:, :, : left.shape[2]]),
+                       (corner, None if corner is None else
+                        core[:, : corner.shape[1], : corner.shape[2]])):
+        if tail is not None and view is not None:
+            np.add(view, tail, out=view)
     return core
 
 

@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
 
 __all__ = ["CALIBRATION_TILES", "EXTRAS", "OnnxRunner", "build_runner", "cache_dir",
-           "cached_head", "calibration_tiles", "compose_head", "engine_available",
-           "engine_threads", "export_network", "head_model", "require_engine"]
+           "cached_head", "calibration_tiles", "compile_openvino", "compose_head",
+           "engine_available", "engine_threads", "export_network", "head_model",
+           "require_engine"]
 
 #: Engine -> (module to import, pip extra that installs it).
 EXTRAS: dict[str, tuple[str, str]] = {"openvino": ("openvino", "openvino"),
@@ -311,6 +312,19 @@ def build_runner(engine: str, precision: str, head: Path, *, threads: int, strea
     return OnnxRunner(*_onnxruntime_run(head, threads), head)
 
 
+def compile_openvino(path: Path, hint: str, threads: int, streams: int = 1) -> Any:
+    """Compile ``path`` for the CPU at ``hint`` (``f32|bf16``), compiled blob cached."""
+    import openvino as ov
+
+    blobs = cache_dir() / "openvino" / "compiled"
+    blobs.mkdir(parents=True, exist_ok=True)
+    return ov.Core().compile_model(str(path), "CPU", {
+        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads * streams,
+        "NUM_STREAMS": streams, "CACHE_DIR": str(blobs),
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+    })
+
+
 def _openvino_run(path: Path, hint: str, threads: int, streams: int = 1
                   ) -> tuple[Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
                              int | None]:
@@ -318,14 +332,7 @@ def _openvino_run(path: Path, hint: str, threads: int, streams: int = 1
 
     import openvino as ov
 
-    core = ov.Core()
-    blobs = cache_dir() / "openvino" / "compiled"
-    blobs.mkdir(parents=True, exist_ok=True)
-    compiled = core.compile_model(str(path), "CPU", {
-        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads * streams,
-        "NUM_STREAMS": streams, "CACHE_DIR": str(blobs),
-        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
-    })
+    compiled = compile_openvino(path, hint, threads, streams)
     # One infer request per stream; a caller borrows one (waits while all are busy).
     requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
     for _ in range(streams):

@@ -87,18 +87,11 @@ def _read(path: Path) -> dict[str, Any]:
 def _time_both(head: Path, *, batch: int, n_bands: int, tile: int, mean: tuple[float, ...],
                std: tuple[float, ...], threads: int) -> dict[str, float]:
     """Best-of-rounds seconds per batch in each precision, the two interleaved."""
-    import openvino as ov
+    from geoseg.prediction.engines import compile_openvino
 
-    from geoseg.prediction.engines import cache_dir
-
-    core = ov.Core()
-    blobs = cache_dir() / "openvino" / "compiled"
-    blobs.mkdir(parents=True, exist_ok=True)
     requests, x = {}, None
     for name, hint in (("fp32", "f32"), ("bf16", "bf16")):
-        compiled = core.compile_model(str(head), "CPU", {
-            "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": 1, "CACHE_DIR": str(blobs), "PERFORMANCE_HINT": "LATENCY"})
+        compiled = compile_openvino(head, hint, threads)  # as the run compiles it
         if x is None:  # pixels around the model's mean, in its batch size if it has one
             dim = compiled.inputs[0].get_partial_shape()[0]
             shape = (dim.get_length() if dim.is_static else batch, n_bands, tile, tile)

@@ -291,7 +291,9 @@ def _save_epoch(run: _Run, r: EpochResult, state: dict[str, Any]) -> None:
         key = -r.val_loss if math.isfinite(r.val_loss) else -math.inf
     else:
         key = miou_key
-    if key > state.get("best_key", state["best_miou"]):
+    # checkpoints from before --select hold no best_key: their best is an mIoU
+    best = state.get("best_key", state["best_miou"] if run.config.select == "miou" else -math.inf)
+    if key > best:
         state.update(best_key=key, best_miou=miou_key, best_epoch=r.epoch,
                      best_iou=list(r.iou), bad_epochs=0)
         from geoseg.models.bundle import save_bundle

@@ -53,10 +53,10 @@ def faster_openvino_precision(head: Path, *, batch: int, n_bands: int, tile: int
 
     ``batch`` is the run's batch size (a head with a static batch dimension uses its own).
     """
-    from geoseg.prediction.engines import _locked, _tmp_name, cache_dir
+    from geoseg.prediction.engines import OPENVINO_TILE_BATCH, _locked, _tmp_name, cache_dir
 
     path = cache_dir() / "openvino" / "precision.json"
-    key = f"{cpu_fingerprint()}|{head.stem}|b{batch}|t{threads}"
+    key = f"{cpu_fingerprint()}|{head.stem}|b{batch}|t{threads}|s{OPENVINO_TILE_BATCH}"
     record = _read(path).get(key)
     if record is not None:
         return str(record["choice"]), record
@@ -89,15 +89,16 @@ def _time_both(head: Path, *, batch: int, n_bands: int, tile: int, mean: tuple[f
     """Best-of-rounds seconds per batch in each precision, the two interleaved."""
     from geoseg.prediction.engines import compile_openvino
 
-    requests, x = {}, None
+    requests, x, calls = {}, None, 1
     for name, hint in (("fp32", "f32"), ("bf16", "bf16")):
         compiled = compile_openvino(head, hint, threads)  # as the run compiles it
-        if x is None:  # pixels around the model's mean, in its batch size if it has one
-            dim = compiled.inputs[0].get_partial_shape()[0]
-            shape = (dim.get_length() if dim.is_static else batch, n_bands, tile, tile)
+        if x is None:  # pixels around the model's mean, in its compiled batch size
+            step = compiled.inputs[0].get_partial_shape()[0].get_length()
+            calls = max(1, batch // step)  # a run's batch goes through in `calls` calls
             x = (np.asarray(mean, np.float32)[None, :, None, None]
                  + np.asarray(std, np.float32)[None, :, None, None]
-                 * np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
+                 * np.random.default_rng(0).standard_normal((step, n_bands, tile, tile),
+                                                            dtype=np.float32))
         request = compiled.create_infer_request()
         request.infer({0: x})  # warm-up: first-call allocations
         requests[name] = request
@@ -105,6 +106,7 @@ def _time_both(head: Path, *, batch: int, n_bands: int, tile: int, mean: tuple[f
     for _ in range(_ROUNDS):
         for name, request in requests.items():
             t0 = time.perf_counter()
-            request.infer({0: x})
+            for _ in range(calls):
+                request.infer({0: x})
             best[name] = min(best[name], time.perf_counter() - t0)
     return best

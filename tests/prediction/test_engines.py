@@ -335,3 +335,24 @@ def test_openvino_two_streams_with_partial_batches_do_not_hang(tiny_bundle: Path
         assert r.n_tiles > 20 and " openvino " in r.path
     assert (rasterio.open(tmp_path / "o0.tif").read(1) ==
             rasterio.open(tmp_path / "o2.tif").read(1)).all()
+
+
+def test_openvino_runs_any_batch_tile_by_tile(tiny_bundle: Path) -> None:
+    """The OpenVINO graph is compiled for a static batch of one tile; a caller's batch of any
+    size runs tile by tile and gives what ONNX Runtime's dynamic-batch graph gives."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    from geoseg.models.bundle import load_bundle
+    from geoseg.prediction.inference import Predictor
+
+    bundle = load_bundle(tiny_bundle)
+    tiles = np.random.default_rng(1).integers(0, 255, (5, 3, 128, 128)).astype(np.float32)
+    ov_pred = Predictor(bundle, InferenceConfig(engine="openvino", precision="fp32",
+                                                batch_size=3))
+    reference = Predictor(bundle, InferenceConfig(engine="onnxruntime", precision="fp32",
+                                                  batch_size=5)).forward_tiles(tiles)
+    assert engines.OPENVINO_TILE_BATCH == 1
+    for n in (1, 3, 5):  # one call, a full batch, a batch and a partial one
+        got = ov_pred.forward_tiles(tiles[:n])
+        assert got.shape == (n, *reference.shape[1:])
+        np.testing.assert_allclose(got, reference[:n], atol=1e-4)

@@ -61,14 +61,26 @@ def _backbone(architecture: str, backbone: str | None, *, check: bool) -> str:
     return backbone
 
 
-def _augment(no_augment: bool, jitter: float | None) -> Any:
+def _augment(no_augment: bool, jitter: float | None, scale: tuple[float, float]) -> Any:
     from geoseg.training.augment import Augment
 
     if no_augment:
         return Augment(flips=False, rot90=False)
     if jitter is None:  # radiometric jitter on camera-like imagery only (Augment.for_imagery)
-        return Augment(scale=(0.75, 1.33), brightness=0.2, contrast=0.2, camera_only=True)
-    return Augment(scale=(0.75, 1.33), brightness=jitter, contrast=jitter)
+        return Augment(scale=scale, brightness=0.2, contrast=0.2, camera_only=True)
+    return Augment(scale=scale, brightness=jitter, contrast=jitter)
+
+
+def _scale_range(ctx: click.Context, param: click.Parameter, value: str
+                 ) -> tuple[float, float]:
+    """``MIN,MAX`` -> a scale-jitter range (0 < MIN <= MAX <= 8)."""
+    try:
+        lo, hi = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected MIN,MAX (e.g. 0.5,2), got {value!r}") from None
+    if not 0 < lo <= hi <= 8:
+        raise click.BadParameter(f"need 0 < MIN <= MAX <= 8, got {value!r}")
+    return lo, hi
 
 
 @click.command()
@@ -132,6 +144,11 @@ def _augment(no_augment: bool, jitter: float | None) -> Any:
 @click.option("--jitter", type=click.FloatRange(0, 0.9), metavar="FRACTION",
               help="Brightness/contrast jitter range.  [default: 0.2 on 8-bit imagery of "
                    "at most 4 bands, none on 16-bit, float or multispectral imagery]")
+@click.option("--scale-jitter", "scale_jitter", default="0.75,1.33", show_default=True,
+              metavar="MIN,MAX", callback=_scale_range,
+              help="Random zoom of the training crops: a crop of crop-size/s pixels is "
+                   "resized (area-averaged when shrinking) to crop-size, s uniform in "
+                   "[MIN, MAX]. s < 1 shows objects smaller, as at a coarser GSD.")
 @click.option("--half", is_flag=True, help="Store fp16 weights (half the file size).")
 @click.option("--gsd", type=click.FloatRange(0, min_open=True), metavar="METRES",
               help="Ground sample distance of the training imagery in metres, recorded "
@@ -157,7 +174,8 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
           class_weights: Any, ignore_index: int | None, miou_exclude: str | None, seed: int,
           select: str, patience: int | None, max_minutes: float | None, tile_size: int,
           overlap: int,
-          val_limit: int | None, no_augment: bool, jitter: float | None, half: bool,
+          val_limit: int | None, no_augment: bool, jitter: float | None,
+          scale_jitter: tuple[float, float], half: bool,
           device: str, precision: str,
           threads: int | None, workers: int, gsd: float | None, resume: bool,
           overwrite: bool, quiet: bool, progress_kind: str) -> None:
@@ -183,7 +201,7 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
         import torch
 
         torch.set_num_threads(threads)
-    augment = _augment(no_augment, jitter)
+    augment = _augment(no_augment, jitter, scale_jitter)
     config = TrainConfig(
         architecture=architecture, backbone=backbone, arch_params=arch_params, epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop_size=crop_size, lr=lr,

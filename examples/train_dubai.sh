@@ -15,6 +15,7 @@
 #                  in all, plus ~5 min of held-out scoring)
 #   MODELS="deeplab unet"   which models to train
 #   RESUME=1       continue interrupted runs in OUT_DIR (their checkpoints sit beside them)
+#   SCALE=MIN,MAX  scale jitter of the crops (default 0.75,1.33; train --scale-jitter)
 #   INIT=DIR       a further stage: start each model from DIR/<model>.safetensors (a finished
 #                  earlier stage) instead of ImageNet, with LR (default 1e-3) as peak rate
 # The shipped models are OUT_DIR/{deeplab,unet}.safetensors; copy them into
@@ -55,7 +56,8 @@ common=(--class-colors "$here/dubai_classes.json" --band-names red,green,blue
         --miou-exclude unlabeled --crop-size 256 --batch-size 8 --steps-per-epoch 50
         --epochs 200 --max-minutes "$minutes" --lr "${LR:-1e-3}" --warmup-steps 50 --loss ce+dice
         --class-weights auto --tile-size 512 --overlap 64 --seed 0 --half
-        --backbone tu-tf_efficientnet_lite0 --weights "$weights" --gsd 1.0)
+        --backbone tu-tf_efficientnet_lite0 --weights "$weights" --gsd 1.0
+        --scale-jitter "${SCALE:-0.75,1.33}")
 resume=()
 [ "${RESUME:-0}" = 1 ] && resume=(--resume)
 

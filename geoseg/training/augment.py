@@ -79,7 +79,9 @@ def _resize(image: npt.NDArray[Any], mask: npt.NDArray[np.uint8], size: int
 
     img = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None]
     msk = torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()
-    img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+    # shrinking averages (antialias), as predict's resampling does for a coarser GSD
+    img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=img.shape[-1] > size)
     msk = F.interpolate(msk, size=(size, size), mode="nearest")
     return img[0].numpy(), msk[0, 0].numpy().astype(np.uint8)
 

@@ -40,10 +40,10 @@ from geoseg.prediction.calibration import CALIBRATION_TILES, calibration_tiles
 if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
 
-__all__ = ["CALIBRATION_TILES", "EXTRAS", "OnnxRunner", "build_runner", "cache_dir",
-           "cached_head", "calibration_tiles", "compile_openvino", "compose_head",
+__all__ = ["CALIBRATION_TILES", "EXTRAS", "OPENVINO_TILE_BATCH", "OnnxRunner", "build_runner",
+           "cache_dir", "cached_head", "calibration_tiles", "compile_openvino", "compose_head",
            "engine_available", "engine_threads", "export_network", "head_model",
-           "require_engine"]
+           "openvino_model", "require_engine"]
 
 #: Engine -> (module to import, pip extra that installs it).
 EXTRAS: dict[str, tuple[str, str]] = {"openvino": ("openvino", "openvino"),
@@ -320,23 +320,34 @@ def build_runner(engine: str, precision: str, head: Path, *, threads: int, strea
 OPENVINO_TILE_BATCH = 1
 
 
-def compile_openvino(path: Path, hint: str, threads: int, streams: int = 1) -> Any:
-    """Compile ``path`` for the CPU at ``hint`` (``f32|bf16``), compiled blob cached.
+def openvino_model(path: Path) -> tuple[Any, bool]:
+    """Read ``path`` for OpenVINO: ``(model, batch_was_dynamic)``.
 
     A dynamic batch dimension is fixed to :data:`OPENVINO_TILE_BATCH`; a graph with a static
     batch keeps its own.
     """
     import openvino as ov
 
-    blobs = cache_dir() / "openvino" / "compiled"
-    blobs.mkdir(parents=True, exist_ok=True)
-    core = ov.Core()
-    model = core.read_model(str(path))
+    model = ov.Core().read_model(str(path))
     shape = model.inputs[0].get_partial_shape()
-    if shape.rank.is_static and shape[0].is_dynamic:
+    dynamic = bool(shape.rank.is_static and shape[0].is_dynamic)
+    if dynamic:
         shape[0] = OPENVINO_TILE_BATCH
         model.reshape({model.inputs[0]: shape})
-    return core.compile_model(model, "CPU", {
+    return model, dynamic
+
+
+def compile_openvino(path: Path, hint: str, threads: int, streams: int = 1,
+                     model: Any = None) -> Any:
+    """Compile ``path`` for the CPU at ``hint`` (``f32|bf16``), the compiled blob cached.
+
+    ``model`` is :func:`openvino_model`'s reading of ``path`` when the caller has it.
+    """
+    import openvino as ov
+
+    blobs = cache_dir() / "openvino" / "compiled"
+    blobs.mkdir(parents=True, exist_ok=True)
+    return ov.Core().compile_model(openvino_model(path)[0] if model is None else model, "CPU", {
         "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads * streams,
         "NUM_STREAMS": streams, "CACHE_DIR": str(blobs),
         "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
@@ -348,10 +359,8 @@ def _openvino_run(path: Path, hint: str, threads: int, streams: int = 1
                              int | None]:
     import queue
 
-    import openvino as ov
-
-    dynamic = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()[0].is_dynamic
-    compiled = compile_openvino(path, hint, threads, streams)
+    model, dynamic = openvino_model(path)
+    compiled = compile_openvino(path, hint, threads, streams, model)
     step = compiled.inputs[0].get_partial_shape()[0].get_length()
     out_shape = tuple(compiled.outputs[0].get_partial_shape().to_shape())[1:]
     # One infer request per stream; a caller borrows one (waits while all are busy).

@@ -54,12 +54,15 @@ def combine_chunk(core: npt.NDArray[np.float32],
     ``core`` is modified in place and returned.
     """
     # np.add(out=view): ``core[...] += x`` would also copy the summed view onto itself
-    for tail, view in ((top, None if top is None else core[:, : top.shape[1], :]),
-                       (left, None if left is None else core[:, :, : left.shape[2]]),
-                       (corner, None if corner is None else
-                        core[:, : corner.shape[1], : corner.shape[2]])):
-        if tail is not None and view is not None:
-            np.add(view, tail, out=view)
+    if top is not None:
+        view = core[:, : top.shape[1], :]
+        np.add(view, top, out=view)
+    if left is not None:
+        view = core[:, :, : left.shape[2]]
+        np.add(view, left, out=view)
+    if corner is not None:
+        view = core[:, : corner.shape[1], : corner.shape[2]]
+        np.add(view, corner, out=view)
     return core
 
 

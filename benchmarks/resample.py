@@ -1,0 +1,103 @@
+"""Benchmark ``--resample``: Banepa buildings (0.13 m aerial) vs OSM, footprints and blocks.
+
+Each model predicts ``banepa/mosaic.tif`` (3072x4096, ~0.13 m) with each ``--resample``
+setting through ``geoseg.prediction.pipeline.predict`` (the code behind ``geoseg predict``).
+Its ``building`` pixels are scored against the OSM footprints rasterized on the same grid
+(``mosaic_buildings_mask.tif``) and, because the Dubai masks the shipped models learned from
+draw a dense residential block as one building polygon (streets apart, the gaps between
+houses are building), also against "blocks": the footprints closed over gaps narrower than
+``G`` metres (dilate by G/2, erode by G/2; Euclidean distance transforms). The gap widths are
+a fixed sweep, not tuned: the table shows how the ranking of the settings depends on which
+labelling convention one scores against.
+
+Usage::
+
+    python benchmarks/resample.py                       # deeplab and unet, off vs auto
+    python benchmarks/resample.py --models deeplab --resample off auto 0.5 --gaps 2 4 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from scipy import ndimage
+
+from geoseg.prediction.pipeline import predict
+
+HERE = Path(__file__).resolve().parent
+
+
+def blocks(footprints: np.ndarray, gap_px: float) -> np.ndarray:
+    """Close ``footprints`` (bool) over gaps narrower than ``gap_px`` pixels."""
+    if gap_px <= 0:
+        return footprints
+    radius = gap_px / 2
+    dilated = ndimage.distance_transform_edt(~footprints) <= radius
+    return ndimage.distance_transform_edt(dilated) > radius
+
+
+def building_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """IoU, precision and recall of ``pred`` (bool) against ``truth`` (bool)."""
+    tp = int(np.count_nonzero(pred & truth))
+    fp = int(np.count_nonzero(pred & ~truth))
+    fn = int(np.count_nonzero(~pred & truth))
+    return {"iou": tp / max(tp + fp + fn, 1), "precision": tp / max(tp + fp, 1),
+            "recall": tp / max(tp + fn, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path,
+                        default=HERE.parents[1] / "shared" / "data" / "banepa")
+    parser.add_argument("--models", nargs="+", default=["deeplab", "unet"])
+    parser.add_argument("--resample", nargs="+", default=["off", "auto"])
+    parser.add_argument("--gaps", type=float, nargs="+", default=[0, 2, 4, 8],
+                        help="gap widths in metres closed to make blocks (0 = footprints)")
+    args = parser.parse_args()
+    scene = args.data / "mosaic.tif"
+    with rasterio.open(args.data / "mosaic_buildings_mask.tif") as src:
+        footprints = src.read(1) > 0
+    with rasterio.open(scene) as src:
+        # Pixel size in metres at the scene centre (EPSG:4326, degrees; spherical is enough
+        # for choosing a gap width in pixels).
+        lat = np.radians((src.bounds.top + src.bounds.bottom) / 2)
+        metres = 6_371_008.8 * np.radians(1.0)
+        px = float(np.sqrt(src.res[0] * np.cos(lat) * metres * src.res[1] * metres))
+    truths = {g: blocks(footprints, g / px) for g in args.gaps}
+    shares = {g: round(float(t.mean()), 3) for g, t in truths.items()}
+    print(f"pixel {px:.3f} m; building share of the labels by gap (m): {shares}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="geoseg-resample-") as tmp:
+        for model in args.models:
+            for setting in args.resample:
+                out = Path(tmp) / f"{model}_{setting}.tif"
+                resample: str | float = setting if setting in ("off", "auto") else float(setting)
+                start = time.perf_counter()
+                predict(scene, out, model=model, resample=resample, overwrite=True)
+                seconds = time.perf_counter() - start
+                with rasterio.open(out) as src:
+                    names = src.tags()["class_names"].split(",")
+                    building = src.read(1) == names.index("building")
+                    working = src.tags().get("working_gsd_m", f"{px:.2f} (native)")
+                for gap, truth in truths.items():
+                    row = {"model": model, "resample": setting, "working_gsd_m": working,
+                           "gap_m": gap, "seconds": round(seconds, 1)}
+                    row.update({k: round(v, 3) for k, v in
+                                building_scores(building, truth).items()})
+                    rows.append(row)
+                    print(json.dumps(row))
+    print("\n| model | --resample | gap closed (m) | building IoU | precision | recall |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['resample']} | {r['gap_m']:g} | {r['iou']:.3f} "
+              f"| {r['precision']:.3f} | {r['recall']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -95,6 +95,7 @@ class PartialOutput:
         self.journal = output.with_name(f".{output.name}.partial.json")
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
         self._lock = threading.Lock()
+        self._discarded = False
         self.done: set[tuple[int, int]] = set()
         token = self._load() if resume else None
         self.resumed = len(self.done)
@@ -166,6 +167,10 @@ class PartialOutput:
         """Write one finished chunk's block, then journal it. Thread-safe."""
         win = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
         with self._lock:
+            if self._discarded:
+                # A cancelled run's worker finishing a chunk after discard(): appending
+                # would recreate the journal beside the output.
+                return 0
             # Open and close per block: closing flushes GDAL's cache, so the journal
             # never lists a chunk whose pixels are not in the file.
             with _open(self.tmp_class, "r+") as dst:
@@ -211,11 +216,13 @@ class PartialOutput:
         self.discard()
 
     def discard(self) -> None:
-        """Remove every temporary file of this output."""
-        for p in (self.tmp_class, self.tmp_prob, self.journal):
-            if p is not None:
-                p.unlink(missing_ok=True)
-                p.with_name(p.name + ".aux.xml").unlink(missing_ok=True)
+        """Remove every temporary file of this output; later writes are dropped."""
+        with self._lock:  # waits for a write in progress; none starts after it
+            self._discarded = True
+            for p in (self.tmp_class, self.tmp_prob, self.journal):
+                if p is not None:
+                    p.unlink(missing_ok=True)
+                    p.with_name(p.name + ".aux.xml").unlink(missing_ok=True)
         # A cancelled run's stage-1 thread may still be saving one chunk's tails while the
         # tree is removed (rmtree then leaves the directory with that file): retry briefly.
         for _ in range(50):

@@ -165,3 +165,22 @@ def test_workers_run_is_quiet_and_shuts_down_cleanly(tmp_path: Path, scene_path:
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("wrote "), run.stderr  # the summary only
     assert "killed by signal" not in run.stderr
+
+
+def test_write_after_discard_leaves_nothing(tmp_path: Path) -> None:
+    """A cancelled run's worker that finishes a chunk after the cleanup writes nothing.
+
+    Appending its journal line used to recreate ``.OUT.partial.json`` beside the output
+    (seen as a flaky SIGTERM test in CI).
+    """
+    from geoseg.io import open_scene
+    from geoseg.prediction.output import PartialOutput
+
+    scene = open_scene(make_geotiff(tmp_path / "s.tif", shape=(3, 64, 64)))
+    partial = PartialOutput(tmp_path / "o.tif", None, scene, 3, {"k": 1}, resume=False)
+    block = np.zeros((1, 32, 32), np.uint8)
+    assert partial.write(0, 0, (0, 32), (0, 32), block) == 32 * 32
+    assert partial.journal.exists()
+    partial.discard()
+    assert partial.write(0, 1, (0, 32), (32, 64), block) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]

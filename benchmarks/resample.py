@@ -28,7 +28,15 @@ import numpy as np
 import rasterio
 from scipy import ndimage
 
+from geoseg.io import open_scene
+from geoseg.metrics import (
+    confusion_counts,
+    iou_per_class,
+    precision_per_class,
+    recall_per_class,
+)
 from geoseg.prediction.pipeline import predict
+from geoseg.prediction.resample import scene_gsd
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,12 +51,13 @@ def blocks(footprints: np.ndarray, gap_px: float) -> np.ndarray:
 
 
 def building_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """IoU, precision and recall of ``pred`` (bool) against ``truth`` (bool)."""
-    tp = int(np.count_nonzero(pred & truth))
-    fp = int(np.count_nonzero(pred & ~truth))
-    fn = int(np.count_nonzero(~pred & truth))
-    return {"iou": tp / max(tp + fp + fn, 1), "precision": tp / max(tp + fp, 1),
-            "recall": tp / max(tp + fn, 1)}
+    """IoU, precision and recall of ``pred`` (bool) against ``truth`` (bool).
+
+    The same confusion-matrix code as ``geoseg score`` (:mod:`geoseg.metrics`).
+    """
+    cm = confusion_counts(truth.view(np.uint8), pred.view(np.uint8), [0, 1]).matrix
+    return {"iou": float(iou_per_class(cm)[1]), "precision": float(precision_per_class(cm)[1]),
+            "recall": float(recall_per_class(cm)[1])}
 
 
 def main() -> None:
@@ -61,14 +70,14 @@ def main() -> None:
                         help="gap widths in metres closed to make blocks (0 = footprints)")
     args = parser.parse_args()
     scene = args.data / "mosaic.tif"
+    grid = open_scene(scene)
     with rasterio.open(args.data / "mosaic_buildings_mask.tif") as src:
+        if (src.crs, src.transform, src.shape) != (grid.crs, grid.transform, grid.shape):
+            raise SystemExit("the building mask is not on the scene's grid")
         footprints = src.read(1) > 0
-    with rasterio.open(scene) as src:
-        # Pixel size in metres at the scene centre (EPSG:4326, degrees; spherical is enough
-        # for choosing a gap width in pixels).
-        lat = np.radians((src.bounds.top + src.bounds.bottom) / 2)
-        metres = 6_371_008.8 * np.radians(1.0)
-        px = float(np.sqrt(src.res[0] * np.cos(lat) * metres * src.res[1] * metres))
+    px = scene_gsd(grid)  # the rule --resample uses
+    if px is None:
+        raise SystemExit(f"{scene} has no CRS: its pixel size in metres is unknown")
     truths = {g: blocks(footprints, g / px) for g in args.gaps}
     shares = {g: round(float(t.mean()), 3) for g, t in truths.items()}
     print(f"pixel {px:.3f} m; building share of the labels by gap (m): {shares}")

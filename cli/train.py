@@ -153,6 +153,19 @@ def _scale_range(ctx: click.Context, param: click.Parameter, value: str
 @click.option("--gsd", type=click.FloatRange(0, min_open=True), metavar="METRES",
               help="Ground sample distance of the training imagery in metres, recorded "
                    "in the bundle.")
+@click.option("--target", type=click.Choice(["classes", "instances"]), default="classes",
+              show_default=True,
+              help="instances: learn separate buildings; the building class becomes "
+                   "building (interior), building_boundary and building_contact (where "
+                   "footprints touch), so `geoseg vectorize` gives one polygon per roof. "
+                   "Any architecture; vector labels give one footprint per feature.")
+@click.option("--instance-class", default="building", show_default=True, metavar="NAME",
+              help="With --target instances: the class split into instances.")
+@click.option("--boundary-px", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="With --target instances: boundary band width inside a footprint, px.")
+@click.option("--contact-px", type=click.IntRange(1, 64), default=3, show_default=True,
+              help="With --target instances: footprint pixels this close to another "
+                   "footprint are contact, px.")
 @options.device_opt
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               default="auto", show_default=True,
@@ -177,7 +190,8 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
           val_limit: int | None, no_augment: bool, jitter: float | None,
           scale_jitter: tuple[float, float], half: bool,
           device: str, precision: str,
-          threads: int | None, workers: int, gsd: float | None, resume: bool,
+          threads: int | None, workers: int, gsd: float | None, target: str,
+          instance_class: str, boundary_px: int, contact_px: int, resume: bool,
           overwrite: bool, quiet: bool, progress_kind: str) -> None:
     """Train a segmentation model on labelled tiles (or a scene + labels).
 
@@ -193,6 +207,7 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
     """
     from geoseg.errors import InputError
     from geoseg.progress import make_progress
+    from geoseg.training.instances import InstanceTarget
     from geoseg.training.loop import TrainConfig
     from geoseg.training.loop import train as run
 
@@ -211,7 +226,9 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
         max_minutes=max_minutes, freeze_backbone=freeze_backbone, device=device,
         precision=precision, tile_size=tile_size, overlap=overlap, val_limit=val_limit,
         miou_exclude=_names(miou_exclude) or (), augment=augment, half=half,
-        workers=workers, gsd=gsd)
+        workers=workers, gsd=gsd,
+        instances=InstanceTarget(instance_class, boundary_px, contact_px)
+        if target == "instances" else None)
     progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind,
                              unit="step")
     kw: dict[str, Any] = {"config": config, "weights": weights, "init": init,

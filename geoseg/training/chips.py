@@ -322,6 +322,10 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     size = block or max(cfg.crop_size * 4, cfg.tile_size)
     blocks, names = scene_blocks(scene, labels, block=size, label_field=label_field,
                                  bands=bands, class_names=class_names, table=colors)
+    if cfg.instances is not None:  # each vector feature is one footprint
+        from geoseg.training.instances import with_vector_instances
+
+        blocks = with_vector_instances(blocks, scene, labels)
     ids = sorted({int(v) for b in blocks for v in np.unique(b.mask) if v != IGNORE})
     if not ids:
         raise InputError(f"labels {labels} mark no pixel of {scene}")

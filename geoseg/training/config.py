@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.training.augment import Augment
+from geoseg.training.instances import InstanceTarget
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,8 @@ class TrainConfig:
     channels_last: bool = True
     workers: int = 0
     gsd: float | None = None  # metres per pixel of the training imagery (recorded)
+    #: train the instance target (interior/boundary/contact) of a class instead of it
+    instances: InstanceTarget | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,6 +282,9 @@ class LabeledImage:
     valid: npt.NDArray[np.bool_] | None = None
     #: ``(row, col, height, width)`` in the scene, for blocks cut from one scene.
     window: tuple[int, int, int, int] | None = None
+    #: (H, W) footprint id per pixel (0: none), e.g. one per vector polygon, for the
+    #: instance target (:mod:`geoseg.training.instances`); None: not known.
+    instances: npt.NDArray[Any] | None = None
 
     def model_input(self, mean: Sequence[float], rows: slice = slice(None),
                     cols: slice = slice(None)) -> npt.NDArray[np.float32]:

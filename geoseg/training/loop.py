@@ -128,6 +128,11 @@ def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage
     out = Path(output)
     check_output(out, overwrite=resume or overwrite)
     progress = progress or NullProgress()
+    if config.instances is not None:  # interior / boundary / contact classes
+        from geoseg.training.instances import instance_images
+
+        train_images, _ = instance_images(train_images, table, config.instances)
+        val_images, table = instance_images(val_images, table, config.instances)
     run = _setup(train_images, val_images, table, out, config=config, bands=bands,
                  weights=weights, init=init, provenance=provenance or {})
     state = _initial_state()
@@ -320,6 +325,8 @@ def _provenance(run: _Run, r: EpochResult, state: dict[str, Any]) -> dict[str, A
         "miou_classes": [names[k] for k in run.include],
         "class_weights": run.class_weights,
         "config": _config_json(run.config),
+        **({} if run.config.instances is None else  # what the classes mean (vectorize)
+           {"target": run.config.instances.provenance()}),
         "command": " ".join(sys.argv) if sys.argv else "",
         **run.init_info,
     }

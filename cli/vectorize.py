@@ -98,6 +98,27 @@ def _names(
     help="1-based band of CLASSMAP to read (default 1), e.g. one class's probability.",
 )
 @click.option(
+    "--split-instances/--no-split-instances",
+    default=None,
+    help="One polygon per building on the map of a model trained with --target "
+    "instances (default: whenever the map has building_boundary/building_contact "
+    "classes); --no-split-instances: one per connected building region.",
+)
+@click.option(
+    "--seed-erosion",
+    type=click.IntRange(0, 64),
+    default=0,
+    metavar="PX",
+    help="Instances: erode the building interiors by PX pixels before splitting.",
+)
+@click.option(
+    "--min-seed",
+    type=click.IntRange(0),
+    default=0,
+    metavar="PX",
+    help="Instances: interiors smaller than PX pixels are not buildings of their own.",
+)
+@click.option(
     "--dst-crs", metavar="EPSG:XXXX", help="Write in this CRS (default: the map's)."
 )
 @click.option(
@@ -128,6 +149,9 @@ def vectorize(
     probabilities: str | None,
     threshold: float | None,
     band: int | None,
+    split_instances: bool | None,
+    seed_erosion: int,
+    min_seed: int,
     dst_crs: str | None,
     chunk_size: int,
     workers: int | None,
@@ -142,6 +166,7 @@ def vectorize(
     geoseg vectorize map.tif --classes building --regularize --min-area 10 -o b.gpkg
     geoseg vectorize map.tif --classes building --centerlines -o city.gpkg
     geoseg vectorize probs.tif --band 2 --threshold 0.5 -o buildings.gpkg
+    geoseg vectorize map.tif --classes building --split-instances -o roofs.gpkg
     """
     from geoseg.progress import make_progress
     from geoseg.vector.pipeline import vectorize_to_file
@@ -169,6 +194,9 @@ def vectorize(
         band=band,
         chunk_size=chunk_size,
         workers=workers,
+        split_instances=split_instances,
+        seed_erosion=seed_erosion,
+        min_seed=min_seed,
     )
     if not quiet and progress_kind != "json":
         click.echo(result.summary(), err=True)

@@ -371,6 +371,7 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
     from geoseg.io import class_colormap
     from geoseg.models import resolve_model
     from geoseg.models.bundle import Bundle
+    from geoseg.vector.instances import instance_tags
 
     out_path, prob_path, preview_path, vector_path = paths
     # Spec and sha256 only: the torch network is built when an engine needs it (an ONNX
@@ -426,6 +427,7 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
         **({} if scaled is None else {"working_gsd_m": f"{scaled.gsd:.6g}"}),
         **ClassMapInfo(tuple(class_ids), tuple(spec.class_names()),
                        tuple(c.color for c in spec.classes)).to_tags(),
+        **instance_tags(spec),  # a --target instances model: vectorize splits buildings
     }
     progress.log(f"model={bundle.name} size={src.width}x{src.height} bands={len(chosen)} "
                  f"crs={src.crs.to_string() if src.crs else 'none'} tiles={grid.n_tiles}"

@@ -106,6 +106,9 @@ def vectorize(
     chunk_size: int = 2048,
     workers: int | None = None,
     progress: Progress | None = None,
+    split_instances: bool | None = None,
+    seed_erosion: int = 0,
+    min_seed: int = 0,
 ) -> gpd.GeoDataFrame:
     """Polygons of the selected classes of a class map, merged exactly across chunks.
 
@@ -158,6 +161,18 @@ def vectorize(
         client is used instead when there is one.
     progress : Progress, optional
         Receives one unit per chunk.
+    split_instances : bool, optional
+        Maps of a model trained with ``--target instances`` (classes ``building``,
+        ``building_boundary``, ``building_contact``: the map's ``instance_classes`` tag,
+        or those names): selecting ``building`` gives one polygon per building, the
+        three classes together, split between the interior regions
+        (:mod:`geoseg.vector.instances`). None (default): split when the map has such
+        classes; False: one polygon per connected building region; True: require them.
+    seed_erosion : int
+        With instance splitting: erode the interior regions by this many pixels first.
+    min_seed : int
+        With instance splitting: interior regions smaller than this many pixels are no
+        buildings of their own.
 
     Returns
     -------
@@ -200,7 +215,9 @@ def vectorize(
                           min_area=min_area, fill_holes=fill_holes,
                           connectivity=connectivity, regularize=regularize,
                           centerlines=centerlines, probabilities=probabilities,
-                          chunk_size=chunk_size, workers=workers, progress=progress)
+                          chunk_size=chunk_size, workers=workers, progress=progress,
+                          split_instances=split_instances, seed_erosion=seed_erosion,
+                          min_seed=min_seed)
 
 
 def _vectorize(
@@ -219,10 +236,14 @@ def _vectorize(
     chunk_size: int,
     workers: int | None,
     progress: Progress,
+    split_instances: bool | None = None,
+    seed_erosion: int = 0,
+    min_seed: int = 0,
 ) -> gpd.GeoDataFrame:
     import geopandas as gpd
     from dask.delayed import delayed
 
+    from geoseg.vector.instances import select_instances, vectorize_instances
     from geoseg.vector.polygonize import merge_pieces, polygonize_chunk
 
     scene = open_class_map(class_map)
@@ -232,6 +253,10 @@ def _vectorize(
         nodata = NODATA_CLASS
     lut_size = 256 if scene.dtype == "uint8" else 65536
     selected = selection(table, classes, all_classes, nodata, lut_size)
+    groups, selected = select_instances(scene, table, selected, split_instances)
+    if groups and probabilities is not None:
+        raise InputError("--probabilities (mean_confidence) does not go with building "
+                         "instances; pass --no-split-instances or leave it out")
     roads = road_classes(table, centerlines) if centerlines is not False else []
     prob_path, prob_bands = _probability_bands(scene, table, probabilities)
     specs, grid = _chunks(scene, chunk_size)
@@ -257,7 +282,15 @@ def _vectorize(
             del merged
         else:
             geoms, cls, mean_prob = np.empty(0, object), np.empty(0, np.int64), None
-        coverage = len(np.unique(cls)) > 1  # neighbours of different classes
+        if groups:  # one polygon per building; touching ones share an edge
+            more, more_cls = vectorize_instances(
+                scene, groups, split=split_instances is not False,
+                seed_erosion=seed_erosion, min_seed=min_seed, connectivity=connectivity,
+                chunk_size=chunk_size, workers=workers, progress=progress)
+            geoms = np.concatenate([geoms, more])
+            cls = np.concatenate([cls, more_cls])
+        # neighbours of different classes, or buildings that touch: a coverage
+        coverage = len(np.unique(cls)) > 1 or (bool(groups) and len(cls) > 1)
         if simplify > 0 and coverage:
             # Shared edges must hold the same vertices for coverage_simplify (GDAL
             # leaves out T-junction vertices): a vertex at every pixel corner, exact in

@@ -8,6 +8,7 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import itertools
 import logging
@@ -48,8 +49,34 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, delivered like Ctrl-C so every ``finally`` removes partial outputs."""
 
 
+#: Seconds a stopped run may spend removing its partial outputs before it is ended anyway.
+STOP_GRACE_S = 20
+
+
+def _arm_stop_watchdog() -> None:
+    """End the process ``STOP_GRACE_S`` after a stop signal, whatever its threads are doing.
+
+    The clean-up after SIGTERM / Ctrl-C runs in the main thread; if it ever waited on a
+    worker stuck in an engine call, the run would be deaf to the signal. faulthandler's
+    watchdog is a C thread that needs no GIL: it calls ``_exit(1)`` when the time is up.
+    """
+    global _devnull  # noqa: PLW0603 - kept open for the watchdog's whole life
+    if _devnull is None:
+        _devnull = open(os.devnull, "w")  # noqa: SIM115
+    faulthandler.dump_traceback_later(STOP_GRACE_S, exit=True, file=_devnull)
+
+
+_devnull: Any = None
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
+    _arm_stop_watchdog()
     raise _Terminated
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _arm_stop_watchdog()
+    raise KeyboardInterrupt
 
 
 class GeosegGroup(click.Group):
@@ -74,6 +101,8 @@ class GeosegGroup(click.Group):
         try:
             if threading_is_main():
                 signal.signal(signal.SIGTERM, _on_sigterm)
+                if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                    signal.signal(signal.SIGINT, _on_sigint)
             return super().invoke(ctx)
         except GeosegError as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -354,6 +354,10 @@ def compile_openvino(path: Path, hint: str, threads: int, streams: int = 1,
     })
 
 
+#: Serialises the first touches of OpenVINO's Python bindings (see :func:`_openvino_run`).
+_OPENVINO_BINDINGS = threading.Lock()
+
+
 def _openvino_run(path: Path, hint: str, threads: int, streams: int = 1
                   ) -> tuple[Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
                              int | None]:
@@ -363,26 +367,38 @@ def _openvino_run(path: Path, hint: str, threads: int, streams: int = 1
     compiled = compile_openvino(path, hint, threads, streams, model)
     step = compiled.inputs[0].get_partial_shape()[0].get_length()
     out_shape = tuple(compiled.outputs[0].get_partial_shape().to_shape())[1:]
-    # One infer request per stream; a caller borrows one (waits while all are busy).
-    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    for _ in range(streams):
-        requests.put(compiled.create_infer_request())
+    # One infer request per stream, with numpy views of its input and output tensors; a
+    # caller borrows one (waits while all are busy). The views are taken here, once, on this
+    # thread and under a process-wide lock: the first ``Tensor.data`` runs a one-time
+    # initialisation inside OpenVINO's Python bindings (C++ static type tables built from
+    # numpy dtypes) that deadlocked when two dask threads reached it at once, one waiting on
+    # the initialisation while holding the GIL and the other holding the initialisation
+    # while waiting for the GIL (issue 21). ``run`` then never touches the bindings but for
+    # ``infer()``, which releases the GIL. Static shapes: the plugin allocates each
+    # request's tensors once, so the views stay valid for the request's life.
+    requests: queue.SimpleQueue[tuple[Any, npt.NDArray[Any], npt.NDArray[Any]]] = \
+        queue.SimpleQueue()
+    with _OPENVINO_BINDINGS:
+        for _ in range(streams):
+            request = compiled.create_infer_request()
+            requests.put((request, request.get_input_tensor(0).data,
+                          request.get_output_tensor(0).data))
 
     def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         n = len(x)
         if n % step:
             raise ValueError(f"batch of {n} tiles for a model compiled for batches of {step}")
         out = np.empty((n, *out_shape), np.float32)
-        request = requests.get()
+        slot = requests.get()
+        request, inp, res = slot
         try:
             # static shapes: the request's tensors are reused, copied into and out of
-            inp = request.get_input_tensor(0).data
             for start in range(0, n, step):
                 inp[...] = x[start:start + step]
                 request.infer()
-                out[start:start + step] = request.get_output_tensor(0).data
+                out[start:start + step] = res
         finally:
-            requests.put(request)
+            requests.put(slot)
         return out
 
     return run, (None if dynamic else step)

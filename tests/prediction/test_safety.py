@@ -103,6 +103,7 @@ FULL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.timeout(200)
 @pytest.mark.parametrize("limit", [0, 150_000])
 def test_full_disk_is_one_error_and_leaves_nothing(tmp_path: Path, scene_path: Path,
                                                    tiny_bundle: Path, limit: int) -> None:
@@ -111,7 +112,7 @@ def test_full_disk_is_one_error_and_leaves_nothing(tmp_path: Path, scene_path: P
     args = ["predict", str(scene_path), "-m", str(tiny_bundle), "-o", str(out), "--device",
             "cpu", "-q", "--resume"]
     run = subprocess.run([sys.executable, "-c", FULL, str(max(limit, 1)), *args],
-                         capture_output=True, text=True, timeout=600, check=False)
+                         capture_output=True, text=True, timeout=150, check=False)
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr, run.stderr
     last = run.stderr.strip().splitlines()[-1]

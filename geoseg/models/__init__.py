@@ -43,6 +43,9 @@ DEFAULT_MODELS: dict[str, tuple[str, str]] = {
                 "DeepLabV3+ land cover (6 classes), trained on the Dubai aerial tiles 1-6"),
     "unet": ("unet.safetensors",
              "U-Net land cover (6 classes), trained on the Dubai aerial tiles 1-6"),
+    "dynamicworld": ("dynamicworld.safetensors",
+                     "Dynamic World global land cover (9 classes), Sentinel-2 L1C at 10 m "
+                     "(Google, WRI, National Geographic; Apache-2.0)"),
 }
 
 

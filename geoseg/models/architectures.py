@@ -79,8 +79,17 @@ ARCHITECTURES.register("segnet")(build_segnet)
 # per-pixel networks for multispectral data (geoseg.models.pixel): no encoder, no backbone
 ARCHITECTURES.register("pixel")(build_pixel)
 
+
+@ARCHITECTURES.register("dynamicworld")
+def _build_dynamicworld(spec: ModelSpec) -> nn.Module:
+    """Google's Dynamic World Sentinel-2 land-cover network (geoseg.models.dynamicworld)."""
+    from geoseg.models.dynamicworld import build_dynamicworld  # imports torch: lazily
+
+    return build_dynamicworld(spec)
+
+
 #: Architectures without an encoder: their backbone is recorded as ``NO_BACKBONE``.
-ENCODER_FREE = frozenset({"pixel"})
+ENCODER_FREE = frozenset({"pixel", "dynamicworld"})
 
 
 def backbone_names() -> list[str]:

@@ -170,6 +170,7 @@ def spec_summary(spec: ModelSpec) -> str:
         f"mean: {list(spec.mean)}",
         f"std: {list(spec.std)}",
         f"tile size: {spec.tile_size}  overlap: {spec.overlap}  gsd: {spec.gsd_m} m",
+        *([f"input: {spec.input_kind}"] if spec.input_kind else []),
         "classes:",
         *(f"  {c.id:>3}  {c.name:<20} #{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}"
           for c in spec.classes),

@@ -56,6 +56,11 @@ class ModelSpec:
         Per band, the 1st and 99th percentiles of the training images' valid pixels
         (raw values); predict warns when a scene is far from them
         (:mod:`geoseg.models.value_range`). None for bundles that predate it.
+    input_kind : str or None
+        What the input pixels are, in words, when it matters beyond the bands' names
+        (``"Sentinel-2 L1C top-of-atmosphere reflectance x 10000 (0-10000)"``): the
+        product level and units the model was trained on. None when not recorded (older
+        bundles, or images with no particular kind).
     arch_params : dict
         Extra keyword arguments of the architecture builder (e.g. decoder channels).
     provenance : dict
@@ -73,6 +78,7 @@ class ModelSpec:
     gsd_m: float = math.nan
     input_dtype: str | None = None
     input_range: tuple[tuple[float, float], ...] | None = None
+    input_kind: str | None = None
     arch_params: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -172,6 +178,7 @@ class ModelSpec:
                 input_dtype=None if d.get("input_dtype") is None else str(d["input_dtype"]),
                 input_range=None if d.get("input_range") is None else tuple(
                     (float(lo), float(hi)) for lo, hi in d["input_range"]),
+                input_kind=None if d.get("input_kind") is None else str(d["input_kind"]),
                 arch_params=dict(d.get("arch_params") or {}),
                 provenance=dict(d.get("provenance") or {}),
                 format_version=version,

@@ -144,3 +144,12 @@ def test_no_module_over_500_lines() -> None:
             if (n := len(path.read_text().splitlines())) > MAX_LINES
             and name not in LONG_EXCEPTIONS}
     assert not long, f"modules over {MAX_LINES} lines (split them): {long}"
+
+
+def test_license_file_is_the_apache_2_text_pyproject_declares() -> None:
+    repo = ROOT.parent
+    declared = (repo / "pyproject.toml").read_text()
+    text = (repo / "LICENSE").read_text()
+    assert 'license = { text = "Apache-2.0" }' in declared
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) == 202

@@ -89,9 +89,10 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str | None
                    "1st..99th percentiles onto the trained range).")
 @click.option("--resample", callback=_resample, default="auto", show_default=True,
               metavar="auto|off|METRES",
-              help="Run the model at a working ground sample distance: auto = the model's "
-                   "when the scene's differs by more than 1.5x; METRES forces one. The "
-                   "map stays on the scene's grid.")
+              help="Run the model at a working ground sample distance: auto = only when "
+                   "the scene's GSD is outside the GSDs the model saw in training (its "
+                   "GSD x its training zoom range), to the nearest one it saw; METRES "
+                   "forces one. The map stays on the scene's grid.")
 @click.option("--tta", type=click.Choice(["none", "flips"]), default="none",
               show_default=True,
               help="Test-time augmentation: flips averages the scores of each tile and "

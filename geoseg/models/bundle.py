@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["Bundle", "file_sha256", "load_bundle", "read_spec", "save_bundle"]
+__all__ = ["Bundle", "file_sha256", "load_bundle", "read_spec", "rewrite_spec", "save_bundle"]
 
 SPEC_KEY = "geoseg.spec"
 FORMAT_KEY = "geoseg.format"
@@ -111,6 +111,27 @@ def save_bundle(path: str | os.PathLike[str], model: nn.Module, spec: ModelSpec,
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(state, str(tmp), metadata=meta)
     return Path(path)
+
+
+def rewrite_spec(path: str | os.PathLike[str], spec: ModelSpec) -> Path:
+    """Replace the spec of the bundle at ``path``, its tensors kept bit for bit (atomic).
+
+    For metadata found after training (a re-measured GSD, the zoom range): the weights,
+    their dtypes and names are unchanged, the file's sha256 changes.
+    """
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    old = read_spec(p)
+    if (old.architecture, old.bands, old.classes) != (spec.architecture, spec.bands,
+                                                      spec.classes):
+        raise BundleError(f"{p}: the new spec describes another model (architecture, bands "
+                          "or classes differ); only metadata can be rewritten")
+    state = _load_state(p)
+    meta = {SPEC_KEY: spec.to_json(), FORMAT_KEY: str(spec.format_version)}
+    with atomic_path(p, overwrite=True) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return p
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:

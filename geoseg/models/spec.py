@@ -50,6 +50,11 @@ class ModelSpec:
         Default tile side and tile overlap for inference, pixels.
     gsd_m : float
         Ground sample distance of the training data, metres (NaN if unknown).
+    scale_range : tuple of (float, float), or None
+        The zoom range of the training crops (``train --scale-jitter MIN,MAX``: a crop of
+        ``size / s`` pixels was shown at ``size``), so the model has seen GSDs from
+        ``gsd_m / MAX`` to ``gsd_m / MIN`` (:meth:`seen_gsd`); ``(1, 1)`` without scale
+        jitter, None where unknown (bundles that predate it).
     input_dtype : str or None
         Data type of the training images (``uint8``, ``uint16``, ``float32`` ...).
     input_range : tuple of (float, float), or None
@@ -76,6 +81,7 @@ class ModelSpec:
     tile_size: int = 512
     overlap: int = 64
     gsd_m: float = math.nan
+    scale_range: tuple[float, float] | None = None
     input_dtype: str | None = None
     input_range: tuple[tuple[float, float], ...] | None = None
     input_kind: str | None = None
@@ -91,6 +97,11 @@ class ModelSpec:
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "arch_params", {
             k: tuple(v) if isinstance(v, list) else v for k, v in self.arch_params.items()})
+        if self.scale_range is not None:
+            lo, hi = (float(v) for v in self.scale_range)
+            if not (0 < lo <= hi and math.isfinite(hi)):
+                raise BundleError(f"scale_range must be 0 < MIN <= MAX, got {self.scale_range}")
+            object.__setattr__(self, "scale_range", (lo, hi))
         if self.input_range is not None:
             object.__setattr__(self, "input_range", tuple(
                 (float(lo), float(hi)) for lo, hi in self.input_range))
@@ -127,6 +138,16 @@ class ModelSpec:
     def n_bands(self) -> int:
         """Number of input bands."""
         return len(self.bands)
+
+    def seen_gsd(self) -> tuple[float, float] | None:
+        """Return the range of GSDs (metres) the model saw in training, or None if unknown.
+
+        ``gsd_m / MAX`` to ``gsd_m / MIN`` of :attr:`scale_range`; None when the GSD or
+        the zoom range is not recorded.
+        """
+        if self.scale_range is None or not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
+            return None
+        return self.gsd_m / self.scale_range[1], self.gsd_m / self.scale_range[0]
 
     def class_names(self) -> list[str]:
         """Class names in output-channel order."""
@@ -175,6 +196,8 @@ class ModelSpec:
                 tile_size=int(d.get("tile_size", 512)),
                 overlap=int(d.get("overlap", 64)),
                 gsd_m=math.nan if gsd is None else float(gsd),
+                scale_range=None if d.get("scale_range") is None else (
+                    float(d["scale_range"][0]), float(d["scale_range"][1])),
                 input_dtype=None if d.get("input_dtype") is None else str(d["input_dtype"]),
                 input_range=None if d.get("input_range") is None else tuple(
                     (float(lo), float(hi)) for lo, hi in d["input_range"]),

@@ -1,9 +1,10 @@
 """Run the model at its own ground sample distance, write the map on the scene's grid.
 
 A model trained on 1 m imagery sees a 0.13 m scene's roofs as fields: ``predict --resample``
-(:attr:`InferenceConfig.resample`) runs it at a *working* GSD instead, the model's own by
-default (``auto``, when the scene's GSD and the model's differ by more than
-:data:`AUTO_RATIO`), or one given in metres.
+(:attr:`InferenceConfig.resample`) runs it at a *working* GSD instead, or one given in metres.
+``auto`` (the default) resamples only a scene whose GSD lies outside the GSDs the model saw
+in training (:func:`seen_range`: its GSD times its training zoom range), and then to the
+nearest GSD it saw, the smallest change that brings the scene into its range.
 
 How, without ever holding the scene: the tile grid stays on the scene's pixels, with tiles of
 ``T = round(t * f)`` scene pixels for a model tile of ``t`` pixels (``f`` = working GSD /
@@ -39,16 +40,20 @@ if TYPE_CHECKING:
     from geoseg.prediction.graph import ChunkJob
     from geoseg.prediction.inference import Predictor
 
-__all__ = ["AUTO_MAX_UPSAMPLE", "AUTO_RATIO", "ScaledTiles", "accumulate", "auto_note",
-           "resize_scores", "scaled_tiles",
-           "scene_gsd", "working_gsd"]
+__all__ = ["AUTO_MAX_UPSAMPLE", "AUTO_RATIO", "FEW_TILES", "ScaledTiles", "accumulate",
+           "auto_gsd", "auto_note", "resize_scores", "scaled_tiles",
+           "scene_gsd", "seen_range", "working_gsd"]
 
-#: ``auto`` resamples when the scene's GSD and the model's differ by more than this factor.
+#: A bundle that records no training zoom range (:attr:`ModelSpec.scale_range`, bundles
+#: that predate it) is taken to have seen GSDs within this factor of its own.
 AUTO_RATIO = 1.5
 #: ``auto`` upsamples a coarse scene at most this much (each scene pixel becomes up to
 #: 4x4 model pixels); beyond it the tile count explodes for no real detail, so it stays
 #: native (a number passed to ``--resample`` still forces it).
 AUTO_MAX_UPSAMPLE = 4.0
+#: ``auto`` notes a scene that resampling shrinks to less than this many model tiles
+#: (a chip of a few hundred pixels at 0.1 m is a fraction of one tile at 1 m).
+FEW_TILES = 4
 #: Most tiles per chunk side of an upsampled (coarse) scene, whose tiles are small.
 MAX_CHUNK_TILES = 64
 
@@ -66,9 +71,7 @@ def scene_gsd(scene: Scene) -> float | None:
 def working_gsd(setting: str | float, scene: Scene, spec: ModelSpec) -> float | None:
     """Resolve ``auto|off|METRES`` for ``scene``: the working GSD in metres, or None (off).
 
-    ``auto`` resamples to the model's GSD only when both GSDs are known and differ by
-    more than :data:`AUTO_RATIO` (and the scene is at most :data:`AUTO_MAX_UPSAMPLE`
-    times coarser); a number always resamples (even to the scene's own GSD).
+    ``auto``: :func:`auto_gsd`; a number always resamples (even to the scene's own GSD).
     """
     if setting == "off":
         return None
@@ -77,24 +80,63 @@ def working_gsd(setting: str | float, scene: Scene, spec: ModelSpec) -> float | 
             raise InputError(f"--resample {setting} needs the scene's ground sample distance, "
                              f"but {scene.path} has no CRS; use --resample off")
         return float(setting)
-    model, here = spec.gsd_m, scene_gsd(scene)
-    if here is None or model is None or not (math.isfinite(model) and model > 0):
+    return auto_gsd(scene, spec)
+
+
+def seen_range(spec: ModelSpec) -> tuple[float, float] | None:
+    """Return the GSDs (metres) the model saw in training, or None if its GSD is unknown.
+
+    :meth:`ModelSpec.seen_gsd` (its GSD over its training zoom range); a bundle without a
+    recorded zoom range is taken to have seen its GSD within :data:`AUTO_RATIO`.
+    """
+    model = spec.gsd_m
+    if model is None or not (math.isfinite(model) and model > 0):
         return None
-    if here / model > AUTO_MAX_UPSAMPLE:
+    return spec.seen_gsd() or (model / AUTO_RATIO, model * AUTO_RATIO)
+
+
+def auto_gsd(scene: Scene, spec: ModelSpec) -> float | None:
+    """``auto``'s working GSD for ``scene``: None (native) or the nearest GSD the model saw.
+
+    Native when either GSD is unknown, when the scene's GSD lies in :func:`seen_range`,
+    or when the scene is more than :data:`AUTO_MAX_UPSAMPLE` times coarser than the
+    coarsest GSD seen.
+    """
+    here, seen = scene_gsd(scene), seen_range(spec)
+    if here is None or seen is None:
         return None
-    return float(model) if max(model / here, here / model) > AUTO_RATIO else None
+    lo, hi = seen
+    if lo * (1 - 1e-6) <= here <= hi * (1 + 1e-6):
+        return None
+    if here / hi > AUTO_MAX_UPSAMPLE:
+        return None
+    return float(lo if here < lo else hi)
 
 
 def auto_note(setting: str | float, scene: Scene, spec: ModelSpec) -> str | None:
-    """Say why ``auto`` left a much coarser scene native (None when it did not)."""
-    here, model = scene_gsd(scene), spec.gsd_m
-    if setting != "auto" or here is None or not (math.isfinite(model) and model > 0):
+    """One line about what ``auto`` did to an unusual scene (None when nothing to say).
+
+    A much coarser scene left native, or a scene that resampling shrinks to fewer than
+    :data:`FEW_TILES` model tiles.
+    """
+    here, seen = scene_gsd(scene), seen_range(spec)
+    if setting != "auto" or here is None or seen is None:
         return None
-    if here / model <= AUTO_MAX_UPSAMPLE:
+    if here / seen[1] > AUTO_MAX_UPSAMPLE:
+        return (f"scene GSD {here:.3g} m is {here / seen[1]:.0f}x the coarsest the model "
+                f"saw ({seen[1]:.3g} m): run natively (auto upsamples at most "
+                f"{AUTO_MAX_UPSAMPLE:g}x; --resample {seen[1]:.3g} forces it)")
+    work = auto_gsd(scene, spec)
+    if work is None or work < here:
         return None
-    return (f"scene GSD {here:.3g} m is {here / model:.0f}x the model's {model:.3g} m: run "
-            f"natively (auto upsamples at most {AUTO_MAX_UPSAMPLE:g}x; --resample "
-            f"{model:g} forces it)")
+    h, w = working_shape(scene, work)
+    t = spec.tile_size
+    if h * w >= FEW_TILES * t * t:
+        return None
+    return (f"--resample auto: {scene.path} at {here:.3g} m is finer than the model saw "
+            f"({seen[0]:.3g}-{seen[1]:.3g} m); at {work:.3g} m it is only {w}x{h} px, less "
+            f"than {FEW_TILES} tiles of {t} px, so the model sees little context (mosaic "
+            "small chips first, or --resample off)")
 
 
 def working_shape(scene: Scene, gsd: float) -> tuple[int, int]:

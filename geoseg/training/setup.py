@@ -165,7 +165,8 @@ def _setup(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledIma
         config, architecture=spec.architecture, backbone=spec.backbone,
         arch_params=dict(spec.arch_params),
         augment=config.augment.for_imagery(train_images[0].image.dtype, n_bands))
-    spec = spec.with_(input_dtype=train_images[0].image.dtype.name,  # for predict's check
+    spec = spec.with_(scale_range=config.augment.scale,  # the zoom range it sees (resample)
+                      input_dtype=train_images[0].image.dtype.name,  # for predict's check
                       input_range=image_range([im.image for im in train_images],
                                               [im.valid for im in train_images]))
     device, precision = _device_and_amp(config)

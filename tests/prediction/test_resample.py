@@ -42,15 +42,52 @@ def test_scene_gsd_projected_geographic_and_unknown(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("res", "expected"), [
-    (10.0, None), (6.8, None), (14.9, None),   # within 1.5x: native
-    (6.6, MODEL_GSD), (15.1, MODEL_GSD), (2.5, MODEL_GSD), (40.0, MODEL_GSD),
-    (41.0, None)])                             # > 4x coarser: auto stays native
-def test_auto_triggers_only_above_one_and_a_half(tmp_path: Path, res: float,
-                                                 expected: float | None) -> None:
+    (10.0, None), (6.8, None), (14.9, None),   # no zoom range recorded: within 1.5x native
+    (6.6, MODEL_GSD / 1.5), (15.1, MODEL_GSD * 1.5), (2.5, MODEL_GSD / 1.5),
+    (60.0, MODEL_GSD * 1.5),
+    (61.0, None)])                             # > 4x the coarsest seen: auto stays native
+def test_auto_without_a_zoom_range_uses_one_and_a_half(tmp_path: Path, res: float,
+                                                       expected: float | None) -> None:
     scene = open_scene(_scene(tmp_path, "s.tif", res))
-    assert working_gsd("auto", scene, tiny_spec()) == expected
+    assert working_gsd("auto", scene, tiny_spec()) == pytest.approx(expected)
     assert working_gsd("off", scene, tiny_spec()) is None
     assert working_gsd(3.0, scene, tiny_spec()) == 3.0
+
+
+@pytest.mark.parametrize(("zoom", "res", "expected"), [
+    ((0.5, 2.0), 5.0, None), ((0.5, 2.0), 20.0, None), ((0.5, 2.0), 12.0, None),
+    ((0.5, 2.0), 4.9, 5.0), ((0.5, 2.0), 1.3, 5.0), ((0.5, 2.0), 21.0, 20.0),
+    ((0.75, 1.33), 7.6, None), ((0.75, 1.33), 7.4, 10.0 / 1.33),
+    ((0.75, 1.33), 5.0, 10.0 / 1.33), ((0.75, 1.33), 14.0, 10.0 / 0.75),
+    ((1.0, 1.0), 10.0, None), ((1.0, 1.0), 9.0, 10.0)])
+def test_auto_resamples_only_outside_the_gsds_seen_to_the_nearest(
+        tmp_path: Path, zoom: tuple[float, float], res: float, expected: float | None) -> None:
+    """The trained zoom range sets what ``auto`` leaves native, and where it resamples to."""
+    from dataclasses import replace
+
+    spec = replace(tiny_spec(), scale_range=zoom)
+    assert spec.seen_gsd() == pytest.approx((MODEL_GSD / zoom[1], MODEL_GSD / zoom[0]))
+    scene = open_scene(_scene(tmp_path, "s.tif", res))
+    assert working_gsd("auto", scene, spec) == pytest.approx(expected)
+
+
+def test_auto_notes_a_scene_it_shrinks_below_a_few_tiles(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from geoseg.prediction.resample import auto_note
+
+    spec = replace(tiny_spec(), scale_range=(0.5, 2.0))  # tile 128, saw 5-20 m
+    small = open_scene(_scene(tmp_path, "small.tif", 1.0, shape=(512, 512)))  # -> 102 px
+    note = auto_note("auto", small, spec)
+    assert note is not None and "less than 4 tiles of 128 px" in note and "102x102" in note
+    assert "\n" not in note
+    assert auto_note("off", small, spec) is None
+    big = open_scene(_scene(tmp_path, "big.tif", 2.0, shape=(1400, 1400)))  # -> 560 px
+    assert auto_note("auto", big, spec) is None
+    native = open_scene(_scene(tmp_path, "native.tif", 10.0))
+    assert auto_note("auto", native, spec) is None
+    coarse = open_scene(_scene(tmp_path, "coarse.tif", 100.0))
+    assert "run natively" in (auto_note("auto", coarse, spec) or "")
 
 
 def test_auto_is_off_when_a_gsd_is_unknown(tmp_path: Path) -> None:
@@ -92,7 +129,8 @@ def test_finer_scene_gives_the_native_map_on_its_own_grid(tiny_bundle: Path,
                                                           tmp_path: Path) -> None:
     native, fine = _native_and_fine(tmp_path)
     predict(native, tmp_path / "n.tif", model=tiny_bundle, engine="eager")
-    res = predict(fine, tmp_path / "f.tif", model=tiny_bundle, engine="eager")
+    res = predict(fine, tmp_path / "f.tif", model=tiny_bundle, engine="eager",
+                  resample=MODEL_GSD)  # (auto would stop at the finest GSD seen, 6.67 m)
     assert res.working_gsd == pytest.approx(MODEL_GSD)
     assert "resampled to 10 m" in res.summary()
     assert_same_georef(fine, tmp_path / "f.tif")           # (b) the scene's own grid
@@ -180,3 +218,38 @@ def test_cli_resample(tiny_bundle: Path, tmp_path: Path) -> None:
                               str(tmp_path / "x.tif"), "--resample", "fine"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
     assert "expected auto, off or metres" in bad.output
+
+
+def test_rewrite_spec_keeps_the_weights_bit_for_bit(tiny_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+    from dataclasses import replace
+
+    from safetensors.numpy import load_file
+
+    from geoseg.errors import BundleError
+    from geoseg.models.bundle import read_spec, rewrite_spec
+
+    path = Path(shutil.copy(tiny_bundle, tmp_path / "b.safetensors"))
+    before = load_file(str(path))
+    spec = read_spec(path)
+    rewrite_spec(path, replace(spec, scale_range=(0.5, 2.0), gsd_m=2.0))
+    after = load_file(str(path))
+    assert before.keys() == after.keys()
+    assert all(before[k].dtype == after[k].dtype and (before[k] == after[k]).all()
+               for k in before)
+    assert read_spec(path).seen_gsd() == (1.0, 4.0)
+    with pytest.raises(BundleError, match="another model"):
+        rewrite_spec(path, replace(spec, bands=("x", "y", "z")))
+
+
+@pytest.mark.parametrize(("name", "zoom"), [("deeplab", (0.5, 2.0)), ("unet", (0.75, 1.33))])
+def test_shipped_bundles_record_gsd_estimate_and_zoom(name: str,
+                                                      zoom: tuple[float, float]) -> None:
+    from geoseg.models import default_model_path
+    from geoseg.models.bundle import read_spec
+
+    spec = read_spec(default_model_path(name))
+    assert spec.scale_range == zoom and spec.gsd_m == 1.0
+    assert "carriageway" in spec.provenance["gsd_estimate"]["how"]
+    # the Dubai held-out tiles georeferenced at 0.5 m: inside deeplab's range, not unet's
+    assert (spec.seen_gsd()[0] <= 0.5) == (name == "deeplab")  # type: ignore[index]

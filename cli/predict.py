@@ -112,7 +112,9 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
     """Predict georeferenced class maps for SCENE(s).
 
     SCENE is a raster path, a GDAL URL (/vsicurl/..., s3://...), a glob, or @list.txt
-    (one path per line).
+    (one path per line), or a folder or quoted glob of image chips (XYZ-named or
+    georeferenced, RGB and RGBA mixed, alpha as the mask): one map of their mosaic with
+    -o FILE.tif, one map per chip with -o DIR.
 
     \b
     geoseg predict scene.tif -o landcover.tif
@@ -124,8 +126,14 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
     from geoseg.progress import make_progress
 
     progress = make_progress("none" if quiet and progress_kind == "bar" else progress_kind)
+    from geoseg.mosaic import chip_files, chip_mosaic
+
     paths = expand_inputs(scenes)
     many = len(paths) > 1 or str(output).endswith(("/", "\\")) or output.is_dir()
+    chips = chip_files(scenes[0]) if len(scenes) == 1 else None
+    if chips is not None:  # a folder or glob of chips: a map of their mosaic, or one each
+        many = many or not output.suffix  # -o DIR (click drops a trailing slash)
+        paths = chips if many else paths
     config = InferenceConfig(tile=tile_size, overlap=overlap, batch_size=batch_size,
                              chunk_tiles=chunk_tiles, device=device, precision=precision,
                              engine=engine, blend=blend,
@@ -136,12 +144,16 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
     with xyz_names(xyz_pattern), \
             dask_client(scheduler=scheduler, workers=workers, devices=devices) as client:
         if not many:
+            from contextlib import nullcontext
+
             from geoseg.prediction.pipeline import predict as run
 
-            result = run(paths[0], output, model=model, config=config, bands=bands,
-                         probabilities=probabilities, preview=preview, vectorize=vectorize_to,
-                         overwrite=overwrite, resume=resume, num_workers=num_workers,
-                         client=client, devices=devices, scale=scale, progress=progress)
+            with chip_mosaic(chips) if chips is not None else nullcontext(paths[0]) as scene:
+                result = run(scene, output, model=model, config=config, bands=bands,
+                             probabilities=probabilities, preview=preview,
+                             vectorize=vectorize_to, overwrite=overwrite, resume=resume,
+                             num_workers=num_workers, client=client, devices=devices,
+                             scale=scale, progress=progress)
             if not quiet and progress_kind != "json":
                 click.echo(result.summary(), err=True)
             return

@@ -46,6 +46,13 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--label-fill", metavar="CLASS",
               help="Vector labels: class (id or name) of pixels no feature covers "
                    "(default: unlabeled, not scored).")
+@click.option("--class-names", callback=_names, metavar="NAME,NAME,...",
+              help="Names of the label ids 0,1,... as train takes them; vector labels "
+                   "without --label-field: every feature is class 1, the rest class 0 "
+                   "(e.g. background,building).")
+@click.option("--label-value", metavar="CLASS",
+              help="Vector labels without --label-field: the class (name or id) of every "
+                   "feature.")
 @click.option("--objects", is_flag=True,
               help="Object level: match polygons one-to-one (SpaceNet F1).")
 @click.option("--iou-threshold", type=click.FloatRange(0, 1, min_open=True),
@@ -61,7 +68,8 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None
 @options.progress_opt
 def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
           plot: Path | None, ignore_index: int | None, classes: list[str] | None,
-          label_map: str | None, label_field: str | None, label_fill: str | None, objects: bool,
+          label_map: str | None, label_field: str | None, label_fill: str | None,
+          class_names: list[str] | None, label_value: str | None, objects: bool,
           iou_threshold: float, chunk_size: int, workers: int | None,
           xyz_pattern: str | None, overwrite: bool, quiet: bool, progress_kind: str
           ) -> None:
@@ -80,6 +88,7 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
     geoseg score map.tif --labels mask.tif --label-map 0=background,1=building
     geoseg score pred.geojson --labels truth.geojson --objects
     geoseg score 'chips/*.tif' --labels buildings.geojson --objects
+    geoseg score map.tif --labels footprints.geojson --class-names background,building
     """
     from geoseg._atomic import check_distinct, check_output, destination_locks
     from geoseg.progress import make_progress
@@ -99,7 +108,8 @@ def score(*, pred: str, labels: str, output: Path | None, csv_path: Path | None,
                     iou_threshold=iou_threshold, label_field=label_field, classes=classes,
                     label_map=label_map, workers=workers, ignore_index=ignore_index,
                     label_fill=label_fill, chunk_size=chunk_size, xyz_pattern=xyz_pattern,
-                    overwrite=overwrite, progress=progress)
+                    overwrite=overwrite, progress=progress, class_names=class_names,
+                    label_value=label_value)
     if not quiet:
         click.echo(text)
 
@@ -108,7 +118,8 @@ def _run(pred: str, labels: str, output: Path | None, csv_path: Path | None,
          plot: Path | None, *, objects: bool, iou_threshold: float, label_field: str | None,
          classes: list[str] | None, label_map: str | None, workers: int | None,
          ignore_index: int | None, label_fill: str | None, chunk_size: int,
-         xyz_pattern: str | None, overwrite: bool, progress: Any) -> str:
+         xyz_pattern: str | None, overwrite: bool, progress: Any,
+         class_names: list[str] | None = None, label_value: str | None = None) -> str:
     """Score and write the outputs (their locks are held); return the table."""
     from geoseg._atomic import atomic_path
     from geoseg.xyz import xyz_pattern as xyz_names
@@ -128,7 +139,8 @@ def _run(pred: str, labels: str, output: Path | None, csv_path: Path | None,
             report = run(pred, labels, classes=classes, label_map=label_map,
                          ignore_index=ignore_index,
                          label_field=label_field, label_fill=label_fill,
-                         chunk_size=chunk_size, num_workers=workers, progress=progress)
+                         chunk_size=chunk_size, num_workers=workers, progress=progress,
+                         class_names=class_names, label_value=label_value)
             data, text = report.to_dict(), report.table()
             if csv_path is not None:
                 write_confusion_csv(report, csv_path, overwrite=overwrite)

@@ -248,10 +248,10 @@ def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
     if directory.exists() and not directory.is_dir():
         raise OutputError(f"{directory} is not a directory; with several scenes -o names a "
                           "directory")
-    if not directory.exists():
-        if not directory.parent.is_dir():
-            raise OutputError(f"cannot create {directory}: {directory.parent} does not exist")
-        directory.mkdir()
+    try:  # a folder that does not exist yet is made, with its parents
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {directory}: {exc.strerror}") from None
     paths = [os.fspath(s) for s in scenes]
     outputs = [_output_for(s, directory) for s in paths]
     dupes = {o.name for o in outputs if outputs.count(o) > 1}

@@ -80,7 +80,8 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
           ignore_index: int | None = None,
           label_field: str | None = None, label_fill: int | str | None = None,
           chunk_size: int = 1024, num_workers: int | None = None,
-          progress: Progress | None = None) -> ScoreReport:
+          progress: Progress | None = None, class_names: Sequence[str] | None = None,
+          label_value: int | str | None = None) -> ScoreReport:
     """Score a class map against labels, streaming, with an exact confusion matrix.
 
     Parameters
@@ -117,6 +118,13 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
         Threads (default: dask's, one per core).
     progress : Progress, optional
         Receives one unit per chunk.
+    class_names : sequence of str, optional
+        Names of the label ids ``0..k-1``, as ``train --class-names`` takes them (the
+        same as ``label_map`` ``0=NAME0,1=NAME1...``). Vector labels without
+        ``label_field`` then mean what they mean to ``train``: every feature is class 1
+        and pixels no feature covers are class 0 (unless ``label_fill`` says otherwise).
+    label_value : int or str, optional
+        Vector labels without ``label_field``: the class (name or id) of every feature.
 
     Returns
     -------
@@ -133,6 +141,9 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
     """
     if chunk_size < 16:
         raise InputError(f"chunk size must be at least 16 px, got {chunk_size}")
+    labels, label_field, label_fill, label_map, one_class = _one_class_labels(
+        labels, label_field=label_field, label_fill=label_fill, label_map=label_map,
+        class_names=class_names, label_value=label_value)
     kw: dict[str, Any] = {"classes": classes, "label_map": label_map,
                           "ignore_index": ignore_index, "label_field": label_field,
                           "label_fill": label_fill, "chunk_size": chunk_size,
@@ -145,7 +156,7 @@ def score(pred: str | os.PathLike[str], labels: str | os.PathLike[str] | Any, *,
                                ignore_index=ignore_index, label_field=label_field,
                                label_fill=label_fill, chunk_size=chunk_size,
                                num_workers=num_workers)
-    notes = [*sc.notes, *source.notes]
+    notes = [*sc.notes, *source.notes, *([one_class] if one_class else [])]
     if scene.crs is None:
         notes.append(f"{scene.path} and its labels have no georeferencing: scored pixel "
                      f"by pixel ({scene.width}x{scene.height} px)")
@@ -184,6 +195,74 @@ def _score_mosaic(chips: Sequence[str], pred: str, labels: Any, **kw: Any) -> Sc
                       w.category, stacklevel=3)
     return replace(report, pred=mosaic.description, notes=tuple(
         n.replace(mosaic.path, mosaic.description) for n in report.notes))
+
+
+def _one_class_labels(labels: Any, *, label_field: str | None, label_fill: int | str | None,
+                      label_map: str | Mapping[Any, Any] | None,
+                      class_names: Sequence[str] | None, label_value: int | str | None
+                      ) -> tuple[Any, str | None, int | str | None,
+                                 str | Mapping[Any, Any] | None, str | None]:
+    """Apply ``class_names`` / ``label_value``: labels, field, fill and label map to score.
+
+    Vector labels without a class field are one class, as ``train`` reads them: every
+    feature is ``label_value`` (or id 1, named by ``class_names``) and, with
+    ``class_names``, uncovered pixels are id 0. The last item is a one-line warning
+    (warned once the labels are read) when the labels then hold one class and no fill,
+    so only the covered pixels are scored.
+    """
+    if class_names is not None:
+        if label_map is not None:
+            raise InputError("give --class-names or --label-map, not both")
+        if len(class_names) < 2 and label_value is None:
+            raise InputError("--class-names needs the background and the class, e.g. "
+                             "background,building")
+        label_map = {str(i): n for i, n in enumerate(class_names)}
+    if _labels_kind(labels) != "vector":
+        if label_value is not None:
+            raise InputError("--label-value is for vector labels without a class field")
+        return labels, label_field, label_fill, label_map, None
+    if label_field is not None:
+        if label_value is not None:
+            raise InputError("give --label-field or --label-value, not both")
+        note = None
+        if label_fill is None and _field_values(labels, label_field) == 1:
+            note = _one_class_note(labels, f"field {label_field!r} holds one value")
+        return labels, label_field, label_fill, label_map, note
+    if label_value is None and class_names is None:
+        return labels, label_field, label_fill, label_map, None  # the source asks for a field
+    from geoseg.scoring.labels.vector import _read_vector
+
+    gdf, _ = _read_vector(labels)
+    value: int | str = 1 if label_value is None else label_value
+    if label_fill is None and class_names is not None and label_value is None:
+        label_fill = 0
+    note = None if label_fill is not None else _one_class_note(
+        labels, f"every feature is class {value}")
+    return gdf.assign(_geoseg_class=value), "_geoseg_class", label_fill, label_map, note
+
+
+def _field_values(labels: Any, field: str) -> int | None:
+    """How many distinct values ``field`` of vector ``labels`` holds (None: unknown)."""
+    import geopandas as gpd
+
+    try:
+        if isinstance(labels, gpd.GeoDataFrame):
+            values = labels[field]
+        else:
+            import pyogrio
+
+            values = pyogrio.read_dataframe(labels, columns=[field], read_geometry=False)[field]
+    except Exception:  # noqa: BLE001 - the label source reports unreadable files itself
+        return None
+    return int(values.dropna().nunique())
+
+
+def _one_class_note(labels: Any, what: str) -> str:
+    name = "the label GeoDataFrame" if not isinstance(labels, (str, os.PathLike)) \
+        else os.fspath(labels)
+    return (f"{name}: {what} and no --label-fill is given, so only pixels inside features "
+            "are scored (that class's precision is 1 by construction); pass --label-fill "
+            "background (or --class-names background,CLASS)")
 
 
 def _label_source(scene: Scene, labels: Any, *, classes: Sequence[str] | None,

@@ -65,7 +65,12 @@ class _SceneReader:
         self.shape = (self.ds.height, self.ds.width)
         self.height, self.width = self.shape
         self.nodata = self.ds.nodata
-        self.bands = list(bands) if bands else list(range(1, self.ds.count + 1))
+        # an alpha band is the mask (GDAL's masks of the other bands), not data: as predict
+        from rasterio.enums import ColorInterp
+
+        data_bands = [i + 1 for i, ci in enumerate(self.ds.colorinterp)
+                      if ci != ColorInterp.alpha] or [1]
+        self.bands = list(bands) if bands else data_bands
         if max(self.bands) > self.ds.count or min(self.bands) < 1:
             self.ds.close()
             raise InputError(f"{path} has {self.ds.count} bands; --bands asks for "
@@ -156,13 +161,18 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     skip_background : bool
         Skip chips whose labels are all ``background`` (or unlabelled).
     """
+    from geoseg.mosaic import chip_mosaic, is_chip_source
+
+    if is_chip_source(scene):  # a folder or glob of chips: one virtual mosaic
+        with chip_mosaic(scene) as vrt:
+            return tile_scene(vrt, labels, output_dir, size=size, stride=stride,
+                              label_field=label_field, bands=bands, background=background,
+                              class_names=class_names, class_colors=class_colors,
+                              skip_nodata=skip_nodata, skip_background=skip_background,
+                              overwrite=overwrite)
     from geoseg.training.data import read_class_table
 
-    if size < 8:
-        raise InputError(f"chip size must be at least 8 px, got {size}")
-    step = stride or size
-    if step < 1:
-        raise InputError(f"stride must be positive, got {step}")
+    step = _chip_step(size, stride)
     table = read_class_table(class_colors) if class_colors is not None else None
     reader = _SceneReader(scene, bands)
     try:
@@ -202,6 +212,16 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
         raise InputError(f"no chip of {scene} kept (all nodata or background); check the "
                          "labels overlap the scene, or drop --skip-background")
     return pairs
+
+
+def _chip_step(size: int, stride: int | None) -> int:
+    """Return the step between chips, checking it and the chip size."""
+    if size < 8:
+        raise InputError(f"chip size must be at least 8 px, got {size}")
+    step = stride or size
+    if step < 1:
+        raise InputError(f"stride must be positive, got {step}")
+    return step
 
 
 def _span(win: ChipWindow) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -311,6 +331,14 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     colour-coded RGB label rasters need ``class_colors``.
     """
     from geoseg._atomic import check_output
+    from geoseg.mosaic import chip_mosaic, is_chip_source
+
+    if is_chip_source(scene):  # a folder or glob of chips: one virtual mosaic
+        with chip_mosaic(scene) as vrt:
+            return train_scene(vrt, labels, output, label_field=label_field,
+                               class_names=class_names, class_colors=class_colors, val=val,
+                               val_fraction=val_fraction, bands=bands, band_names=band_names,
+                               config=config, block=block, **kwargs)
     from geoseg.training.data import read_class_table
     from geoseg.training.gsd import with_gsd
     from geoseg.training.loop import TrainConfig, fit, split_blocks
@@ -318,6 +346,8 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
 
     cfg = config or TrainConfig()
     check_output(output, overwrite=bool(kwargs.get("overwrite") or kwargs.get("resume")))
+    check_distinct([("-o", output)], [("SCENE", scene), ("--labels", labels),
+                                      ("--class-colors", class_colors)])
     colors = read_class_table(class_colors) if class_colors is not None else None
     size = block or max(cfg.crop_size * 4, cfg.tile_size)
     blocks, names = scene_blocks(scene, labels, block=size, label_field=label_field,

@@ -46,7 +46,9 @@ def _vector_source(path: str | Any, grid: _Grid, *, classes: ScoreClasses,
     fields = [c for c in gdf.columns if c != gdf.geometry.name]
     if label_field is None:
         raise InputError(f"pass --label-field to say which attribute of {description} "
-                         f"holds the class (fields: {', '.join(fields) or 'none'})")
+                         f"holds the class (fields: {', '.join(fields) or 'none'}), or, when "
+                         "every feature is one class, --label-value CLASS or --class-names "
+                         "background,CLASS")
     if label_field not in gdf.columns:
         raise InputError(f"vector labels {description} have no field {label_field!r}; "
                          f"fields: {', '.join(fields) or 'none'}")

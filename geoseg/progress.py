@@ -42,6 +42,9 @@ class Progress:
     def _show(self) -> None:
         """Display the current count (called with the lock held)."""
 
+    def note(self, text: str) -> None:
+        """Show ``text`` beside the count (e.g. the whole run's ETA); replaces the last."""
+
     def log(self, message: str) -> None:
         """Show a human-readable message to the user."""
 
@@ -78,6 +81,10 @@ class TqdmProgress(Progress):
             self._bar.n = self.done
             self._bar.refresh()
 
+    def note(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+
     def log(self, message: str) -> None:
         from tqdm import tqdm
 
@@ -96,6 +103,7 @@ class JsonProgress(Progress):
         super().__init__()
         self._stream = stream or sys.stderr
         self._last = 0.0
+        self._note = ""
 
     def _emit(self, obj: dict[str, Any]) -> None:
         self._stream.write(json.dumps(obj) + "\n")
@@ -110,7 +118,11 @@ class JsonProgress(Progress):
         if now - self._last >= 0.1 or self.done >= self.total:
             self._last = now
             frac = self.done / self.total if self.total else 1.0
-            self._emit({"event": "progress", "fraction": round(min(frac, 1.0), 4)})
+            self._emit({"event": "progress", "fraction": round(min(frac, 1.0), 4),
+                        **({"note": self._note} if self._note else {})})
+
+    def note(self, text: str) -> None:
+        self._note = text
 
     def log(self, message: str) -> None:
         self._emit({"event": "log", "message": message})

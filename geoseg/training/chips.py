@@ -214,6 +214,14 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     return pairs
 
 
+def _labelled_share(part: Sequence[LabeledImage], whole: Sequence[LabeledImage]) -> float:
+    """Share of the labelled (not ``IGNORE``) pixels of ``whole`` that lie in ``part``."""
+    def count(images: Sequence[LabeledImage]) -> int:
+        return sum(int(np.count_nonzero(im.mask != IGNORE)) for im in images)
+
+    return count(part) / max(count(whole), 1)
+
+
 def _chip_step(size: int, stride: int | None) -> int:
     """Return the step between chips, checking it and the chip size."""
     if size < 8:
@@ -374,8 +382,10 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
         train_images = images
         val_images, _ = load_pairs(pairs_of(val), table, bands=bands)
     split = (f"validation given: {val}" if val is not None else
-             f"{len(val_images)} of {len(images)} disjoint {size}-px blocks held out, "
-             f"--val-fraction {val_fraction:g}, seed {cfg.seed}")
+             f"{len(val_images)} of {len(images)} disjoint {size}-px blocks held out "
+             f"({_labelled_share(val_images, images):.0%} of the labelled pixels: "
+             f"--val-fraction {val_fraction:g} of the blocks, rounded to whole blocks), "
+             f"seed {cfg.seed}")
     prov = {"train": f"{scene} + {labels}", "val": str(val) if val else
             f"{len(val_images)} held-out blocks of {size} px", "label_field": label_field,
             "split": split, "unit": "blocks", "val_unit": "images" if val else "blocks"}

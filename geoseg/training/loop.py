@@ -224,12 +224,31 @@ def _train_epoch(run: _Run, epoch: int, state: dict[str, Any], t_start: float,
             lr = cfg.lr * _lr_factor(frac, warmup)
             losses.append(_step(run, xb, yb, lr))
             state["step"] += 1
+            progress.note(run_eta(time.monotonic() - t_start, state["step"], total_steps,
+                                  max_s))
             progress.advance()
             if max_s and time.monotonic() - t_start >= max_s:
                 return losses, lr, True
     finally:
         progress.close()
     return losses, lr, False
+
+
+def run_eta(elapsed_s: float, step: int, total_steps: int, max_s: float | None) -> str:
+    """Return the whole run's remaining time, ``run ETA 12m05s``, at its mean pace so far.
+
+    The pace is wall time per step since the run began (resumed time included), so it
+    counts the validation passes of the epochs done; ``--max-minutes`` caps it.
+    """
+    if step <= 0:
+        return "run ETA ?"
+    left = elapsed_s / step * max(total_steps - step, 0)
+    if max_s is not None:
+        left = min(left, max(max_s - elapsed_s, 0.0))
+    minutes, seconds = divmod(round(left), 60)
+    hours, minutes = divmod(minutes, 60)
+    text = f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+    return f"run ETA {text}"
 
 
 def _step(run: _Run, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> float:

@@ -11,17 +11,19 @@ from geoseg.models import DEFAULT_MODEL
 
 
 def _bands(ctx: click.Context, param: click.Parameter, value: str | None
-           ) -> tuple[int, ...] | None:
+           ) -> tuple[int, ...] | tuple[str, ...] | None:
+    """``4,3,2`` -> 1-based numbers; ``B04,B03,B02`` or ``red,green,blue`` -> names."""
     if value is None:
         return None
-    try:
-        out = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise click.BadParameter(f"expected 1-based band numbers like 4,3,2, got {value!r}") \
-            from None
-    if not out:
+    items = [v for v in value.replace(" ", "").split(",") if v]
+    if not items:
         raise click.BadParameter("no band given")
-    return out
+    if all(v.isdigit() for v in items):
+        return tuple(int(v) for v in items)
+    if any(v.lstrip("-").isdigit() for v in items):
+        raise click.BadParameter(f"give band numbers (4,3,2) or band names (B04,B03,B02), "
+                                 f"not both: {value!r}")
+    return tuple(items)
 
 
 def output_opt(**kw: Any) -> Any:
@@ -53,8 +55,11 @@ progress_opt = click.option(
     "--progress", "progress_kind", type=click.Choice(["bar", "json", "none"]),
     default="bar", show_default=True,
     help="Progress on stderr: a bar, JSON lines (for programs), or nothing.")
-bands_opt = click.option("--bands", callback=_bands, metavar="4,3,2",
-                         help="1-based input bands in model order (default: all).")
+bands_opt = click.option("--bands", callback=_bands, metavar="4,3,2|B04,B03,B02",
+                         help="Input bands in model order: 1-based numbers, or names "
+                              "(B04, red: Sentinel-2/Landsat/STAC names match each other). "
+                              "Default: the model's bands by name when the scene's bands "
+                              "are named, else all.")
 model_opt = click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
                          metavar="NAME|BUNDLE",
                          help="Default model name (geoseg models) or a bundle file.")

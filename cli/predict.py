@@ -43,8 +43,14 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str | None
 @click.argument("scenes", nargs=-1, required=True, metavar="SCENE...")
 @options.output_opt(help="Class map to write (Cloud-Optimized GeoTIFF, .tif); with several "
                          "scenes, a directory (<scene name>.tif each).", dir_okay=True)
-@options.model_opt
+@click.option("-m", "--model", metavar="NAME|BUNDLE",
+              help="Default model name (geoseg models) or a bundle file. Default: "
+                   "dynamicworld for Sentinel-2 products and scenes with Sentinel-2 band "
+                   "names (when installed), else deeplab.")
 @options.bands_opt
+@click.option("--mask", type=click.Choice(["clouds"]),
+              help="Products only: the product's cloud and shadow flags become nodata "
+                   "(Sentinel-2 SCL or MSK_CLASSI, Landsat QA_PIXEL).")
 @options.tile_size_opt
 @click.option("--overlap", type=click.IntRange(0), help="Tile overlap, px (default: model's).")
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
@@ -101,8 +107,9 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str | None
 @options.overwrite_opt
 @options.quiet_opt
 @options.progress_opt
-def predict(scenes: tuple[str, ...], output: Path, model: str,
-            bands: tuple[int, ...] | None, tile_size: int | None, overlap: int | None,
+def predict(scenes: tuple[str, ...], output: Path, model: str | None,
+            bands: tuple[int, ...] | tuple[str, ...] | None, mask: str | None,
+            tile_size: int | None, overlap: int | None,
             batch_size: int, chunk_tiles: int, device: str, precision: str, engine: str,
             calibration: Path | None, blend: str, probabilities: Path | None, preview: Path | None,
             vectorize_to: Path | None, resume: bool, num_workers: int, workers: int | None,
@@ -114,11 +121,17 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
     SCENE is a raster path, a GDAL URL (/vsicurl/..., s3://...), a glob, or @list.txt
     (one path per line), or a folder or quoted glob of image chips (XYZ-named or
     georeferenced, RGB and RGBA mixed, alpha as the mask): one map of their mosaic with
-    -o FILE.tif, one map per chip with -o DIR.
+    -o FILE.tif, one map per chip with -o DIR. A SCENE may also be a product, read as one
+    scene with named bands in reflectance x 10000: a Sentinel-2 L1C/L2A .SAFE folder or
+    .zip, a STAC item (.json file or URL), a Landsat Collection 2 folder (MTL), a folder
+    of single-band files, or single-band files joined by commas (a.tif,b.tif).
 
     \b
     geoseg predict scene.tif -o landcover.tif
+    geoseg predict S2B_MSIL1C_20240601T101559_N0510_R065_T32TQM.SAFE -o lulc.tif
+    geoseg predict item.json --mask clouds -o lulc.tif
     geoseg predict s2.tif --bands 4,3,2 --model my.safetensors -o map.tif
+    geoseg predict s2.tif --bands B04,B03,B02 --model my.safetensors -o map.tif
     geoseg predict 'tiles/*.tif' -o maps/ --workers 2
     """
     from geoseg.prediction.batch import dask_client, expand_inputs
@@ -153,7 +166,7 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
                              probabilities=probabilities, preview=preview,
                              vectorize=vectorize_to, overwrite=overwrite, resume=resume,
                              num_workers=num_workers, client=client, devices=devices,
-                             scale=scale, progress=progress)
+                             scale=scale, mask=mask, progress=progress)
             if not quiet and progress_kind != "json":
                 click.echo(result.summary(), err=True)
             return
@@ -162,7 +175,7 @@ def predict(scenes: tuple[str, ...], output: Path, model: str,
                                    "scene; run geoseg vectorize on the maps afterwards")
         from geoseg.prediction.batch import predict_many
 
-        batch = predict_many(paths, output, model=model, config=config, bands=bands,
+        batch = predict_many(paths, output, model=model, config=config, bands=bands, mask=mask,
                              overwrite=overwrite, resume=resume, num_workers=num_workers,
                              client=client, devices=devices, scale=scale, progress=progress)
     if not quiet and progress_kind != "json":

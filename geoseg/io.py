@@ -103,6 +103,16 @@ class Scene:
         band, or a float type (NaN and +-inf are nodata too).
     nodatavals : tuple of (float or None)
         Nodata value of each data band.
+    named : bool
+        Whether ``band_names`` come from the source (descriptions, STAC ``eo:bands``,
+        product file names) rather than being ``B1..Bn`` placeholders.
+    family : str or None
+        Sensor family of the band names (:mod:`geoseg.bands`), when the source says.
+    level : str or None
+        Product level (``L1C``, ``L2A``; Landsat ``L1``, ``L2``), when the source says.
+    source : str
+        What the user gave, when ``path`` is a virtual scene geoseg built from it (a
+        ``.SAFE``, zip, STAC item, Landsat folder or band files: :mod:`geoseg.sources`).
     """
 
     path: str
@@ -117,6 +127,10 @@ class Scene:
     has_mask: bool
     tags: dict[str, str] = field(default_factory=dict)
     nodatavals: tuple[float | None, ...] = ()
+    named: bool = False
+    family: str | None = None
+    level: str | None = None
+    source: str = ""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -124,20 +138,44 @@ class Scene:
         return self.height, self.width
 
     @property
+    def label(self) -> str:
+        """The input as the user named it (the product, not its virtual raster)."""
+        return self.source or self.path
+
+    @property
     def res(self) -> tuple[float, float]:
         """Pixel size ``(x, y)`` in CRS units."""
         return abs(self.transform.a), abs(self.transform.e)
 
 
-def open_scene(path: str | os.PathLike[str]) -> Scene:
+def open_scene(path: str | os.PathLike[str], *, want: Sequence[str] = (),
+               wanted_family: str | None = None, mask: str | None = None) -> Scene:
     """Read a raster's header and check that it is usable.
+
+    ``path`` may also be a product (:mod:`geoseg.sources`): a Sentinel-2 ``.SAFE`` folder
+    or zip, a STAC item (JSON file or URL), a Landsat Collection 2 folder, a folder of
+    band files or ``a.tif,b.tif``. It is opened as one virtual scene (a VRT): named bands
+    in model units on the grid of the finest band in ``want`` (the model's band names,
+    read as bands of ``wanted_family``). ``mask="clouds"`` makes the product's cloud and
+    shadow flags nodata.
 
     Raises
     ------
     InputError
-        The file does not exist, is not a raster GDAL can read, or has no bands.
+        The file does not exist, is not a raster GDAL can read, or has no bands; a
+        product with missing files or metadata; ``mask`` on a plain raster.
     """
     text = os.fspath(path)
+    from geoseg.sources import open_product
+
+    opened = open_product(text, want=want, wanted_family=wanted_family, mask=mask)
+    if opened is not None:
+        product, vrt = opened
+        return replace(open_scene(vrt), named=True, family=product.family,
+                       level=product.level, source=text)
+    if mask is not None:
+        raise InputError(f"--mask {mask} needs a product with cloud flags (a Sentinel-2 "
+                         f".SAFE/zip/STAC item or a Landsat folder); {text} is a raster")
     if not is_remote(text) and not Path(text).exists():
         raise InputError(f"input not found: {text}")
     if not is_remote(text) and Path(text).is_dir():
@@ -156,7 +194,12 @@ def open_scene(path: str | os.PathLike[str]) -> Scene:
             count=src.count - len(alpha), dtype=src.dtypes[0],
             crs=src.crs, transform=src.transform, nodata=src.nodata,
             band_names=names, has_mask=has_mask, tags=dict(src.tags()),
-            nodatavals=tuple(src.nodatavals[i] for i in keep))
+            nodatavals=tuple(src.nodatavals[i] for i in keep),
+            named=any(src.descriptions[i] for i in keep))
+    if scene.named:
+        from geoseg.bands import family_of
+
+        scene = replace(scene, family=family_of(scene.band_names))
     if scene.count < 1:
         raise InputError(f"{text} has no data bands")
     if not georef:
@@ -170,17 +213,41 @@ def open_scene(path: str | os.PathLike[str]) -> Scene:
     return scene
 
 
-def select_bands(scene: Scene, bands: Sequence[int] | None, expected: int,
-                 expected_names: Sequence[str] = ()) -> tuple[int, ...]:
-    """Resolve 1-based band indexes to read and check the count against the model.
+def select_bands(scene: Scene, bands: Sequence[int | str] | None, expected: int,
+                 expected_names: Sequence[str] = (), *,
+                 model_family: str | None = None) -> tuple[int, ...]:
+    """Resolve the 1-based bands to read, in model order, and check them against the model.
 
     Parameters
     ----------
-    bands : sequence of int or None
-        1-based band indexes chosen by the user; None means all bands in file order.
+    bands : sequence of int or str, or None
+        1-based band indexes chosen by the user, or band names (``B04``, ``red``: matched
+        with :func:`geoseg.bands.match_bands`). None: by name when the scene's bands are
+        named and every model band is among them, else all bands in file order.
     expected : int
         Number of input bands the model takes.
+    expected_names : sequence of str
+        The model's band names.
+    model_family : str, optional
+        Sensor family of the model's names (:func:`geoseg.bands.model_family`).
     """
+    from geoseg.bands import match_bands
+
+    if bands is not None and any(isinstance(b, str) and not b.isdigit() for b in bands):
+        chosen = match_bands([str(b) for b in bands], scene.band_names,
+                             wanted_family=model_family, scene_family=scene.family,
+                             scene=scene.label)
+        if len(chosen) != expected:
+            raise BandMismatchError(f"--bands selects {len(chosen)} bands; the model "
+                                    f"expects {expected}")
+        return chosen
+    if bands is None and scene.named and len(expected_names) == expected:
+        try:
+            return match_bands(expected_names, scene.band_names, wanted_family=model_family,
+                               scene_family=scene.family, scene=scene.label)
+        except BandMismatchError:
+            if scene.source or (scene.family is not None and scene.count != expected):
+                raise  # a product, or sensor bands: say which bands are missing
     if bands is None:
         chosen = tuple(range(1, scene.count + 1))
         if len(chosen) != expected:

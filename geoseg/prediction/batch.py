@@ -221,9 +221,20 @@ def _output_for(scene: str, out_dir: Path) -> Path:
     return out_dir / f"{name}.tif"
 
 
+def _model_for(model: Any, paths: Sequence[str]) -> Any:
+    """``model``, or the default the first scene gets when None."""
+    if model is not None or not paths:
+        return DEFAULT_MODEL if model is None else model
+    from geoseg.io import open_scene
+    from geoseg.prediction.pipeline import auto_model
+
+    return auto_model(open_scene(paths[0]))[0]
+
+
 def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
-                 *, model: Any = DEFAULT_MODEL, config: InferenceConfig | None = None,
-                 bands: Sequence[int] | None = None, overwrite: bool = False,
+                 *, model: Any = None, config: InferenceConfig | None = None,
+                 bands: Sequence[int | str] | None = None, mask: str | None = None,
+                 overwrite: bool = False,
                  resume: bool = False, num_workers: int = 2, client: Any = None,
                  devices: Sequence[str] = (), scale: float | str | None = None,
                  progress: Progress | None = None, max_concurrent: int = 4) -> BatchResult:
@@ -234,7 +245,8 @@ def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
     (each already uses every core). ``config``, ``bands``, ``overwrite``, ``resume``,
     ``num_workers``, ``devices`` and ``scale`` mean what they mean for
     :func:`geoseg.predict`.
-    A scene that fails is recorded in the result and the others go on.
+    A scene that fails is recorded in the result and the others go on. Without
+    ``model``, the first scene picks it (:func:`geoseg.prediction.pipeline.auto_model`).
     """
     from geoseg.io import open_scene
     from geoseg.models import resolve_model
@@ -259,7 +271,7 @@ def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
         raise InputError(f"several scenes would write {sorted(dupes)[0]}; give scenes distinct "
                          "file names")
     check_distinct([("output", o) for o in outputs], [("scene", p) for p in paths])
-    bundle = model if isinstance(model, Bundle) else resolve_model(model)
+    bundle = model if isinstance(model, Bundle) else resolve_model(_model_for(model, paths))
     resolved = config.resolve(bundle.spec)
     total = 0
     for p in paths:  # one display for all scenes: count every scene's tiles up front
@@ -274,7 +286,7 @@ def predict_many(scenes: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
     def run(i: int) -> SceneOutcome:
         t0 = time.perf_counter()
         try:
-            r = predict(paths[i], outputs[i], model=bundle, config=config, bands=bands,
+            r = predict(paths[i], outputs[i], model=bundle, config=config, bands=bands, mask=mask,
                         overwrite=overwrite, resume=resume, num_workers=num_workers,
                         client=client, devices=devices, scale=scale, progress=shared)
         except (GeosegError, OSError, RuntimeError, ValueError) as exc:

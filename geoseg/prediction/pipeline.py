@@ -74,6 +74,7 @@ class PredictResult:
     nodata_px: int = 0
     working_gsd: float | None = None
     tta: str = "none"
+    model_reason: str = ""
 
     @property
     def mpx_per_s(self) -> float:
@@ -93,9 +94,10 @@ class PredictResult:
             (f", {self.filled_px} px with nodata bands filled, {self.nodata_px} px nodata")
         gsd = "" if self.working_gsd is None else f", resampled to {self.working_gsd:.3g} m"
         gsd += "" if self.tta == "none" else f", tta {self.tta}"
+        why = f" ({self.model_reason})" if self.model_reason else ""
         return (f"wrote {self.output} ({self.width}x{self.height} px, {self.n_tiles} tiles"
                 f"{gsd}{resumed}{nodata}) in {self.seconds:.1f} s, {self.mpx_per_s:.2f} Mpx/s "
-                f"[{self.model}; {self.path}]")
+                f"[{self.model}{why}; {self.path}]")
 
 
 def _execute_local(blocks: dict[tuple[int, int], Any], partial: PartialOutput, grid: Any,
@@ -239,9 +241,28 @@ def _start_model(ref: ModelRef, bundle: Bundle, client: Any, devices: Sequence[s
             f"batch={ref.config.batch_size} tile={ref.config.tile_px}"), precision, engine
 
 
+def auto_model(src: Scene) -> tuple[str, str]:
+    """Return the default model for a scene and why: dynamicworld for Sentinel-2, else deeplab.
+
+    A Sentinel-2 product, or a scene whose band names are Sentinel-2's (``B02``..,
+    ``B8A``), gets ``dynamicworld`` when this install ships it; anything else gets
+    :data:`geoseg.models.DEFAULT_MODEL`.
+    """
+    from geoseg.bands import SENTINEL2
+    from geoseg.models import DEFAULT_MODELS
+
+    if src.family == SENTINEL2 and "dynamicworld" in DEFAULT_MODELS:
+        what = "a Sentinel-2 product" if src.source else "Sentinel-2 band names"
+        return "dynamicworld", f"default for {what}"
+    if src.family == SENTINEL2:
+        return DEFAULT_MODEL, "default; no Sentinel-2 model in this install"
+    return DEFAULT_MODEL, "default for RGB scenes" if src.count in (3, 4) else "default"
+
+
 def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
-            model: str | os.PathLike[str] | Bundle = DEFAULT_MODEL,
-            config: InferenceConfig | None = None, bands: Sequence[int] | None = None,
+            model: str | os.PathLike[str] | Bundle | None = None,
+            config: InferenceConfig | None = None,
+            bands: Sequence[int | str] | None = None,
             tile_size: int | None = None, overlap: int | None = None,
             batch_size: int | None = None, chunk_tiles: int | None = None,
             device: str | None = None, precision: str | None = None, engine: str | None = None,
@@ -252,26 +273,31 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
             resume: bool = False, num_workers: int = 2, client: Any = None,
             devices: Sequence[str] = (), scale: float | str | None = None,
             resample: str | float | None = None, tta: str | None = None,
-            progress: Progress | None = None) -> PredictResult:
+            mask: str | None = None, progress: Progress | None = None) -> PredictResult:
     """Predict a georeferenced class map for ``scene`` and write it to ``output``.
 
     Parameters
     ----------
     scene : path
         Input raster (any GDAL path, ``/vsicurl/`` URLs included; sidecar ``.aux.xml``
-        georeferencing honoured).
+        georeferencing honoured), or a product: a Sentinel-2 ``.SAFE`` folder or zip, a
+        STAC item, a Landsat Collection 2 folder, a folder of band files or
+        ``a.tif,b.tif`` (:mod:`geoseg.sources`), read as one scene in model units.
     output : path
         Class map to write: a Cloud-Optimized GeoTIFF, uint8 class ids, nodata 255,
         colour table, class names and provenance tags; same CRS, transform and size.
-    model : str, path or Bundle
+    model : str, path or Bundle, optional
         A default model name (``geoseg models``), a bundle file, or a loaded bundle.
+        None: :func:`auto_model` (``dynamicworld`` for Sentinel-2, else ``deeplab``).
     config : InferenceConfig, optional
         Tile, overlap, batch size, chunk tiles, device, precision, engine, blend and int8
         calibration source in one object (default: ``InferenceConfig()``, the model's tile
         and overlap). The keyword arguments below of the same meaning override its fields
         when given (not None).
-    bands : sequence of int, optional
-        1-based input bands to feed the model, in model order (default: all).
+    bands : sequence of int or str, optional
+        Input bands to feed the model, in model order: 1-based numbers or band names
+        (``B04``, ``red``; :mod:`geoseg.bands`). Default: the model's bands by name when
+        the scene's bands are named, else all bands in file order.
     tile_size, overlap : int, optional
         Tile side and overlap in pixels (default: the model's).
     batch_size : int, optional
@@ -316,6 +342,9 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         class map is always on the scene's grid.
     tta : "none" or "flips", optional
         Test-time augmentation (:mod:`geoseg.prediction.augment`; default ``none``).
+    mask : "clouds", optional
+        Products only: their own cloud and shadow flags become nodata
+        (:mod:`geoseg.sources`).
     progress : Progress, optional
         Where to report progress (tiles done).
 
@@ -335,9 +364,22 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         resample=resample, tta=tta)
     paths = check_destinations(scene, output, probabilities, preview, vectorize,
                                overwrite=overwrite)
-    src = open_scene(scene)
+    from geoseg.bands import model_family
+
+    reason, src = "", None
+    if model is None:
+        src = open_scene(scene, mask=mask)
+        model, reason = auto_model(src)
     spec = model.spec if isinstance(model, Bundle) else resolve_spec(model)  # no torch yet
-    chosen = select_bands(src, bands, spec.n_bands, spec.bands)
+    family = model_family(spec.bands, spec.provenance)
+    if src is None or src.source:  # a product: on the grid of the finest band it reads
+        src = open_scene(scene, want=spec.bands, wanted_family=family, mask=mask)
+    chosen = select_bands(src, bands, spec.n_bands, spec.bands, model_family=family)
+    from geoseg.sources import level_warning
+
+    level_note = level_warning(src, spec, model if isinstance(model, str) else None)
+    if level_note:
+        warnings.warn(level_note, GeosegWarning, stacklevel=2)
     config = config.resolve(spec)
     from geoseg.prediction.resample import auto_note, working_gsd, working_shape
 
@@ -358,14 +400,14 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         return _predict_locked(
             src, paths, model, chosen=chosen, config=config, overwrite=overwrite,
             resume=resume, num_workers=num_workers, client=client, devices=devices,
-            scale=scale, progress=progress or NullProgress(), t0=t0)
+            scale=scale, progress=progress or NullProgress(), t0=t0, reason=reason)
 
 
 def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path | None],
                     model: Any, *, chosen: tuple[int, ...], config: InferenceConfig,
                     overwrite: bool, resume: bool, num_workers: int, client: Any,
                     devices: Sequence[str], scale: float | str | None, progress: Progress,
-                    t0: float) -> PredictResult:
+                    t0: float, reason: str = "") -> PredictResult:
     """:func:`predict` once its destinations are checked and locked."""
     from geoseg import __version__
     from geoseg.io import class_colormap
@@ -396,7 +438,9 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                                                           callers=num_workers)
     class_ids = [c.id for c in spec.classes]
     fingerprint = {
-        "scene": src.path, "shape": list(src.shape), "transform": list(src.transform)[:6],
+        # a product's VRT lives in a per-process folder named by its content
+        "scene": src.path if not src.source else f"{src.source}#{Path(src.path).parent.name}",
+        "shape": list(src.shape), "transform": list(src.transform)[:6],
         "model_sha256": bundle.sha256, "tile": tile, "overlap": ov,
         "chunk_tiles": config.chunk_tiles, "blend": blend, "bands": list(chosen),
         "precision": used_precision, "engine": used_engine,
@@ -454,7 +498,7 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
         if preview_path is not None:
             from geoseg.prediction.preview import render_preview
 
-            render_preview(src.path, out_path, preview_path, bands=chosen[:3],
+            render_preview(src.path, out_path, preview_path, bands=_preview_bands(src, chosen),
                            overwrite=overwrite)
         if vector_path is not None:
             from geoseg.vector.pipeline import vectorize_to_file
@@ -478,5 +522,20 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                          path=path_info, model=bundle.name, tile=tile,
                          chunks_total=len(grid.rows) * len(grid.cols),
                          chunks_computed=len(blocks), filled_px=filled, nodata_px=nodata,
-                         working_gsd=None if scaled is None else scaled.gsd, tta=config.tta)
+                         working_gsd=None if scaled is None else scaled.gsd, tta=config.tta,
+                         model_reason=reason)
+
+
+def _preview_bands(src: Scene, chosen: Sequence[int]) -> Sequence[int]:
+    """Red, green and blue by name when the scene names them, else the first 3 read."""
+    from geoseg.bands import match_bands
+    from geoseg.errors import BandMismatchError
+
+    if src.named:
+        try:
+            return match_bands(["red", "green", "blue"], src.band_names,
+                               scene_family=src.family)
+        except BandMismatchError:
+            pass
+    return chosen[:3]
 

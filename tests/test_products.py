@@ -1,0 +1,366 @@
+"""Products as input (Sentinel-2 .SAFE/zip, STAC items, band files) and bands by name.
+
+The products are built in ``tmp_path`` from the real BigEarthNet L2A pixels of
+``../shared/data/sentinel2/bigearthnet`` (one file per band at native 10/20/60 m), written
+as lossless JPEG 2000 at their native resolution with processing baseline 04.00's
+``BOA_ADD_OFFSET`` of -1000 (``DN = reflectance x 10000 + 1000``). Predicting a product
+must equal predicting the stack built here independently with rasterio (bilinear reads of
+the 20/60 m bands onto the 10 m grid, offset removed), byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+from rasterio.enums import Resampling
+
+from geoseg.bands import band_key, family_of, match_bands
+from geoseg.errors import BandMismatchError, InputError
+from tests.conftest import TINY_ARCH, read, shared
+
+PATCH = ("sentinel2", "bigearthnet", "S2A_MSIL2A_20170613T101031_87_48")
+S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+      "B12"]
+RES = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
+       "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20}
+#: Dynamic World's input bands, as its bundle names them.
+DW = ["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B11", "B12"]
+SAFE_NAME = "S2A_MSIL2A_20170613T101031_N0400_R022_T33TWM_20170613T101031.SAFE"
+GRANULE = "GRANULE/L2A_T33TWM_A010285_20170613T101031"
+
+
+def _mtd(image_files: list[str], *, baseline: str = "04.00", offsets: bool = True) -> str:
+    offs = "".join(f'<BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in range(13))
+    spectral = "".join(f'<Spectral_Information bandId="{i}" physicalBand="B{b[1:].lstrip("0")}"/>'
+                       for i, b in enumerate(S2))
+    files = "".join(f"<IMAGE_FILE>{f}</IMAGE_FILE>" for f in image_files)
+    offset_list = f"<BOA_ADD_OFFSET_VALUES_LIST>{offs}</BOA_ADD_OFFSET_VALUES_LIST>" \
+        if offsets else ""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">
+<n1:General_Info><Product_Info><PROCESSING_LEVEL>Level-2A</PROCESSING_LEVEL>
+<PRODUCT_TYPE>S2MSI2A</PRODUCT_TYPE><PROCESSING_BASELINE>{baseline}</PROCESSING_BASELINE>
+<Product_Organisation><Granule_List><Granule granuleIdentifier="L2A_T33TWM" imageFormat="JPEG2000">
+{files}</Granule></Granule_List></Product_Organisation></Product_Info>
+<Product_Image_Characteristics><Special_Values><SPECIAL_VALUE_TEXT>NODATA</SPECIAL_VALUE_TEXT>
+<SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX></Special_Values>
+<QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE unit="none">10000</BOA_QUANTIFICATION_VALUE>
+</QUANTIFICATION_VALUES_LIST>{offset_list}
+<Spectral_Information_List>{spectral}</Spectral_Information_List>
+</Product_Image_Characteristics></n1:General_Info></n1:Level-2A_User_Product>"""
+
+
+def _band_file(patch: Path, band: str) -> Path:
+    return next(patch.glob(f"*_{band}.tif"))
+
+
+def build_safe(patch: Path, root: Path, *, baseline: str = "04.00", offsets: bool = True,
+               scl: np.ndarray | None = None, crs: dict[str, str] | None = None) -> Path:
+    """A .SAFE folder of ``patch``'s bands: JP2 at native resolution, DN + 1000."""
+    safe = root / SAFE_NAME
+    files = []
+    for band, res in RES.items():
+        rel = f"{GRANULE}/IMG_DATA/R{res}m/T33TWM_20170613T101031_{band}_{res}m"
+        path = safe / (rel + ".jp2")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(_band_file(patch, band)) as src:
+            dn = src.read(1).astype(np.uint16)
+            profile = {"driver": "JP2OpenJPEG", "width": src.width, "height": src.height,
+                       "count": 1, "dtype": "uint16", "transform": src.transform,
+                       "crs": (crs or {}).get(band, src.crs)}
+        with rasterio.open(path, "w", QUALITY=100, REVERSIBLE="YES", **profile) as dst:
+            dst.write(np.where(dn > 0, dn + 1000, 0).astype(np.uint16), 1)
+        files.append(rel)
+    if scl is not None:
+        rel = f"{GRANULE}/IMG_DATA/R20m/T33TWM_20170613T101031_SCL_20m"
+        with rasterio.open(_band_file(patch, "B05")) as src:
+            profile = {"driver": "JP2OpenJPEG", "width": 60, "height": 60, "count": 1,
+                       "dtype": "uint8", "transform": src.transform, "crs": src.crs}
+        with rasterio.open(safe / (rel + ".jp2"), "w", QUALITY=100, REVERSIBLE="YES",
+                           **profile) as dst:
+            dst.write(scl.astype(np.uint8), 1)
+        files.append(rel)
+    (safe / "MTD_MSIL2A.xml").write_text(_mtd(files, baseline=baseline, offsets=offsets))
+    return safe
+
+
+def zip_safe(safe: Path, dst: Path) -> Path:
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted(safe.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"{safe.name}/{f.relative_to(safe).as_posix()}")
+    return dst
+
+
+def stac_item(safe: Path, dst: Path, *, usable: bool = True) -> Path:
+    """A STAC item whose assets are the SAFE's band files (reflectance scale/offset)."""
+    assets = {}
+    for jp2 in sorted(safe.rglob("*_B*_*m.jp2")):
+        band = jp2.stem.split("_")[-2]
+        assets[band] = {
+            "href": str(jp2.relative_to(dst.parent)) if usable else str(jp2) + ".missing.txt",
+            "type": "image/jp2" if usable else "text/plain", "roles": ["data"],
+            "eo:bands": [{"name": band}],
+            "raster:bands": [{"nodata": 0, "scale": 0.0001, "offset": -0.1}]}
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": SAFE_NAME[:-5],
+            "properties": {"constellation": "sentinel-2", "s2:processing_baseline": "04.00",
+                           "processing:level": "L2A"},
+            "geometry": None, "links": [], "assets": assets}
+    dst.write_text(json.dumps(item))
+    return dst
+
+
+def expected_stack(safe: Path, bands: list[str]) -> np.ndarray:
+    """The model input, built independently: bilinear reads onto 10 m, minus 1000."""
+    out = []
+    for band in bands:
+        jp2 = next(safe.rglob(f"*_{band}_{RES[band]}m.jp2"))
+        with rasterio.open(jp2) as src:
+            dn = src.read(1, out_shape=(120, 120), out_dtype="float32",
+                          resampling=Resampling.bilinear)
+        out.append(np.where(dn > 0, dn - 1000, np.nan).astype(np.float32))
+    return np.stack(out)
+
+
+def write_stack(data: np.ndarray, like: Path, dst: Path, names: list[str] | None = None) -> Path:
+    with rasterio.open(_band_file(like, "B02")) as src:
+        profile = {"driver": "GTiff", "width": 120, "height": 120, "count": len(data),
+                   "dtype": "float32", "crs": src.crs, "transform": src.transform,
+                   "nodata": float("nan")}
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+        for i, name in enumerate(names or []):
+            out.set_band_description(i + 1, name)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def patch() -> Path:
+    return shared(*PATCH)
+
+
+@pytest.fixture(scope="module")
+def tiny9(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 9-band model with Dynamic World's band names (untrained: I/O tests)."""
+    import torch
+
+    from geoseg.models.architectures import build_model
+    from geoseg.models.bundle import save_bundle
+    from geoseg.models.spec import ClassInfo, ModelSpec
+
+    torch.manual_seed(3)
+    spec = ModelSpec(architecture="unet", backbone="resnet18", bands=tuple(DW),
+                     mean=(1500.0,) * 9, std=(1000.0,) * 9,
+                     classes=tuple(ClassInfo(i, f"c{i}", (40 * i, 90, 200 - 40 * i))
+                                   for i in range(4)),
+                     tile_size=64, overlap=16, gsd_m=10.0, arch_params=dict(TINY_ARCH),
+                     input_kind="Sentinel-2 L1C top-of-atmosphere reflectance x 10000",
+                     provenance={"trained_by": "tests/test_products.py"})
+    path = tmp_path_factory.mktemp("tiny9") / "tiny9.safetensors"
+    save_bundle(path, build_model(spec).eval(), spec)
+    return path
+
+
+@pytest.fixture(scope="module")
+def safe(patch: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_safe(patch, tmp_path_factory.mktemp("safe"))
+
+
+def _cli(args: list[str]) -> tuple[int, str]:
+    from geoseg.cli.main import cli
+
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+# ----------------------------------------------------------------------- bands by name
+
+def test_band_table_and_sensor_rule() -> None:
+    s2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+    assert match_bands(DW, s2) == (2, 3, 4, 5, 6, 7, 8, 11, 12)
+    assert match_bands(["red", "green", "blue"], s2) == (4, 3, 2)
+    assert match_bands(["nir08"], s2) == (9,)  # B8A, not B08
+    # B5 is red edge on Sentinel-2, near infrared on Landsat 8: the family decides
+    assert band_key("B5", "sentinel2") == "rededge071" != band_key("B5", "landsat-oli")
+    landsat = ["B1", "B2", "B3", "B4", "B5", "B6", "B7"]
+    assert match_bands(["SR_B5", "SR_B4"], landsat, scene_family="landsat-oli") == (5, 4)
+    assert match_bands(["nir"], landsat, scene_family="landsat-oli") == (5,)  # nir08 fallback
+    assert family_of(DW) == "sentinel2" and family_of(["B4", "B3", "B2"]) is None
+    with pytest.raises(BandMismatchError, match=r"lacks band B05: the model needs B02,B05; "
+                                                r"s has B02,B03$"):
+        match_bands(["B02", "B05"], ["B02", "B03"], scene="s")
+
+
+def test_bands_option_takes_names(patch: Path, tmp_path: Path, tiny_bundle: Path) -> None:
+    """--bands B04,B03,B02 on a described 12-band stack = --bands 4,3,2, byte for byte."""
+    names = [b for b in S2 if b != "B10"]
+    data = np.stack([read(_band_file(patch, b)) for b in names if RES[b] == 10] * 3
+                    )[:12].astype(np.float32) / 20
+    stack = write_stack(data, patch, tmp_path / "s.tif", names)
+    code, out = _cli(["predict", str(stack), "-o", str(tmp_path / "n.tif"), "-m",
+                      str(tiny_bundle), "--bands", "B04,B03,B02", "-q"])
+    assert code == 0, out
+    code, out = _cli(["predict", str(stack), "-o", str(tmp_path / "i.tif"), "-m",
+                      str(tiny_bundle), "--bands", "4,3,2", "-q"])
+    assert code == 0, out
+    assert np.array_equal(read(tmp_path / "n.tif"), read(tmp_path / "i.tif"))
+    code, out = _cli(["predict", str(stack), "-o", str(tmp_path / "x.tif"), "-m",
+                      str(tiny_bundle), "--bands", "B04,red,B8A,B10", "-q"])
+    assert code != 0 and out.strip().count("\n") == 0 and "lacks band B10" in out
+
+
+# ---------------------------------------------------------------------------- products
+
+def test_safe_equals_stack(safe: Path, patch: Path, tiny9: Path, tmp_path: Path) -> None:
+    from geoseg.io import open_scene, read_window
+    from geoseg.prediction.pipeline import predict
+
+    scene = open_scene(safe, want=DW)
+    assert scene.shape == (120, 120) and scene.level == "L2A" and scene.family == "sentinel2"
+    assert scene.band_names == tuple(b for b in S2 if b != "B10")
+    ref = expected_stack(safe, [f"B{int(b[1:]):02d}" for b in DW])
+    idx = match_bands(DW, scene.band_names)
+    data, _ = read_window(scene.path, idx, (0, 120), (0, 120), with_mask=False)
+    assert np.array_equal(data, ref, equal_nan=True)  # exact, 20 m bands resampled
+    original = np.stack([read(_band_file(patch, f"B{int(b[1:]):02d}"), 1) for b in DW[:3]])
+    assert np.array_equal(data[:3], original.astype(np.float32))  # the offset is undone
+    stack = write_stack(ref, patch, tmp_path / "stack.tif")
+    with pytest.warns(UserWarning, match="is a L2A product but model .* trained on L1C"):
+        a = predict(safe, tmp_path / "safe.tif", model=tiny9)
+    b = predict(stack, tmp_path / "stack_map.tif", model=tiny9)
+    assert (a.height, a.width) == (120, 120)
+    assert np.array_equal(read(a.output), read(b.output))
+    assert len(np.unique(read(a.output))) > 1  # a map, not a constant
+
+
+@pytest.mark.parametrize("kind", ["zip", "stac", "folder", "list"])
+def test_other_products_equal_safe(kind: str, safe: Path, tiny9: Path, tmp_path: Path) -> None:
+    code, out = _cli(["predict", str(safe), "-o", str(tmp_path / "safe.tif"), "-m",
+                      str(tiny9), "-q"])
+    assert code == 0, out
+    if kind == "zip":
+        src = str(zip_safe(safe, tmp_path / "S2.zip"))
+    elif kind == "stac":
+        local = tmp_path / "p"
+        shutil.copytree(safe, local / safe.name)
+        src = str(stac_item(local / safe.name, local / "item.json"))
+    else:  # reflectance-shifted files are given as they are: use the original patch
+        patch = shared(*PATCH)
+        files = [str(_band_file(patch, f"B{int(b[1:]):02d}")) for b in DW]
+        if kind == "folder":
+            folder = tmp_path / "bands"
+            folder.mkdir()
+            for f in files:
+                shutil.copy(f, folder)
+            src = str(folder)
+        else:
+            src = ",".join(files)
+    code, out = _cli(["predict", src, "-o", str(tmp_path / "p.tif"), "-m", str(tiny9)])
+    assert code == 0, out
+    got, want = read(tmp_path / "p.tif"), read(tmp_path / "safe.tif")
+    if kind in ("zip", "stac"):
+        assert np.array_equal(got, want)
+    else:  # uint16 band files have no offset and no nodata: same pixels, float32 reads
+        assert (got == want).mean() > 0.999
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        assert ds.crs.to_epsg() == 32633 and ds.transform == Affine(10, 0, 404400, 0, -10,
+                                                                     5342400)
+
+
+def test_mask_clouds(patch: Path, tiny9: Path, tmp_path: Path) -> None:
+    """SCL classes 3, 8, 9, 10 become nodata (a synthetic SCL over the real pixels)."""
+    scl = np.full((60, 60), 4, np.uint8)  # vegetation
+    scl[10:20, 10:30] = 9  # cloud, high probability
+    scl[40:50, 0:10] = 3  # cloud shadow
+    scl[0:5, 50:60] = 10  # cirrus
+    safe = build_safe(patch, tmp_path, scl=scl)
+    code, out = _cli(["predict", str(safe), "-o", str(tmp_path / "m.tif"), "-m", str(tiny9),
+                      "--mask", "clouds"])
+    assert code == 0, out
+    got = read(tmp_path / "m.tif")
+    cloud = np.kron(np.isin(scl, (3, 8, 9, 10)), np.ones((2, 2), bool))
+    assert np.array_equal(got == 255, cloud)
+    code, out = _cli(["predict", str(_band_file(patch, "B02")), "-o", str(tmp_path / "x.tif"),
+                      "-m", str(tiny9), "--mask", "clouds"])
+    assert code != 0 and "needs a product" in out
+
+
+def test_auto_model(safe: Path, scene_path: Path) -> None:
+    from geoseg.io import open_scene
+    from geoseg.models import DEFAULT_MODELS
+    from geoseg.prediction.pipeline import auto_model
+
+    name, why = auto_model(open_scene(safe))
+    if "dynamicworld" in DEFAULT_MODELS:
+        assert (name, why) == ("dynamicworld", "default for a Sentinel-2 product")
+    assert auto_model(open_scene(scene_path)) == ("deeplab", "default for RGB scenes")
+
+
+def test_predict_safe_without_model(safe: Path, tmp_path: Path) -> None:
+    from geoseg.models import DEFAULT_MODELS, default_model_path
+
+    if "dynamicworld" not in DEFAULT_MODELS or not default_model_path("dynamicworld").is_file():
+        pytest.skip("the dynamicworld default model is not installed")
+    code, out = _cli(["predict", str(safe), "-o", str(tmp_path / "lulc.tif"),
+                      "--engine", "eager"])
+    assert code == 0, out
+    assert "[dynamicworld (default for a Sentinel-2 product)" in out
+    assert "is a L2A product but model dynamicworld was trained on L1C" in out
+    with rasterio.open(tmp_path / "lulc.tif") as ds:
+        assert ds.count == 1 and ds.crs.to_epsg() == 32633
+        assert len(ds.tags()["class_names"].split(",")) == 9
+
+
+# --------------------------------------------------------------------------- bad input
+
+def _bad(case: str, patch: Path, tmp: Path) -> str:
+    if case == "missing band file":
+        safe = build_safe(patch, tmp)
+        next(safe.rglob("*_B05_20m.jp2")).unlink()
+        return str(safe)
+    if case == "no usable assets":
+        safe = build_safe(patch, tmp)
+        return str(stac_item(safe, tmp / "item.json", usable=False))
+    if case == "different CRSs":
+        return str(build_safe(patch, tmp, crs={"B05": "EPSG:32634"}))
+    if case == "no offset metadata":
+        return str(build_safe(patch, tmp, offsets=False))
+    if case == "zip not a product":
+        with zipfile.ZipFile(tmp / "x.zip", "w") as zf:
+            zf.writestr("readme.txt", "hello")
+        return str(tmp / "x.zip")
+    assert case == "band the model needs is missing"
+    return ",".join(str(_band_file(patch, b)) for b in ("B02", "B03", "B04"))
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("missing band file", "_B05_20m.jp2 listed in MTD_MSIL2A.xml is missing"),
+    ("no usable assets", "has no usable band asset"),
+    ("different CRSs", "bands are on different CRSs (B01: EPSG:32633, B05: EPSG:32634)"),
+    ("no offset metadata", "L2A processing baseline 04.00 stores reflectance with an offset"),
+    ("zip not a product", "is not a Sentinel-2 product zip"),
+    ("band the model needs is missing", "lacks bands B5,B6,B7,B8,B11,B12: the model needs "
+                                        "B2,B3,B4,B5,B6,B7,B8,B11,B12;"),
+])
+def test_bad_products(case: str, message: str, patch: Path, tiny9: Path, tmp_path: Path) -> None:
+    src = _bad(case, patch, tmp_path)
+    code, out = _cli(["predict", src, "-o", str(tmp_path / "o.tif"), "-m", str(tiny9)])
+    assert code != 0
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], out
+    assert "Traceback" not in out and not (tmp_path / "o.tif").exists()
+    from geoseg.io import open_scene, select_bands
+
+    def library() -> None:  # the library raises the same error
+        select_bands(open_scene(src, want=DW), None, 9, DW)
+
+    with pytest.raises(InputError):
+        library()

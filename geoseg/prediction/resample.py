@@ -2,9 +2,10 @@
 
 A model trained on 1 m imagery sees a 0.13 m scene's roofs as fields: ``predict --resample``
 (:attr:`InferenceConfig.resample`) runs it at a *working* GSD instead, or one given in metres.
-``auto`` (the default) resamples only a scene whose GSD lies outside the GSDs the model saw
-in training (:func:`seen_range`: its GSD times its training zoom range), and then to the
-nearest GSD it saw, the smallest change that brings the scene into its range.
+``auto`` (the default) resamples only a scene whose GSD lies outside what the model has seen:
+the GSDs of its training crops (:func:`seen_range`: its GSD over its training zoom range)
+widened by :data:`AUTO_RATIO` (:func:`accepted_range`), and then to the nearest accepted
+GSD, the smallest change that brings the scene into that range.
 
 How, without ever holding the scene: the tile grid stays on the scene's pixels, with tiles of
 ``T = round(t * f)`` scene pixels for a model tile of ``t`` pixels (``f`` = working GSD /
@@ -40,13 +41,17 @@ if TYPE_CHECKING:
     from geoseg.prediction.graph import ChunkJob
     from geoseg.prediction.inference import Predictor
 
-__all__ = ["AUTO_MAX_UPSAMPLE", "AUTO_RATIO", "FEW_TILES", "ScaledTiles", "accumulate",
-           "auto_gsd", "auto_note", "resize_scores", "scaled_tiles",
+__all__ = ["AUTO_MAX_UPSAMPLE", "AUTO_RATIO", "FEW_TILES", "ScaledTiles", "accepted_range",
+           "accumulate", "auto_gsd", "auto_note", "resize_scores", "scaled_tiles",
            "scene_gsd", "seen_range", "working_gsd"]
 
-#: A bundle that records no training zoom range (:attr:`ModelSpec.scale_range`, bundles
-#: that predate it) is taken to have seen GSDs within this factor of its own.
+#: ``auto`` leaves native a scene within this factor of the GSDs the model saw (a
+#: network's tolerance beyond its training zoom; the factor ``auto`` used around the
+#: model's GSD before bundles recorded their zoom range, and still uses for those that do
+#: not).
 AUTO_RATIO = 1.5
+#: Relative slack on the range's ends (zoom ranges are written rounded: 1.33 for 4/3).
+_EDGE = 0.01
 #: ``auto`` upsamples a coarse scene at most this much (each scene pixel becomes up to
 #: 4x4 model pixels); beyond it the tile count explodes for no real detail, so it stays
 #: native (a number passed to ``--resample`` still forces it).
@@ -87,26 +92,35 @@ def seen_range(spec: ModelSpec) -> tuple[float, float] | None:
     """Return the GSDs (metres) the model saw in training, or None if its GSD is unknown.
 
     :meth:`ModelSpec.seen_gsd` (its GSD over its training zoom range); a bundle without a
-    recorded zoom range is taken to have seen its GSD within :data:`AUTO_RATIO`.
+    recorded zoom range saw its own GSD.
     """
     model = spec.gsd_m
     if model is None or not (math.isfinite(model) and model > 0):
         return None
-    return spec.seen_gsd() or (model / AUTO_RATIO, model * AUTO_RATIO)
+    return spec.seen_gsd() or (float(model), float(model))
+
+
+def accepted_range(spec: ModelSpec) -> tuple[float, float] | None:
+    """Return the scene GSDs ``auto`` leaves native (None if the model's GSD is unknown).
+
+    :func:`seen_range` widened by :data:`AUTO_RATIO` at both ends.
+    """
+    seen = seen_range(spec)
+    return None if seen is None else (seen[0] / AUTO_RATIO, seen[1] * AUTO_RATIO)
 
 
 def auto_gsd(scene: Scene, spec: ModelSpec) -> float | None:
-    """``auto``'s working GSD for ``scene``: None (native) or the nearest GSD the model saw.
+    """``auto``'s working GSD for ``scene``: None (native) or the nearest accepted GSD.
 
-    Native when either GSD is unknown, when the scene's GSD lies in :func:`seen_range`,
-    or when the scene is more than :data:`AUTO_MAX_UPSAMPLE` times coarser than the
-    coarsest GSD seen.
+    Native when either GSD is unknown, when the scene's GSD lies in :func:`accepted_range`
+    (1 % slack at its ends), or when the scene is more than :data:`AUTO_MAX_UPSAMPLE`
+    times coarser than its coarsest end.
     """
-    here, seen = scene_gsd(scene), seen_range(spec)
-    if here is None or seen is None:
+    here, ok = scene_gsd(scene), accepted_range(spec)
+    if here is None or ok is None:
         return None
-    lo, hi = seen
-    if lo * (1 - 1e-6) <= here <= hi * (1 + 1e-6):
+    lo, hi = ok
+    if lo * (1 - _EDGE) <= here <= hi * (1 + _EDGE):
         return None
     if here / hi > AUTO_MAX_UPSAMPLE:
         return None
@@ -119,13 +133,13 @@ def auto_note(setting: str | float, scene: Scene, spec: ModelSpec) -> str | None
     A much coarser scene left native, or a scene that resampling shrinks to fewer than
     :data:`FEW_TILES` model tiles.
     """
-    here, seen = scene_gsd(scene), seen_range(spec)
-    if setting != "auto" or here is None or seen is None:
+    here, ok, seen = scene_gsd(scene), accepted_range(spec), seen_range(spec)
+    if setting != "auto" or here is None or ok is None or seen is None:
         return None
-    if here / seen[1] > AUTO_MAX_UPSAMPLE:
-        return (f"scene GSD {here:.3g} m is {here / seen[1]:.0f}x the coarsest the model "
-                f"saw ({seen[1]:.3g} m): run natively (auto upsamples at most "
-                f"{AUTO_MAX_UPSAMPLE:g}x; --resample {seen[1]:.3g} forces it)")
+    if here / ok[1] > AUTO_MAX_UPSAMPLE:
+        return (f"scene GSD {here:.3g} m is {here / ok[1]:.0f}x the coarsest auto accepts "
+                f"for this model ({ok[1]:.3g} m): run natively (auto upsamples at most "
+                f"{AUTO_MAX_UPSAMPLE:g}x; --resample {ok[1]:.3g} forces it)")
     work = auto_gsd(scene, spec)
     if work is None or work < here:
         return None

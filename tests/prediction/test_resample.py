@@ -43,9 +43,9 @@ def test_scene_gsd_projected_geographic_and_unknown(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("res", "expected"), [
     (10.0, None), (6.8, None), (14.9, None),   # no zoom range recorded: within 1.5x native
-    (6.6, MODEL_GSD / 1.5), (15.1, MODEL_GSD * 1.5), (2.5, MODEL_GSD / 1.5),
+    (6.5, MODEL_GSD / 1.5), (15.3, MODEL_GSD * 1.5), (2.5, MODEL_GSD / 1.5),
     (60.0, MODEL_GSD * 1.5),
-    (61.0, None)])                             # > 4x the coarsest seen: auto stays native
+    (61.0, None)])                             # > 4x the coarsest accepted: stays native
 def test_auto_without_a_zoom_range_uses_one_and_a_half(tmp_path: Path, res: float,
                                                        expected: float | None) -> None:
     scene = open_scene(_scene(tmp_path, "s.tif", res))
@@ -55,18 +55,25 @@ def test_auto_without_a_zoom_range_uses_one_and_a_half(tmp_path: Path, res: floa
 
 
 @pytest.mark.parametrize(("zoom", "res", "expected"), [
-    ((0.5, 2.0), 5.0, None), ((0.5, 2.0), 20.0, None), ((0.5, 2.0), 12.0, None),
-    ((0.5, 2.0), 4.9, 5.0), ((0.5, 2.0), 1.3, 5.0), ((0.5, 2.0), 21.0, 20.0),
-    ((0.75, 1.33), 7.6, None), ((0.75, 1.33), 7.4, 10.0 / 1.33),
-    ((0.75, 1.33), 5.0, 10.0 / 1.33), ((0.75, 1.33), 14.0, 10.0 / 0.75),
-    ((1.0, 1.0), 10.0, None), ((1.0, 1.0), 9.0, 10.0)])
-def test_auto_resamples_only_outside_the_gsds_seen_to_the_nearest(
+    # zoom 0.5-2 at 10 m: saw 5-20 m, accepts 3.33-30 m (1.5x beyond what it saw)
+    ((0.5, 2.0), 5.0, None), ((0.5, 2.0), 20.0, None), ((0.5, 2.0), 3.4, None),
+    ((0.5, 2.0), 29.0, None), ((0.5, 2.0), 3.2, 10 / 3), ((0.5, 2.0), 1.3, 10 / 3),
+    ((0.5, 2.0), 31.0, 30.0),
+    # zoom 0.75-1.33: saw 7.52-13.3 m, accepts 5.01-20 m; 1 % slack at the ends (4/3)
+    ((0.75, 1.33), 5.0, None), ((0.75, 1.33), 4.9, 10 / 1.33 / 1.5),
+    ((0.75, 1.33), 21.0, 20.0), ((0.75, 1.33), 14.0, None),
+    ((1.0, 1.0), 10.0, None), ((1.0, 1.0), 6.5, 10 / 1.5)])
+def test_auto_resamples_only_outside_what_the_model_has_seen(
         tmp_path: Path, zoom: tuple[float, float], res: float, expected: float | None) -> None:
     """The trained zoom range sets what ``auto`` leaves native, and where it resamples to."""
     from dataclasses import replace
 
+    from geoseg.prediction.resample import accepted_range
+
     spec = replace(tiny_spec(), scale_range=zoom)
     assert spec.seen_gsd() == pytest.approx((MODEL_GSD / zoom[1], MODEL_GSD / zoom[0]))
+    assert accepted_range(spec) == pytest.approx((MODEL_GSD / zoom[1] / 1.5,
+                                                  MODEL_GSD / zoom[0] * 1.5))
     scene = open_scene(_scene(tmp_path, "s.tif", res))
     assert working_gsd("auto", scene, spec) == pytest.approx(expected)
 
@@ -76,17 +83,17 @@ def test_auto_notes_a_scene_it_shrinks_below_a_few_tiles(tmp_path: Path) -> None
 
     from geoseg.prediction.resample import auto_note
 
-    spec = replace(tiny_spec(), scale_range=(0.5, 2.0))  # tile 128, saw 5-20 m
-    small = open_scene(_scene(tmp_path, "small.tif", 1.0, shape=(512, 512)))  # -> 102 px
+    spec = replace(tiny_spec(), scale_range=(0.5, 2.0))  # tile 128, accepts 3.33-30 m
+    small = open_scene(_scene(tmp_path, "small.tif", 1.0, shape=(512, 512)))  # -> 154 px
     note = auto_note("auto", small, spec)
-    assert note is not None and "less than 4 tiles of 128 px" in note and "102x102" in note
+    assert note is not None and "less than 4 tiles of 128 px" in note and "154x154" in note
     assert "\n" not in note
     assert auto_note("off", small, spec) is None
-    big = open_scene(_scene(tmp_path, "big.tif", 2.0, shape=(1400, 1400)))  # -> 560 px
+    big = open_scene(_scene(tmp_path, "big.tif", 2.0, shape=(1400, 1400)))  # -> 840 px
     assert auto_note("auto", big, spec) is None
     native = open_scene(_scene(tmp_path, "native.tif", 10.0))
     assert auto_note("auto", native, spec) is None
-    coarse = open_scene(_scene(tmp_path, "coarse.tif", 100.0))
+    coarse = open_scene(_scene(tmp_path, "coarse.tif", 200.0))
     assert "run natively" in (auto_note("auto", coarse, spec) or "")
 
 
@@ -130,7 +137,7 @@ def test_finer_scene_gives_the_native_map_on_its_own_grid(tiny_bundle: Path,
     native, fine = _native_and_fine(tmp_path)
     predict(native, tmp_path / "n.tif", model=tiny_bundle, engine="eager")
     res = predict(fine, tmp_path / "f.tif", model=tiny_bundle, engine="eager",
-                  resample=MODEL_GSD)  # (auto would stop at the finest GSD seen, 6.67 m)
+                  resample=MODEL_GSD)  # (auto would stop at the finest it accepts, 6.67 m)
     assert res.working_gsd == pytest.approx(MODEL_GSD)
     assert "resampled to 10 m" in res.summary()
     assert_same_georef(fine, tmp_path / "f.tif")           # (b) the scene's own grid
@@ -251,5 +258,10 @@ def test_shipped_bundles_record_gsd_estimate_and_zoom(name: str,
     spec = read_spec(default_model_path(name))
     assert spec.scale_range == zoom and spec.gsd_m == 1.0
     assert "carriageway" in spec.provenance["gsd_estimate"]["how"]
-    # the Dubai held-out tiles georeferenced at 0.5 m: inside deeplab's range, not unet's
+    # the Dubai held-out tiles georeferenced at 0.5 m: inside deeplab's zoom, not unet's,
+    # both accepted (native); Banepa's 0.13 m chips are resampled for both
+    from geoseg.prediction.resample import accepted_range
+
     assert (spec.seen_gsd()[0] <= 0.5) == (name == "deeplab")  # type: ignore[index]
+    lo, hi = accepted_range(spec)  # type: ignore[misc]
+    assert lo * 0.99 <= 0.5 <= hi and lo > 0.132

@@ -96,9 +96,9 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--resample", callback=_resample, default="auto", show_default=True,
               metavar="auto|off|METRES",
               help="Run the model at a working ground sample distance: auto = only when "
-                   "the scene's GSD is outside the GSDs the model saw in training (its "
-                   "GSD x its training zoom range), to the nearest one it saw; METRES "
-                   "forces one. The map stays on the scene's grid.")
+                   "the scene's GSD is outside what the model saw in training (its GSD x "
+                   "its training zoom range, widened 1.5x), to the nearest GSD inside; "
+                   "METRES forces one. The map stays on the scene's grid.")
 @click.option("--tta", type=click.Choice(["none", "flips"]), default="none",
               show_default=True,
               help="Test-time augmentation: flips averages the scores of each tile and "

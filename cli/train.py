@@ -84,7 +84,7 @@ def _scale_range(ctx: click.Context, param: click.Parameter, value: str
 
 
 @click.command()
-@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
+@click.argument("data", nargs=-1, required=True, type=click.Path(path_type=str))
 @options.output_opt(help="Model bundle to write (.safetensors): the best epoch.")
 @click.option("--val", multiple=True, type=click.Path(exists=True, path_type=str),
               help="Validation data (folder of pairs, repeatable); default: hold out "
@@ -176,6 +176,7 @@ def _scale_range(ctx: click.Context, param: click.Parameter, value: str
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="Data-loading worker processes.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into OUTPUT.")
+@options.xyz_pattern_opt
 @options.overwrite_opt
 @options.quiet_opt
 @options.progress_opt
@@ -194,15 +195,16 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
           device: str, precision: str,
           threads: int | None, workers: int, gsd: float | None, target: str,
           instance_class: str, boundary_px: int, contact_px: int, resume: bool,
-          overwrite: bool, quiet: bool, progress_kind: str) -> None:
+          xyz_pattern: str | None, overwrite: bool, quiet: bool, progress_kind: str) -> None:
     """Train a segmentation model on labelled tiles (or a scene + labels).
 
     \b
     DATA is one or more folders with images/ and masks/ (also one per sub-folder,
-    e.g. tile_1/), or a scene with --labels: a label raster on any grid (aligned as
-    `geoseg score` aligns it; pixels it does not cover are ignored), label tiles or a
-    vector file. Nodata (per band, NaN, +-inf) is filled as predict fills it and left
-    out of the loss and the normalisation statistics.
+    e.g. tile_1/), or a scene with --labels (also a folder or quoted glob of image
+    chips, XYZ-named or georeferenced, RGB/RGBA mixed, read as one mosaic): a label
+    raster on any grid (aligned as `geoseg score` aligns it; pixels it does not cover
+    are ignored), label tiles or a vector file. Nodata (per band, NaN, +-inf) is filled
+    as predict fills it and left out of the loss and the normalisation statistics.
     \b
     geoseg train tiles/ --class-colors classes.json -o model.safetensors
     geoseg train scene.tif --labels roads.gpkg --label-field class -o roads.safetensors
@@ -236,15 +238,20 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
     kw: dict[str, Any] = {"config": config, "weights": weights, "init": init,
                           "resume": resume, "overwrite": overwrite, "progress": progress,
                           "band_names": _names(band_names), "bands": bands}
+    missing = [d for d in data if not Path(d).exists() and not (labels and "*" in d)]
+    if missing:
+        raise InputError(f"input not found: {missing[0]}")
     if labels is not None:
         from geoseg.training.chips import train_scene
+        from geoseg.xyz import xyz_pattern as xyz_names
 
         if len(data) != 1:
             raise InputError(f"--labels goes with one scene, got {len(data)} inputs")
-        result = train_scene(data[0], labels, output, label_field=label_field,
-                             class_names=_names(class_names), class_colors=class_colors,
-                             val=val[0] if val else None,
-                             val_fraction=val_fraction, **kw)
+        with xyz_names(xyz_pattern):  # a folder or glob of chips: one mosaic
+            result = train_scene(data[0], labels, output, label_field=label_field,
+                                 class_names=_names(class_names), class_colors=class_colors,
+                                 val=val[0] if val else None,
+                                 val_fraction=val_fraction, **kw)
     else:
         files = [d for d in data if Path(d).is_file()]
         if files:

@@ -70,9 +70,10 @@ def inspect(path: str, as_json: bool) -> None:
               help="Per-band standard deviation the model divides by.")
 @click.option("--classes", required=True, callback=_names, metavar="clear,cloud,...",
               help="Class names in output-channel order (ids 0, 1, ...).")
-@click.option("--tile-size", type=click.IntRange(32),
-              help="Tile side, px (default: the model's input size, else 512).")
-@click.option("--overlap", type=click.IntRange(0), help="Tile overlap, px (default tile/8).")
+@options.tile_opt(help="Tile side, px, a multiple of 32 up to 4096 (default: the model's "
+                       "input size, else 512).")
+@click.option("--overlap", type=click.IntRange(0),
+              help="Tile overlap, px (default: tile/8, the rule of geoseg train).")
 @click.option("--class-colors", callback=_colors, metavar="#RRGGBB,...",
               help="One colour per class (default: a fixed palette).")
 @options.overwrite_opt
@@ -99,8 +100,8 @@ def import_(model: Path, output: Path, bands: tuple[str, ...], mean: tuple[float
 @bundle.command("export")
 @click.argument("path", type=click.Path(path_type=Path))
 @options.output_opt(help="ONNX file to write.")
-@click.option("--tile-size", type=click.IntRange(32),
-              help="Tile side the exported graph takes (default: the bundle's).")
+@options.tile_opt(help="Tile side the exported graph takes, a multiple of 32 up to 4096 "
+                       "(default: the bundle's).")
 @options.overwrite_opt
 def export(path: Path, output: Path, tile_size: int | None, overwrite: bool) -> None:
     """Write the network of the bundle at PATH as ONNX (logits NCHW, dynamic batch).

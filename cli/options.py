@@ -40,11 +40,21 @@ def _tile(ctx: click.Context, param: click.Parameter, value: int | None) -> int 
     """
     from geoseg.prediction.limits import validate_tile
 
-    return None if value is None else validate_tile(value, what="--tile-size")
+    flag = param.opts[0] if param.opts else "--tile-size"
+    return None if value is None else validate_tile(value, what=flag)
 
 
-tile_size_opt = click.option("--tile-size", type=int, callback=_tile, metavar="PX",
-                             help="Tile side, px, a multiple of 32 (default: model's).")
+def tile_opt(*decls: str, help: str, **kw: Any) -> Any:
+    """Return a tile-side option (``--tile-size`` unless named) with predict's limits.
+
+    Every command that takes a tile side uses it, so ``--tile-size 33`` or ``100000``
+    is refused the same way everywhere (:func:`geoseg.prediction.limits.validate_tile`).
+    """
+    return click.option(*(decls or ("--tile-size",)), type=int, callback=_tile, metavar="PX",
+                        help=help, **kw)
+
+
+tile_size_opt = tile_opt(help="Tile side, px, a multiple of 32 up to 4096 (default: model's).")
 
 
 overwrite_opt = click.option("--overwrite", is_flag=True,

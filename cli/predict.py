@@ -52,7 +52,9 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str | None
               help="Products only: the product's cloud and shadow flags become nodata "
                    "(Sentinel-2 SCL or MSK_CLASSI, Landsat QA_PIXEL).")
 @options.tile_size_opt
-@click.option("--overlap", type=click.IntRange(0), help="Tile overlap, px (default: model's).")
+@click.option("--overlap", type=click.IntRange(0),
+              help="Tile overlap, px (default: the model's, scaled with --tile-size: the "
+                   "same share of the tile).")
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--chunk-tiles", type=click.IntRange(1), default=4, show_default=True,
               help="Tiles per chunk side (memory grows with its square).")

@@ -138,9 +138,11 @@ def _scale_range(ctx: click.Context, param: click.Parameter, value: str
 @click.option("--patience", type=click.IntRange(1), help="Early stop after N epochs without gain.")
 @click.option("--max-minutes", type=click.FloatRange(0, min_open=True),
               help="Stop after this much training time (the schedule follows it).")
-@click.option("--tile-size", type=click.IntRange(32), default=512, show_default=True,
-              help="Validation chip side and the bundle's inference tile.")
-@click.option("--overlap", type=click.IntRange(0), default=64, show_default=True)
+@options.tile_opt(default=512, show_default=True,
+                  help="Validation chip side and the bundle's inference tile, a multiple "
+                       "of 32 up to 4096.")
+@click.option("--overlap", type=click.IntRange(0),
+              help="The bundle's inference tile overlap, px (default: tile/8, 64 for 512).")
 @click.option("--val-limit", type=click.IntRange(1), help="Use at most N validation chips.")
 @click.option("--no-augment", is_flag=True, help="No flips/rotations/jitter.")
 @click.option("--jitter", type=click.FloatRange(0, 0.9), metavar="FRACTION",
@@ -189,7 +191,7 @@ def train(data: tuple[str, ...], output: Path, val: tuple[str, ...], val_fractio
           crop_size: int, lr: float, weight_decay: float, warmup_steps: int, loss: str,
           class_weights: Any, ignore_index: int | None, miou_exclude: str | None, seed: int,
           select: str, patience: int | None, max_minutes: float | None, tile_size: int,
-          overlap: int,
+          overlap: int | None,
           val_limit: int | None, no_augment: bool, jitter: float | None,
           scale_jitter: tuple[float, float], half: bool,
           device: str, precision: str,

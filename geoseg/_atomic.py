@@ -425,13 +425,17 @@ def write_errors(dst: Path) -> Iterator[None]:
     Errors geoseg raises on purpose (:class:`GeosegError`, e.g. an unreadable input) pass
     through unchanged.
     """
+    from rasterio._err import CPLE_BaseError
     from rasterio.errors import RasterioError
 
     try:
         yield
     except GeosegError:
         raise
-    except (OSError, RasterioError) as exc:
+    # GDAL errors raised straight from rasterio's C layer (CPLE_AppDefinedError: "TIFF
+    # WriteDirectoryTagData: IO error" when the disk fills during a COG copy) are
+    # neither OSError nor RasterioError.
+    except (OSError, RasterioError, CPLE_BaseError) as exc:
         if _is_full(exc, dst):
             raise full_disk_error(dst) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

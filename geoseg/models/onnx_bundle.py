@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg._atomic import atomic_path
+from geoseg._atomic import atomic_path, check_distinct, check_output
 from geoseg.errors import BundleError, InputError
 from geoseg.models.spec import ClassInfo, ModelSpec
 
@@ -109,9 +109,15 @@ def import_onnx(model: str | os.PathLike[str], output: str | os.PathLike[str], *
         Tile side (default: the model's static input size, else 512) and overlap (default
         tile/8).
     """
+    from geoseg.prediction.limits import validate_tile
+
     src = Path(model)
     if not src.is_file():
         raise InputError(f"ONNX model not found: {src}")
+    check_output(output, overwrite=overwrite)
+    check_distinct([("-o", output)], [("MODEL", src)])
+    if tile_size is not None:
+        validate_tile(tile_size)
     ids = list(class_ids) or list(range(len(classes)))
     colors = list(class_colors) or [_PALETTE[i % len(_PALETTE)] for i in range(len(classes))]
     if len(ids) != len(classes) or len(colors) != len(classes):
@@ -168,9 +174,16 @@ def export_onnx(bundle: str | os.PathLike[str], output: str | os.PathLike[str], 
     The normalisation of the spec is *not* in the graph (as in a published model); an
     imported bundle gives back the bytes it was imported from.
     """
-    from geoseg.models import resolve_model
+    from geoseg.models import resolve_model, resolve_model_path
     from geoseg.models.export import export_network
+    from geoseg.prediction.limits import validate_tile
 
+    # Before the (slow) load: the output may not be the bundle itself, the tile must be
+    # one predict accepts (a huge one made torch's allocator fail, 33 the exporter).
+    check_output(output, overwrite=overwrite)
+    check_distinct([("-o", output)], [("bundle", resolve_model_path(bundle))])
+    if tile_size is not None:
+        validate_tile(tile_size)
     loaded = resolve_model(bundle)
     data = loaded.onnx if loaded.onnx is not None else export_network(
         loaded, tile_size or loaded.spec.tile_size)

@@ -32,6 +32,21 @@ class ClassInfo:
             raise BundleError(f"class {self.name!r}: colour {self.color} is not RGB 0..255")
 
 
+def _check_normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """Refuse a non-finite mean, or a std that is not finite and positive.
+
+    NaN compares false with everything: without this a NaN std passed ``> 0`` and the
+    model saw NaN everywhere (one class, silently).
+    """
+    def text(values: tuple[float, ...]) -> str:
+        return ",".join(f"{v:g}" for v in values)
+
+    if not all(math.isfinite(m) for m in mean):
+        raise BundleError(f"mean must be finite numbers, got {text(mean)}")
+    if not all(math.isfinite(s) and s > 0 for s in std):
+        raise BundleError(f"std must be finite positive numbers, got {text(std)}")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     """Everything needed to use a model's weights, without reading any code.
@@ -114,8 +129,7 @@ class ModelSpec:
         if len(self.mean) != n or len(self.std) != n:
             raise BundleError(f"mean/std have {len(self.mean)}/{len(self.std)} values for "
                               f"{n} bands")
-        if any(s <= 0 for s in self.std):
-            raise BundleError(f"std must be positive, got {self.std}")
+        _check_normalisation(self.mean, self.std)
         if not self.classes:
             raise BundleError("a model needs at least one class")
         ids = [c.id for c in self.classes]

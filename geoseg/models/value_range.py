@@ -15,13 +15,14 @@ model code does not change and nodata is still filled with the (new) mean.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from geoseg.errors import InputError
+from geoseg.errors import GeosegWarning, InputError
 from geoseg.io import Scene
 from geoseg.models.spec import ModelSpec
 
@@ -135,9 +136,15 @@ def scaled_spec(spec: ModelSpec, scene: Scene, bands: Sequence[int],
             raise InputError(f"--scale must be a positive number or 'percentile', got "
                              f"{scale!r}")
         coef = []
-        for (a, b), (lo, hi) in zip(scene_range(scene, bands), trained_range(spec),
-                                    strict=True):
-            gain = (hi - lo) / (b - a) if b > a else 1.0
+        for k, ((a, b), (lo, hi)) in enumerate(zip(scene_range(scene, bands),
+                                                   trained_range(spec), strict=True)):
+            if not b > a:  # no spread: any stretch would move its one value anywhere
+                warnings.warn(f"--scale percentile: band {bands[k]} ({spec.bands[k]}) of "
+                              f"{scene.path} has no spread (1st and 99th percentiles "
+                              f"{a:.4g}); it is left unscaled", GeosegWarning, stacklevel=3)
+                coef.append((1.0, 0.0))
+                continue
+            gain = (hi - lo) / (b - a) if hi > lo else 1.0
             coef.append((gain, lo - a * gain))
     else:
         if not np.isfinite(scale) or scale <= 0:

@@ -35,7 +35,8 @@ class InferenceConfig:
     Parameters
     ----------
     tile, overlap : int or None
-        Tile side and overlap, pixels; ``None`` = the model's (see :meth:`resolve`).
+        Tile side and overlap, pixels; ``None`` = the model's; an overlap not given
+        follows the tile (see :meth:`resolve`).
     batch_size : int
         Tiles per forward pass.
     chunk_tiles : int
@@ -95,9 +96,16 @@ class InferenceConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def resolve(self, spec: ModelSpec) -> InferenceConfig:
-        """Fill ``tile`` and ``overlap`` from the model's defaults (the only place it happens)."""
+        """Fill ``tile`` and ``overlap`` from the model's defaults (the only place it happens).
+
+        An overlap not given follows the tile (:func:`~geoseg.prediction.limits.
+        default_overlap`): the model's own at its tile size, the same share of another.
+        """
+        from geoseg.prediction.limits import default_overlap
+
         tile = int(self.tile or spec.tile_size)
-        overlap = int(spec.overlap if self.overlap is None else self.overlap)
+        overlap = int(default_overlap(tile, spec.tile_size, spec.overlap)
+                      if self.overlap is None else self.overlap)
         return replace(self, tile=tile, overlap=overlap)
 
     @property

@@ -21,6 +21,7 @@ starts over. Only a complete run renames its COG onto ``OUT``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -65,11 +66,18 @@ def _open(path: Path, mode: str = "r", **profile: Any) -> Any:
 def cog_copy(src: Path, dst: Path, *, categorical: bool) -> None:
     """Copy a GeoTIFF to a DEFLATE-compressed Cloud-Optimized GeoTIFF with overviews."""
     import rasterio.shutil
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
 
-    rasterio.shutil.copy(
-        str(src), str(dst), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE="512",
-        OVERVIEW_RESAMPLING="MODE" if categorical else "AVERAGE", NUM_THREADS="ALL_CPUS",
-        BIGTIFF="IF_SAFER")
+    try:
+        rasterio.shutil.copy(
+            str(src), str(dst), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE="512",
+            OVERVIEW_RESAMPLING="MODE" if categorical else "AVERAGE", NUM_THREADS="ALL_CPUS",
+            BIGTIFF="IF_SAFER")
+    except (RasterioError, CPLE_BaseError) as exc:
+        # The source is our own finished file: whatever GDAL says (libtiff reports a full
+        # volume as an IO, seek or directory error), the copy failed writing ``dst``.
+        raise OSError(errno.EIO, f"write failed: {exc}") from exc
 
 
 class PartialOutput:

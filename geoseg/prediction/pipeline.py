@@ -133,9 +133,14 @@ def _execute_distributed(client: Any, blocks: dict[tuple[int, int], Any],
 def check_destinations(scene: str | os.PathLike[str], output: str | os.PathLike[str],
                        probabilities: str | os.PathLike[str] | None,
                        preview: str | os.PathLike[str] | None,
-                       vectorize: str | os.PathLike[str] | None, *, overwrite: bool
+                       vectorize: str | os.PathLike[str] | None, *, overwrite: bool,
+                       inputs: Sequence[tuple[str, str | os.PathLike[str] | None]] = ()
                        ) -> tuple[Path, Path | None, Path | None, Path | None]:
-    """Check every output of a run before any compute: formats, existence, identity."""
+    """Check every output of a run before any compute: formats, existence, identity.
+
+    No output may be the scene or one of ``inputs`` (``(option, path)``: the model
+    bundle, the calibration rasters).
+    """
     from geoseg.vector.write import vector_driver
 
     def check(dst: str | os.PathLike[str] | None, extensions: tuple[str, ...], what: str
@@ -151,7 +156,7 @@ def check_destinations(scene: str | os.PathLike[str], output: str | os.PathLike[
     if vec is not None:
         vector_driver(vec)
     check_distinct([("-o", out), ("--probabilities", prob), ("--preview", prev),
-                    ("--vectorize", vec)], [("scene", scene)])
+                    ("--vectorize", vec)], [("scene", scene), *inputs])
     return out, prob, prev, vec
 
 
@@ -299,7 +304,8 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         (``B04``, ``red``; :mod:`geoseg.bands`). Default: the model's bands by name when
         the scene's bands are named, else all bands in file order.
     tile_size, overlap : int, optional
-        Tile side and overlap in pixels (default: the model's).
+        Tile side and overlap in pixels (default: the model's; an overlap not given
+        follows the tile size, see :meth:`InferenceConfig.resolve`).
     batch_size : int, optional
         Tiles per forward pass (default 4).
     chunk_tiles : int, optional
@@ -362,8 +368,14 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
         device=device, precision=precision, engine=engine, blend=blend,
         calibration=None if calibration is None else os.fspath(calibration),
         resample=resample, tta=tta)
+    from geoseg.models import resolve_model_path
+
+    bundle_file = model.path if isinstance(model, Bundle) else \
+        None if model is None else resolve_model_path(model)
     paths = check_destinations(scene, output, probabilities, preview, vectorize,
-                               overwrite=overwrite)
+                               overwrite=overwrite,
+                               inputs=[("--model", bundle_file),
+                                       ("--calibration", config.calibration)])
     from geoseg.bands import model_family
 
     reason, src = "", None
@@ -479,7 +491,7 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                  + ("" if scaled is None else f" resampled to {scaled.gsd:.3g} m")
                  + ("" if config.tta == "none" else f" tta={config.tta}")
                  + f" [{path_info}]")
-    finished = False
+    finished = journaled = False
     try:
         progress.start(remaining, desc=Path(src.path).name[:24])
         import rasterio
@@ -492,6 +504,7 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
             # Pixels where some bands were filled (predicted) and where all were (nodata
             # 255), as stage 1 counted them: no second pass over the scene.
             filled, nodata = _nodata_counts(partial, grid, src, chosen)
+            journaled = True  # every chunk is on disk: only the final COG copy is left
             partial.finalize(colormap=class_colormap([c.color for c in spec.classes]),
                              tags=tags, class_names=spec.class_names(), overwrite=overwrite)
         finished = True
@@ -510,9 +523,15 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
     except BaseException as exc:
         if state is not None:
             state.cancel()  # stop the other chunk tasks at their next batch
-        # A full disk discards even a resumable run: its temporaries keep the disk full.
-        if not finished and (not resume or isinstance(exc, DiskFullError)):
+        # A full disk discards even a resumable run while chunks are computed (its
+        # temporaries keep the disk full); once every chunk is journaled only the COG
+        # copy failed (its temporary is removed): the journal stays for --resume.
+        full = isinstance(exc, DiskFullError)
+        if not finished and (not resume or (full and not journaled)):
             partial.discard()
+        if full and resume and journaled and not finished:
+            raise DiskFullError(f"{exc}; every chunk is kept beside it: free some space and "
+                                "rerun with --resume to write the map") from None
         raise
     finally:
         progress.close()

@@ -147,6 +147,7 @@ def parse_label_map(label_map: str | Mapping[Any, Any] | None) -> dict[str, str]
     if isinstance(label_map, Mapping):
         return {str(k).strip(): str(v).strip() for k, v in label_map.items()}
     out: dict[str, str] = {}
+    seen: dict[Any, str] = {}  # a value given twice ("0" and "0.0" too) would let the last win
     for item in label_map.split(","):
         if not item.strip():
             continue
@@ -154,6 +155,12 @@ def parse_label_map(label_map: str | Mapping[Any, Any] | None) -> dict[str, str]
         if not sep or not key.strip() or not value.strip():
             raise InputError(f"--label-map entry {item.strip()!r} is not VALUE=CLASS "
                              f"(e.g. --label-map 0=land,1=building)")
+        number = _number(key.strip())
+        same = key.strip() if number is None else number
+        if same in seen:
+            raise InputError(f"--label-map gives label value {key.strip()} twice "
+                             f"({seen[same]}, {item.strip()}); each value means one class")
+        seen[same] = item.strip()
         out[key.strip()] = value.strip()
     if not out:
         raise InputError("--label-map is empty; give VALUE=CLASS pairs")

@@ -281,6 +281,11 @@ def _label_source(scene: Scene, labels: Any, *, classes: Sequence[str] | None,
                                        chunk_size, num_workers)
     sc = score_classes(scene, classes=classes, label_map=label_map,
                        label_info=label_info, pred_values=pred_values)
+    names = [k for k in sc.value_map if isinstance(k, str)]
+    if names and kind != "vector":  # a label raster holds numbers: a name matches nothing
+        raise InputError(f"--label-map {names[0]}=...: {names[0]!r} is not a label value; "
+                         f"{labels} holds numbers (class ids), e.g. --label-map "
+                         f"1=building")
     if kind == "vector":
         if scene.crs is None:
             raise InputError(f"{scene.path} has no CRS; the prediction must be "

@@ -36,7 +36,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     tile_size: int = 512
-    overlap: int = 64
+    overlap: int | None = None  # None: follows the tile (tile_size / 8, default_overlap)
     val_limit: int | None = None
     miou_exclude: tuple[str, ...] = ()
     augment: Augment = field(default_factory=lambda: Augment(
@@ -45,6 +45,26 @@ class TrainConfig:
     channels_last: bool = True
     workers: int = 0
     gsd: float | None = None  # metres per pixel of the training imagery (recorded)
+
+    def __post_init__(self) -> None:
+        # predict's tile limits, and an overlap that follows the tile: checked here, before
+        # any data is read (the bundle's spec would refuse them only after training).
+        from geoseg.errors import InputError
+        from geoseg.prediction.limits import default_overlap, validate_tile
+
+        validate_tile(self.tile_size, "tile size")
+        if self.overlap is None:
+            object.__setattr__(self, "overlap", default_overlap(self.tile_size))
+        elif not 0 <= self.overlap <= self.tile_size // 2:
+            raise InputError(f"overlap {self.overlap} must be between 0 and half the tile "
+                             f"size ({self.tile_size // 2})")
+
+    @property
+    def overlap_px(self) -> int:
+        """The overlap, px: the one given, else the tile's default."""
+        from geoseg.prediction.limits import default_overlap
+
+        return default_overlap(self.tile_size) if self.overlap is None else self.overlap
     #: train the instance target (interior/boundary/contact) of a class instead of it
     instances: InstanceTarget | None = None
 

@@ -413,6 +413,9 @@ def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair]
     else:
         train_pairs = pairs
         val_pairs = _pairs(val)
+    check_distinct([("-o", out)], [("--class-colors", class_colors), *(
+        (what, f) for p in (*train_pairs, *val_pairs)
+        for what, f in (("image", p.image), ("mask", p.mask)))])
     table = read_class_table(class_colors) if class_colors is not None else None
     ignore = config.ignore_index
     train_images, table = load_pairs(train_pairs, table, ignore_index=ignore, bands=bands)

@@ -154,7 +154,7 @@ def _setup(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledIma
     mean, std = band_stats(train_images)
     spec = ModelSpec(architecture=config.architecture, backbone=config.backbone,
                      bands=band_names, mean=mean, std=std, classes=table.classes,
-                     tile_size=config.tile_size, overlap=config.overlap,
+                     tile_size=config.tile_size, overlap=config.overlap_px,
                      arch_params=dict(config.arch_params),
                      gsd_m=math.nan if config.gsd is None else float(config.gsd))
     torch.manual_seed(config.seed)

@@ -53,6 +53,12 @@ def _vector_source(path: str | Any, grid: _Grid, *, classes: ScoreClasses,
         raise InputError(f"vector labels {description} have no field {label_field!r}; "
                          f"fields: {', '.join(fields) or 'none'}")
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty & gdf[label_field].notna()]
+    values = {str(v).strip() for v in gdf[label_field]}
+    unknown = sorted(k for k in classes.value_map if isinstance(k, str) and k not in values)
+    if unknown:  # a --label-map name no feature has: it would match nothing, silently
+        raise InputError(f"--label-map {unknown[0]}=...: no feature of {description} has "
+                         f"{label_field} = {unknown[0]!r} (values: "
+                         f"{', '.join(sorted(values)[:10])})")
     codes = np.array([_class_code(v, classes, ignore_index, description)
                       for v in gdf[label_field]], dtype=np.int64)
     fill_code = -2 if label_fill is None else _class_code(

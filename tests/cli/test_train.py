@@ -173,7 +173,7 @@ def test_tile_and_train_cli_scene_labels_with_names_and_colours(runner, tmp_path
     spec = read_spec(out)
     assert [c.name for c in spec.classes] == ["c0", "c1", "c2"]
     assert spec.gsd_m == 10.0  # the scene's pixel size (EPSG:32633, 10 m)
-    assert spec.provenance["data"]["split"].endswith("--val-fraction 0.2, seed 0")
+    assert spec.provenance["data"]["split"].endswith("rounded to whole blocks), seed 0")
 
 
 def test_train_starts_with_a_block_and_counts_steps(runner, tmp_path):

@@ -109,6 +109,11 @@ def export(path: Path, output: Path, tile_size: int | None, overwrite: bool) -> 
     The normalisation stays in the spec (geoseg bundle inspect), as for a published model.
     """
     from geoseg.models.onnx_bundle import export_onnx
+    from geoseg.progress import said_if_slow
 
-    click.echo(f"wrote {export_onnx(path, output, tile_size=tile_size, overwrite=overwrite)}",
-               err=True)
+    def say(message: str) -> None:
+        click.echo(message, err=True)
+
+    with said_if_slow(say, f"exporting {path.name} to ONNX (can take a minute)"):
+        written = export_onnx(path, output, tile_size=tile_size, overwrite=overwrite)
+    click.echo(f"wrote {written}", err=True)

@@ -22,7 +22,7 @@ import click
 
 from geoseg import __version__
 from geoseg.errors import GeosegError, GeosegWarning
-from geoseg.progress import emit_event
+from geoseg.progress import ReportHandler, begin_reports, emit_event, report_warning
 
 # name -> "module:attribute" of the click command (one per line, sorted).
 _COMMANDS: dict[str, str] = {
@@ -40,7 +40,7 @@ _COMMANDS: dict[str, str] = {
 def _show_warning(message: Warning | str, category: type[Warning], filename: str,
                   lineno: int, file: Any = None, line: str | None = None) -> None:
     if issubclass(category, GeosegWarning):
-        click.echo(f"Warning: {message}", err=True)
+        report_warning(str(message))  # once per run; a JSON event under --progress json
     else:
         logging.getLogger("py.warnings").debug("%s:%s: %s", filename, lineno, message)
 
@@ -165,8 +165,13 @@ def cli(verbose: int) -> None:
     geoseg predict scene.tif -o landcover.tif          # class map (COG)
     geoseg models                                      # what models exist
     """
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s: %(message)s")
+    ctx = click.get_current_context()
+    begin_reports("json" if _json_requested(ctx.meta.get("geoseg.args", [])) else "text")
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, ReportHandler)]:
+        root.removeHandler(handler)
+    root.addHandler(ReportHandler())  # warnings once each, JSON events under --progress json
+    root.setLevel(max(logging.WARNING - 10 * verbose, logging.DEBUG))
     warnings.showwarning = _show_warning
     warnings.simplefilter("default", GeosegWarning)
 

@@ -21,6 +21,7 @@ destination" and "Outputs are atomic"):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -137,7 +138,23 @@ def check_output(dst: PathLike, *, overwrite: bool, extensions: Sequence[str] = 
 
 
 def _writable(directory: Path) -> bool:
-    return os.access(directory, os.W_OK | os.X_OK)
+    """Whether a file can be created in ``directory``, tried for real.
+
+    Permission bits alone say yes to root everywhere, also on ``/proc`` and read-only
+    mounts; a tiny probe file is created and removed instead.
+    """
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".geoseg-probe-", dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
 
 
 def _identity(path: PathLike) -> tuple[str, tuple[int, int] | None]:

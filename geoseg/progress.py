@@ -5,18 +5,29 @@ on stderr, ``{"event": "progress", "fraction": 0.42}``, ``{"event": "log", "mess
 ...}`` and ``{"event": "done", "outputs": [...]}``; a failed run ends with ``{"event":
 "error", "message": ...}`` and a stopped one with ``{"event": "terminated", "signal":
 "SIGTERM"}`` (or ``"SIGINT"``) instead of ``done`` (see :func:`emit_event`).
+
+Warnings (Python warnings and log records, routed here by the CLI through
+:func:`report_warning` and :class:`ReportHandler`) print once per run: a ``Warning: ...``
+line written around any tqdm bar, or in JSON mode ``{"event": "warning", "message": ...}``,
+so the stream holds JSON lines only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import IO, Any, Literal
 
-__all__ = ["JsonProgress", "NullProgress", "Progress", "TqdmProgress", "emit_event",
-           "make_progress"]
+__all__ = ["JsonProgress", "NullProgress", "Progress", "ReportHandler", "TqdmProgress",
+           "begin_reports", "emit_event", "make_progress", "report_warning", "said_if_slow"]
+
+#: A step still running after this many seconds says what it does (see said_if_slow).
+SLOW_STEP_S = 1.0
 
 ProgressKind = Literal["bar", "json", "none"]
 
@@ -145,3 +156,87 @@ def make_progress(kind: str, *, unit: str = "tile") -> Progress:
     if kind == "json":
         return JsonProgress()
     return NullProgress()
+
+
+class _Reports:
+    """The run's message form (text or JSON) and the warnings already shown."""
+
+    def __init__(self) -> None:
+        self.json = False
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+
+
+_REPORTS = _Reports()
+
+
+def begin_reports(kind: str) -> None:
+    """Start a run's messages: JSON events if ``kind == "json"``, else text lines.
+
+    Forgets the warnings shown so far (each warning prints once per run).
+    """
+    with _REPORTS.lock:
+        _REPORTS.json = kind == "json"
+        _REPORTS.seen = set()
+
+
+def _write_line(line: str, stream: IO[str] | None = None) -> None:
+    """Write one text line on stderr, clearing and redrawing any tqdm bar around it."""
+    out = stream or sys.stderr
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is not None:  # a bar may be on screen: tqdm.write clears and redraws it
+        tqdm_module.tqdm.write(line, file=out)
+    else:
+        out.write(line + "\n")
+        out.flush()
+
+
+def report_warning(message: str, stream: IO[str] | None = None) -> None:
+    """Show ``message`` as a warning, once per run (see :func:`begin_reports`)."""
+    text = " ".join(str(message).split())  # one line
+    with _REPORTS.lock:
+        if text in _REPORTS.seen:
+            return
+        _REPORTS.seen.add(text)
+        as_json = _REPORTS.json
+    if as_json:
+        emit_event("warning", stream, message=text)
+    else:
+        _write_line(f"Warning: {text}", stream)
+
+
+class ReportHandler(logging.Handler):
+    """Log records in the run's form (installed by the CLI on the root logger).
+
+    Warnings and errors go through :func:`report_warning` (once each); lower levels
+    become ``LEVEL: message`` lines or JSON ``log`` events.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                report_warning(message)
+            elif _REPORTS.json:
+                emit_event("log", message=" ".join(message.split()))
+            else:
+                _write_line(f"{record.levelname}: {message}")
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def said_if_slow(say: Callable[[str], None], message: str,
+                 after_s: float = SLOW_STEP_S) -> Iterator[None]:
+    """Pass ``message`` to ``say`` once if the block is still running after ``after_s``.
+
+    A step that is quick when cached (an exported model, a measured precision) says
+    nothing then; the first, slow time it says what it is doing while it does it.
+    """
+    timer = threading.Timer(after_s, say, (message,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

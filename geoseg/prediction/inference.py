@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from geoseg.errors import BundleError, GeosegError, GeosegWarning, InputError
 from geoseg.prediction.config import Engine, InferenceConfig, Precision
+from geoseg.progress import said_if_slow
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = ["Engine", "Precision", "Predictor", "autocast", "cpu_has_native_bf16"
 #: ~270 Mpx of tiles (issue #12; it was 64 on AVX2, fp32).
 COMPILE_MIN_MPX = 256.0
 ONNX_ENGINES = ("openvino", "onnxruntime")
+_ENGINE_NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -288,12 +290,15 @@ class Predictor:
         Threads that call the model at once (dask's worker threads): the ONNX engines run
         that many streams with ``cores // callers`` threads each (never more threads than
         cores). torch calls are serialised and use all cores.
+    status : callable, optional
+        Receives one line before each slow step of the build (the first ONNX export and
+        compile of a model, int8 calibration, building the torch network, torch.compile).
     """
 
     def __init__(self, bundle: Bundle, config: InferenceConfig | None = None, *,
                  n_tiles: int = 0,
                  calibration: Callable[[], npt.NDArray[np.float32]] | None = None,
-                 callers: int = 1) -> None:
+                 callers: int = 1, status: Callable[[str], None] | None = None) -> None:
 
         from geoseg.prediction.stitching import blend_window
 
@@ -305,6 +310,7 @@ class Predictor:
         self.device = _device(config)
         self.n_classes = bundle.spec.n_classes
         self.callers = callers
+        self._status = status or (lambda message: None)
         self._lock = threading.Lock()
         blend = cast("Any", config.blend)
         self.window_np = blend_window(tile, config.overlap_px, blend).astype(np.float32)
@@ -323,19 +329,13 @@ class Predictor:
 
     def _build_onnx(self, bundle: Bundle,
                     calibration: Callable[[], npt.NDArray[np.float32]] | None) -> None:
-        from geoseg.prediction.engines import build_runner, engine_threads, head_model
-
+        name = _ENGINE_NAMES.get(self.engine, self.engine)
+        slow = (f"preparing the {name} int8 engine for {bundle.name}: export and calibration "
+                "(once per calibration source, ~1 min)" if self.precision == "int8" else
+                f"preparing the {name} engine for {bundle.name} (once, ~20 s)")
         try:
-            head = head_model(bundle, tile=self.tile, overlap=self.config.overlap_px,
-                              blend=self.config.blend, window=self.window_np)
-            streams, threads = engine_threads(self.callers)
-            if self.engine == "openvino" and self.precision == "bf16" and \
-                    self.config.precision == "auto":  # bf16 is not faster on every CPU
-                self.precision = self._faster_openvino_precision(bundle, head, streams * threads)
-            self._runner = build_runner(self.engine, self.precision, head, threads=threads,
-                                        streams=streams, calibration=calibration,
-                                        calibration_source=self.config.calibration,
-                                        bf16_native=cpu_has_native_bf16())
+            with said_if_slow(self._status, slow):  # cached: well under a second
+                self._build_onnx_runner(bundle, calibration)
         except GeosegError:
             if self.config.engine != "auto" or not bundle.has_network or \
                     self.precision == "int8":
@@ -346,6 +346,21 @@ class Predictor:
                 raise BundleError(f"{self.engine} cannot compile {bundle.name}: "
                                   f"{type(exc).__name__}: {str(exc).strip()[:200]}") from None
             self._fall_back_to_torch(f"{type(exc).__name__}")
+
+    def _build_onnx_runner(self, bundle: Bundle,
+                           calibration: Callable[[], npt.NDArray[np.float32]] | None) -> None:
+        from geoseg.prediction.engines import build_runner, engine_threads, head_model
+
+        head = head_model(bundle, tile=self.tile, overlap=self.config.overlap_px,
+                          blend=self.config.blend, window=self.window_np)
+        streams, threads = engine_threads(self.callers)
+        if self.engine == "openvino" and self.precision == "bf16" and \
+                self.config.precision == "auto":  # bf16 is not faster on every CPU
+            self.precision = self._faster_openvino_precision(bundle, head, streams * threads)
+        self._runner = build_runner(self.engine, self.precision, head, threads=threads,
+                                    streams=streams, calibration=calibration,
+                                    calibration_source=self.config.calibration,
+                                    bf16_native=cpu_has_native_bf16())
 
     def _faster_openvino_precision(self, bundle: Bundle, head: Path, threads: int) -> str:
         from geoseg.prediction.probe import faster_openvino_precision
@@ -365,7 +380,8 @@ class Predictor:
     def _build_torch(self, bundle: Bundle) -> None:
         import torch
 
-        bundle = bundle.with_network()  # a deferred bundle builds its network only here
+        with said_if_slow(self._status, f"loading {bundle.name} into torch"):
+            bundle = bundle.with_network()  # a deferred bundle builds its network only here
         self.device = torch.device(str(self.device))  # the ONNX engines' stand-in, if any
         window = torch.from_numpy(self.window_np)
         mean = torch.tensor(bundle.spec.mean, dtype=torch.float32)
@@ -375,6 +391,7 @@ class Predictor:
         self._head = head
         self._forward = head
         if self.engine == "compile":
+            self._status(f"compiling {bundle.name} with torch.compile (~40 s, every run)")
             try:
                 self._forward = self._compile(head)
             except Exception as exc:  # noqa: BLE001 - any inductor failure falls back

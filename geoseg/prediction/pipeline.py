@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,7 +218,8 @@ def _fmt(values: Sequence[float]) -> str:
 
 
 def _start_model(ref: ModelRef, bundle: Bundle, client: Any, devices: Sequence[str],
-                 callers: int = 1) -> tuple[str, str, str]:
+                 callers: int = 1, status: Callable[[str], None] | None = None
+                 ) -> tuple[str, str, str]:
     """Build the model where it runs; return ``(path description, precision, engine)``."""
     if client is None:
         from functools import partial
@@ -230,7 +231,7 @@ def _start_model(ref: ModelRef, bundle: Bundle, client: Any, devices: Sequence[s
         calibration = None if config.calibration is None else partial(
             calibration_tiles, config.calibration, ref.bands, bundle.spec, config.tile_px)
         predictor = Predictor(bundle, config, n_tiles=ref.n_tiles, calibration=calibration,
-                              callers=callers)
+                              callers=callers, status=status)
         register_predictor(ref, predictor)
         return predictor.info.describe(), predictor.precision, predictor.engine
     from geoseg.prediction.distributed import ModelPlugin
@@ -447,7 +448,8 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
     ref = ModelRef(source=str(bundle.path or ""), name=bundle.name, sha256=bundle.sha256,
                    config=config, n_tiles=grid.n_tiles, bands=tuple(chosen))
     path_info, used_precision, used_engine = _start_model(ref, bundle, client, devices,
-                                                          callers=num_workers)
+                                                          callers=num_workers,
+                                                          status=progress.log)
     class_ids = [c.id for c in spec.classes]
     fingerprint = {
         # a product's VRT lives in a per-process folder named by its content

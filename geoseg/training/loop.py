@@ -26,7 +26,7 @@ import numpy as np
 from geoseg._atomic import check_distinct, check_output, destination_locks
 from geoseg.errors import InputError
 from geoseg.prediction.inference import autocast
-from geoseg.progress import NullProgress, Progress
+from geoseg.progress import NullProgress, Progress, said_if_slow
 from geoseg.training.checkpoint import _load_checkpoint, _save_checkpoint, checkpoint_paths
 from geoseg.training.config import EpochResult, TrainConfig, TrainResult, _config_json
 from geoseg.training.data import IGNORE, LabeledImage, MaskClasses, Pair, names_for_ids
@@ -133,8 +133,11 @@ def _fit(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledImage
 
         train_images, _ = instance_images(train_images, table, config.instances)
         val_images, table = instance_images(val_images, table, config.instances)
-    run = _setup(train_images, val_images, table, out, config=config, bands=bands,
-                 weights=weights, init=init, provenance=provenance or {})
+    with said_if_slow(progress.log, "setting up: the model"
+                      + (f" from {Path(init).name}" if init else "")
+                      + ", normalisation statistics and validation chips"):
+        run = _setup(train_images, val_images, table, out, config=config, bands=bands,
+                     weights=weights, init=init, provenance=provenance or {})
     state = _initial_state()
     if resume:
         state = _load_checkpoint(out, run.model, run.optimizer)
@@ -418,13 +421,16 @@ def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair]
         for what, f in (("image", p.image), ("mask", p.mask)))])
     table = read_class_table(class_colors) if class_colors is not None else None
     ignore = config.ignore_index
-    train_images, table = load_pairs(train_pairs, table, ignore_index=ignore, bands=bands)
-    if class_names is not None and class_colors is None:
-        ids = table.ids
-        if len(class_names) != len(ids) and max(ids) < len(class_names):
-            ids = list(range(len(class_names)))  # names in id order: each one is a class
-        table = MaskClasses.from_ids(ids, names_for_ids(ids, class_names))
-    val_images, _ = load_pairs(val_pairs, table, ignore_index=ignore, bands=bands)
+    with said_if_slow((progress or NullProgress()).log,
+                      f"reading {len(train_pairs)} training and {len(val_pairs)} validation "
+                      "image/mask pairs"):
+        train_images, table = load_pairs(train_pairs, table, ignore_index=ignore, bands=bands)
+        if class_names is not None and class_colors is None:
+            ids = table.ids
+            if len(class_names) != len(ids) and max(ids) < len(class_names):
+                ids = list(range(len(class_names)))  # names in id order: each one is a class
+            table = MaskClasses.from_ids(ids, names_for_ids(ids, class_names))
+        val_images, _ = load_pairs(val_pairs, table, ignore_index=ignore, bands=bands)
     prov = {"train": _describe(train_pairs, data), "val": _describe(val_pairs, val),
             "train_images": len(train_pairs), "val_images": len(val_pairs),
             "split": _split_rule(train_pairs, val_pairs, val, val_fraction, config.seed),

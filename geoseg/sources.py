@@ -439,7 +439,10 @@ def _landsat(folder: Path, mtl_path: Path) -> Product:
         else:
             raise InputError(f"{source}: {mtl_path.name} has no REFLECTANCE_MULT_BAND_{n} / "
                              f"REFLECTANCE_ADD_BAND_{n} for {fname}")
-        bands.append(BandFile(f"B{n}", str(path), scale=_round(scale), offset=_round(offset),
+        # L2 names say the sensor (SR_/ST_ are Landsat's): a model trained on them knows
+        name = (f"ST_B{n}" if n >= 10 or (family == LANDSAT_TM and n == 6) else
+                f"SR_B{n}") if level == "L2" else f"B{n}"
+        bands.append(BandFile(name, str(path), scale=_round(scale), offset=_round(offset),
                               nodata=0.0))
     if not bands:
         raise InputError(f"{source}: {mtl_path.name} names no band file (FILE_NAME_BAND_n)")

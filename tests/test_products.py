@@ -364,3 +364,110 @@ def test_bad_products(case: str, message: str, patch: Path, tiny9: Path, tmp_pat
 
     with pytest.raises(InputError):
         library()
+
+
+# ---------------------------------------------------------------------------- Landsat
+
+LANDSAT_ID = "LC08_L2SP_015033_20200101_20200115_02_T1"
+
+
+def build_landsat(root: Path, *, qa_cloud: bool = False) -> tuple[Path, np.ndarray]:
+    """A Landsat C2 L2 folder from rasterio's real Landsat 7 RGB crop (RGB.byte.tif).
+
+    The 8-bit red/green/blue become SR_B4/SR_B3/SR_B2 in uint16 surface-reflectance DNs
+    (``DN = (reflectance + 0.2) / 2.75e-05``, reflectance = value / 255 x 0.3); SR_B1,
+    SR_B5..SR_B7 are made from them (synthetic). Returns the folder and the reflectance x
+    10000 stack the product should read as (SR_B1..SR_B7).
+    """
+    rgb_path = shared("landsat", "RGB.byte.tif")
+    with rasterio.open(rgb_path) as src:
+        win = rasterio.windows.Window(200, 200, 256, 224)
+        rgb = src.read(window=win).astype(np.float64)
+        transform, crs = src.window_transform(win), src.crs
+    valid = rgb.any(axis=0)
+    r, g, b = rgb / 255 * 0.3
+    refl = np.stack([0.9 * b, b, g, r, 0.5 * g + 1.2 * r, 0.8 * r + 0.1, 0.6 * r + 0.05])
+    dn = np.where(valid, np.round((refl + 0.2) / 2.75e-05), 0).astype(np.uint16)
+    folder = root / LANDSAT_ID
+    folder.mkdir()
+    profile = {"driver": "GTiff", "width": 256, "height": 224, "count": 1, "dtype": "uint16",
+               "crs": crs, "transform": transform, "nodata": 0}
+    mtl = ["GROUP = LANDSAT_METADATA_FILE", "  GROUP = PRODUCT_CONTENTS",
+           f'    LANDSAT_PRODUCT_ID = "{LANDSAT_ID}"', '    PROCESSING_LEVEL = "L2SP"']
+    for n in range(1, 8):
+        name = f"{LANDSAT_ID}_SR_B{n}.TIF"
+        with rasterio.open(folder / name, "w", **profile) as dst:
+            dst.write(dn[n - 1], 1)
+        mtl.append(f'    FILE_NAME_BAND_{n} = "{name}"')
+    qa = np.where(valid, 21824, 1).astype(np.uint16)  # clear land / fill
+    if qa_cloud:
+        qa[50:100, 60:140] = 22280  # cloud, high confidence (bit 3)
+    with rasterio.open(folder / f"{LANDSAT_ID}_QA_PIXEL.TIF", "w", **profile) as dst:
+        dst.write(qa, 1)
+    mtl += [f'    FILE_NAME_QUALITY_L1_PIXEL = "{LANDSAT_ID}_QA_PIXEL.TIF"',
+            "  END_GROUP = PRODUCT_CONTENTS", "  GROUP = IMAGE_ATTRIBUTES",
+            '    SPACECRAFT_ID = "LANDSAT_8"', "    SUN_ELEVATION = 25.0",
+            "  END_GROUP = IMAGE_ATTRIBUTES",
+            "  GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS"]
+    mtl += [f"    REFLECTANCE_MULT_BAND_{n} = 2.75E-05\n    REFLECTANCE_ADD_BAND_{n} = -0.200000"
+            for n in range(1, 8)]
+    mtl += ["  END_GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS",
+            "END_GROUP = LANDSAT_METADATA_FILE", "END"]
+    (folder / f"{LANDSAT_ID}_MTL.txt").write_text("\n".join(mtl) + "\n")
+    expect = np.where(valid, dn.astype(np.float32) * np.float32(0.275) - np.float32(2000),
+                      np.nan).astype(np.float32)
+    return folder, expect
+
+
+def test_landsat_folder_train_and_predict(tmp_path: Path) -> None:
+    """geoseg train on a Landsat C2 L2 folder (names SR_B1..SR_B7), then predict it."""
+    from geoseg.io import open_scene, read_window
+    from geoseg.models.bundle import read_spec
+
+    folder, expect = build_landsat(tmp_path)
+    scene = open_scene(folder)
+    assert scene.band_names == tuple(f"SR_B{n}" for n in range(1, 8))
+    assert scene.family == "landsat-oli" and scene.level == "L2"
+    data, _ = read_window(scene.path, range(1, 8), (0, 224), (0, 256), with_mask=False)
+    assert np.allclose(data, expect, equal_nan=True, atol=0.01)  # reflectance x 10000
+    red = np.nan_to_num(expect[3])
+    labels = np.where(red > 1500, 2, np.where(red > 900, 1, 0)).astype(np.uint8)
+    with rasterio.open(folder / f"{LANDSAT_ID}_SR_B4.TIF") as src:
+        prof = {**src.profile, "dtype": "uint8", "nodata": None}
+    with rasterio.open(tmp_path / "labels.tif", "w", **prof) as dst:
+        dst.write(labels, 1)
+    model = tmp_path / "landsat.safetensors"
+    code, out = _cli(["train", str(folder), "--labels", str(tmp_path / "labels.tif"),
+                      "-o", str(model), "--model", "pixel", "--arch-param", "hidden=16",
+                      "--crop-size", "32", "--tile-size", "64", "--overlap", "8",
+                      "--batch-size", "8", "--steps-per-epoch", "10", "--epochs", "2",
+                      "--device", "cpu", "--precision", "fp32", "-q"])
+    assert code == 0, out
+    assert read_spec(model).bands == tuple(f"SR_B{n}" for n in range(1, 8))
+    code, out = _cli(["predict", str(folder), "-m", str(model), "-o", str(tmp_path / "m.tif")])
+    assert code == 0, out
+    got = read(tmp_path / "m.tif")
+    assert got.shape == (224, 256)
+    assert np.array_equal(got == 255, np.isnan(expect[0]))  # fill is nodata, the rest mapped
+    # the product's values read as the 7-band stack would: same map from the stack
+    stack = tmp_path / "stack.tif"
+    with rasterio.open(folder / f"{LANDSAT_ID}_SR_B1.TIF") as src:
+        prof = {**src.profile, "count": 7, "dtype": "float32", "nodata": float("nan")}
+    with rasterio.open(stack, "w", **prof) as dst:
+        dst.write(data)
+    code, out = _cli(["predict", str(stack), "-m", str(model), "-o", str(tmp_path / "s.tif"),
+                      "-q"])
+    assert code == 0, out
+    assert np.array_equal(read(tmp_path / "s.tif"), got)
+
+
+def test_landsat_mask_clouds(tmp_path: Path, tiny_bundle: Path) -> None:
+    """QA_PIXEL cloud bits become nodata with --mask clouds."""
+    folder, expect = build_landsat(tmp_path, qa_cloud=True)
+    code, out = _cli(["predict", str(folder), "-m", str(tiny_bundle), "--bands",
+                      "red,green,blue", "--mask", "clouds", "-o", str(tmp_path / "m.tif")])
+    assert code == 0, out
+    got = read(tmp_path / "m.tif")
+    want = np.isnan(expect[0])
+    want[50:100, 60:140] = True
+    assert np.array_equal(got == 255, want)

@@ -58,9 +58,15 @@ class ChipWindow:
 class _SceneReader:
     """The scene's bands, read window by window with their per-band validity."""
 
-    def __init__(self, path: str | os.PathLike[str], bands: Sequence[int] | None) -> None:
+    def __init__(self, path: str | os.PathLike[str], bands: Sequence[int | str] | None
+                 ) -> None:
+        from geoseg.io import open_scene
+        from geoseg.sources import is_product
+
         self.name = Path(path).name
-        self.ds = open_raster(path)
+        # a product (.SAFE, STAC item, Landsat folder, band files) reads through its VRT
+        scene = open_scene(path) if is_product(path) else None
+        self.ds = open_raster(path if scene is None else scene.path)
         self.crs, self.transform = self.ds.crs, self.ds.transform
         self.shape = (self.ds.height, self.ds.width)
         self.height, self.width = self.shape
@@ -70,7 +76,13 @@ class _SceneReader:
 
         data_bands = [i + 1 for i, ci in enumerate(self.ds.colorinterp)
                       if ci != ColorInterp.alpha] or [1]
-        self.bands = list(bands) if bands else data_bands
+        names = tuple(d or f"B{i + 1}" for i, d in enumerate(self.ds.descriptions))
+        if bands and any(isinstance(b, str) for b in bands):
+            from geoseg.bands import match_bands
+
+            bands = match_bands([str(b) for b in bands], names, scene=str(path),
+                                scene_family=None if scene is None else scene.family)
+        self.bands = [int(b) for b in bands] if bands else data_bands
         if max(self.bands) > self.ds.count or min(self.bands) < 1:
             self.ds.close()
             raise InputError(f"{path} has {self.ds.count} bands; --bands asks for "
@@ -181,6 +193,7 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
         reader.close()
         raise
     out = Path(output_dir)
+    classes = _chip_classes(out, labels, table, class_names, source, reader)
     made = [d for d in (out, out / "images", out / "masks") if not d.exists()]
     for d in (out / "images", out / "masks"):
         d.mkdir(parents=True, exist_ok=True)
@@ -211,7 +224,27 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     if not pairs:
         raise InputError(f"no chip of {scene} kept (all nodata or background); check the "
                          "labels overlap the scene, or drop --skip-background")
+    if classes:
+        from geoseg.training.chip_classes import write_chip_classes
+
+        write_chip_classes(out, classes)
     return pairs
+
+
+def _chip_classes(out: Path, labels: str | os.PathLike[str], table: MaskClasses | None,
+                  class_names: Sequence[str] | None, source: Any, reader: _SceneReader
+                  ) -> list[Any]:
+    """Return what the mask ids mean (for classes.json); close the readers on failure."""
+    from geoseg.training.chip_classes import known_classes, merged_classes
+
+    try:
+        classes = known_classes(labels, table=table, class_names=class_names,
+                                found_names=source.names)
+        return merged_classes(out, classes) if classes else []
+    except BaseException:
+        source.close()
+        reader.close()
+        raise
 
 
 def _labelled_share(part: Sequence[LabeledImage], whole: Sequence[LabeledImage]) -> float:
@@ -323,6 +356,14 @@ def _to_channels(blocks: Sequence[LabeledImage], table: MaskClasses) -> list[Lab
     return [replace(b, mask=lut[b.mask]) for b in blocks]
 
 
+def _names_of(names: Sequence[str], bands: Sequence[int | str] | None) -> tuple[str, ...]:
+    """Return the names of the bands a run reads (all, numbers or names) for the bundle."""
+    if not bands:
+        return tuple(names)
+    return tuple(str(b) if isinstance(b, str) else names[b - 1] for b in bands
+                 if isinstance(b, str) or 1 <= b <= len(names))
+
+
 def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
                 output: str | os.PathLike[str], *, label_field: str | None = None,
                 class_names: Sequence[str] | None = None,
@@ -347,6 +388,17 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
                                class_names=class_names, class_colors=class_colors, val=val,
                                val_fraction=val_fraction, bands=bands, band_names=band_names,
                                config=config, block=block, **kwargs)
+    from geoseg.sources import is_product
+
+    if is_product(scene):  # a .SAFE, STAC item, Landsat folder, band files: its VRT
+        from geoseg.io import open_scene
+
+        product = open_scene(scene)
+        return train_scene(product.path, labels, output, label_field=label_field,
+                           class_names=class_names, class_colors=class_colors, val=val,
+                           val_fraction=val_fraction, bands=bands,
+                           band_names=band_names or _names_of(product.band_names, bands),
+                           config=config, block=block, **kwargs)
     from geoseg.training.data import read_class_table
     from geoseg.training.gsd import with_gsd
     from geoseg.training.loop import TrainConfig, fit, split_blocks
@@ -354,8 +406,6 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
 
     cfg = config or TrainConfig()
     check_output(output, overwrite=bool(kwargs.get("overwrite") or kwargs.get("resume")))
-    check_distinct([("-o", output)], [("SCENE", scene), ("--labels", labels),
-                                      ("--class-colors", class_colors)])
     check_distinct([("-o", output)], [("SCENE", scene), ("--labels", labels),
                                       ("--class-colors", class_colors)])
     colors = read_class_table(class_colors) if class_colors is not None else None

@@ -471,3 +471,76 @@ def test_landsat_mask_clouds(tmp_path: Path, tiny_bundle: Path) -> None:
     want = np.isnan(expect[0])
     want[50:100, 60:140] = True
     assert np.array_equal(got == 255, want)
+
+
+# ----------------------------------------------------------------- Sentinel-2 L1C
+
+def build_l1c(root: Path, *, classi: bool = True) -> tuple[Path, np.ndarray]:
+    """An L1C .SAFE (baseline 04.00, RADIO_ADD_OFFSET -1000) of the real Slovenian L1C scene.
+
+    All 13 bands as lossless JP2 on the scene's 10 m grid (``DN = value + 1000``), plus a
+    synthetic ``MSK_CLASSI_B00`` (opaque clouds, cirrus, snow). Returns the folder and the
+    original 13-band values.
+    """
+    tif = shared("sentinel2", "slovenia_eolearn", "S2_L1C_2015-07-11.tif")
+    with rasterio.open(tif) as src:
+        data = src.read()
+        profile = {"driver": "JP2OpenJPEG", "width": src.width, "height": src.height,
+                   "count": 1, "dtype": "uint16", "crs": src.crs, "transform": src.transform}
+    safe = root / "S2A_MSIL1C_20150711T100006_N0400_R122_T33TVM_20150711T100006.SAFE"
+    granule = "GRANULE/L1C_T33TVM_A000418_20150711T100006"
+    (safe / granule / "IMG_DATA").mkdir(parents=True)
+    (safe / granule / "QI_DATA").mkdir()
+    files = []
+    for i, band in enumerate(S2):
+        rel = f"{granule}/IMG_DATA/T33TVM_20150711T100006_{band}"
+        with rasterio.open(safe / (rel + ".jp2"), "w", QUALITY=100, REVERSIBLE="YES",
+                           **profile) as dst:
+            dst.write((data[i] + 1000).astype(np.uint16), 1)
+        files.append(rel)
+    if classi:
+        flags = np.zeros((3, data.shape[1], data.shape[2]), np.uint8)
+        flags[0, 10:30, 20:50] = 1  # opaque clouds
+        flags[1, 60:70, 0:20] = 1  # cirrus
+        flags[2, 80:90, 40:60] = 1  # snow: not a cloud
+        with rasterio.open(safe / granule / "QI_DATA" / "MSK_CLASSI_B00.jp2", "w",
+                           QUALITY=100, REVERSIBLE="YES", **{**profile, "count": 3,
+                                                              "dtype": "uint8"}) as dst:
+            dst.write(flags)
+    offs = "".join(f'<RADIO_ADD_OFFSET band_id="{i}">-1000</RADIO_ADD_OFFSET>'
+                   for i in range(13))
+    spectral = "".join(f'<Spectral_Information bandId="{i}" physicalBand="B{b[1:].lstrip("0")}"/>'
+                       for i, b in enumerate(S2))
+    listed = "".join(f"<IMAGE_FILE>{f}</IMAGE_FILE>" for f in files)
+    (safe / "MTD_MSIL1C.xml").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-1C_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd">
+<n1:General_Info><Product_Info><PROCESSING_LEVEL>Level-1C</PROCESSING_LEVEL>
+<PRODUCT_TYPE>S2MSI1C</PRODUCT_TYPE><PROCESSING_BASELINE>04.00</PROCESSING_BASELINE>
+<Product_Organisation><Granule_List><Granule>{listed}</Granule></Granule_List>
+</Product_Organisation></Product_Info><Product_Image_Characteristics>
+<QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>
+<Radiometric_Offset_List>{offs}</Radiometric_Offset_List>
+<Spectral_Information_List>{spectral}</Spectral_Information_List>
+</Product_Image_Characteristics></n1:General_Info></n1:Level-1C_User_Product>""")
+    return safe, data
+
+
+def test_l1c_safe_values_and_classi_mask(tmp_path: Path, tiny9: Path) -> None:
+    """L1C baseline 04.00: RADIO_ADD_OFFSET undone; MSK_CLASSI clouds and cirrus masked."""
+    import warnings
+
+    from geoseg.io import open_scene, read_window
+    from geoseg.prediction.pipeline import predict
+
+    safe, data = build_l1c(tmp_path)
+    scene = open_scene(safe, want=DW)
+    assert scene.level == "L1C" and scene.band_names == tuple(S2)
+    got, _ = read_window(scene.path, range(1, 14), (0, 101), (0, 100), with_mask=False)
+    assert np.array_equal(got, data.astype(np.float32))  # DN - 1000 = the L1C values
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an L1C product into an L1C model: no warning
+        predict(safe, tmp_path / "plain.tif", model=tiny9)
+    r = predict(safe, tmp_path / "m.tif", model=tiny9, mask="clouds")
+    flagged = np.zeros((101, 100), bool)
+    flagged[10:30, 20:50] = flagged[60:70, 0:20] = True
+    assert np.array_equal(read(r.output) == 255, flagged)  # snow stays data

@@ -52,6 +52,7 @@ __all__ = [
     "destination_locks",
     "partial_path",
     "sweep_stale",
+    "waiting_lock",
     "write_errors",
 ]
 
@@ -226,15 +227,15 @@ def _other_pid(fd: int) -> str:
     return text if text.isdigit() else "unknown"
 
 
-def _acquire(lock: Path, dst: PathLike) -> int:
-    """Take an exclusive non-blocking flock on ``lock``; return its descriptor."""
+def _acquire(lock: Path, dst: PathLike, *, wait: bool = False) -> int:
+    """Take an exclusive flock on ``lock`` (non-blocking unless ``wait``); return its fd."""
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot lock {dst}: {exc.strerror} ({lock})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             pid = _other_pid(fd)
             os.close(fd)
@@ -275,6 +276,24 @@ def _lock_one(dst: PathLike) -> Iterator[None]:
                 del _held[key]
                 lock.unlink(missing_ok=True)  # before unlocking: see _acquire
                 os.close(entry[0])
+
+
+@contextmanager
+def waiting_lock(lock: Path) -> Iterator[None]:
+    """Wait for an exclusive flock on the file ``lock`` and remove the file afterwards.
+
+    For caches that several runs fill (the engine cache): a second caller waits instead
+    of failing. Not re-entrant: each call takes its own descriptor, so threads of one
+    process wait for each other too. The file is unlinked before it is unlocked, and a
+    waiter that then holds a dead inode tries again (:func:`_acquire`), so no lock file
+    is left behind and no two callers ever hold the lock at once.
+    """
+    fd = _acquire(lock, lock, wait=True)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 @contextmanager

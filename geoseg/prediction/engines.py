@@ -8,7 +8,9 @@ cached in the user's cache directory (:func:`cache_dir`) under the bundle's sha2
 tile/overlap/blend it was built for; int8 models (nncf for OpenVINO, static QDQ
 quantisation for ONNX Runtime) are cached beside it, keyed also by the calibration source.
 A second run therefore starts in about a second. Cache files are written to a temporary
-name and renamed under a file lock, so concurrent workers never see a half-written model.
+name and renamed under a file lock, so concurrent workers never see a half-written model;
+an entry that does not read (truncated, a disk error) is rebuilt the same way, and the lock
+files are removed when done.
 
 Both runtimes are optional extras (``geoseg[openvino]``, ``geoseg[onnx]``) and imported only
 here, only when used. Their threads come from :func:`engine_threads`: one inference stream
@@ -20,7 +22,6 @@ the engine and dask's reader/blender threads share the cores instead of oversubs
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import io
@@ -100,14 +101,50 @@ def engine_threads(callers: int = 1) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path.lock`` (fcntl: no extra dependency, released on exit)."""
+    """Hold an exclusive lock on ``.NAME.lock`` beside ``path``; the lock file is removed after.
+
+    :func:`geoseg._atomic.waiting_lock`: a second process (or thread) waits; the lock file
+    is unlinked before it is unlocked, so failed runs leave no 0-byte lock files behind.
+    """
+    from geoseg._atomic import waiting_lock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with (path.parent / f".{path.name}.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with waiting_lock(path.parent / f".{path.name}.lock"):
+        yield
+
+
+def _readable(path: Path, *, warn: bool = False) -> bool:
+    """Whether the cache entry ``path`` exists and reads as a model (ONNX, or OpenVINO IR).
+
+    A corrupt entry (a truncated file, a disk error) reads as False, so it is built again
+    (atomically, under its lock); with ``warn`` a one-line warning names the file. A
+    cached head is parsed once more for this (milliseconds: ~65 ms for a 20 MB head).
+    """
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix == ".xml":
+            import openvino as ov
+
+            if not path.with_suffix(".bin").is_file():
+                raise FileNotFoundError(f"{path.with_suffix('.bin').name} is missing")
+            ov.Core().read_model(str(path))
+        else:
+            import onnx
+
+            onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf/OpenVINO errors come in many kinds
+        if warn:
+            import warnings
+
+            from geoseg.errors import GeosegWarning
+
+            why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+            warnings.warn(f"the cached engine file {path} is corrupt ({type(exc).__name__}"
+                          f"{': ' + why if why else ''}); rebuilding it", GeosegWarning,
+                          stacklevel=3)
+        return False
+    return True
 
 
 def _tmp_name(path: Path) -> Path:
@@ -210,14 +247,14 @@ def head_model(bundle: Bundle, *, tile: int, overlap: int, blend: str,
                window: npt.NDArray[np.float32]) -> Path:
     """Path of the cached head graph for this bundle and tiling, exported on first use.
 
-    A cached head is opened as it is: a deferred bundle's torch network is built only to
-    export it the first time.
+    A cached head is only parsed (a corrupt one is exported again, with a warning naming
+    it): a deferred bundle's torch network is built only to export it the first time.
     """
     path = cached_head(bundle, tile=tile, overlap=overlap, blend=blend)
-    if path.is_file():
+    if _readable(path):
         return path
     with _locked(path):
-        if path.is_file():  # another process exported it meanwhile
+        if _readable(path, warn=True):  # another process exported it meanwhile
             return path
         raw = bundle.onnx if bundle.onnx is not None else \
             export_network(bundle.with_network(), tile)
@@ -436,10 +473,10 @@ def _batches(tiles: npt.NDArray[np.float32], fixed: int | None) -> list[npt.NDAr
 
 def _quantize_openvino(head: Path, key: str, calibration: Tiles, fixed: int | None) -> Path:
     out = cache_dir() / "openvino" / f"{key}-int8.xml"
-    if out.is_file():
+    if _readable(out):
         return out
     with _locked(out):
-        if out.is_file():
+        if _readable(out, warn=True):
             return out
         import logging
 
@@ -466,10 +503,10 @@ def _quantize_openvino(head: Path, key: str, calibration: Tiles, fixed: int | No
 
 def _quantize_onnxruntime(head: Path, key: str, calibration: Tiles, fixed: int | None) -> Path:
     out = cache_dir() / "onnxruntime" / f"{key}-int8.onnx"
-    if out.is_file():
+    if _readable(out):
         return out
     with _locked(out):
-        if out.is_file():
+        if _readable(out, warn=True):
             return out
         from onnxruntime.quantization import (
             CalibrationDataReader,

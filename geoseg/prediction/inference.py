@@ -345,7 +345,11 @@ class Predictor:
             if self.config.engine != "auto" or not bundle.has_network:
                 raise BundleError(f"{self.engine} cannot compile {bundle.name}: "
                                   f"{type(exc).__name__}: {str(exc).strip()[:200]}") from None
-            self._fall_back_to_torch(f"{type(exc).__name__}")
+            from geoseg.prediction.engines import cached_head
+
+            head = cached_head(bundle, tile=self.tile, overlap=self.config.overlap_px,
+                               blend=self.config.blend)  # name the file it could not run
+            self._fall_back_to_torch(f"{type(exc).__name__} on {head}")
 
     def _build_onnx_runner(self, bundle: Bundle,
                            calibration: Callable[[], npt.NDArray[np.float32]] | None) -> None:

@@ -410,3 +410,83 @@ def test_full_disk_during_the_final_copy(work: Path, resume: bool) -> None:
     fresh = run(*args[:5], work / "fresh.tif", *args[6:])
     assert fresh.exit_code == 0, fresh.output
     assert np.array_equal(read(out), read(work / "fresh.tif"))
+
+
+# -- 7. the engine cache: corrupt entries rebuilt, no lock files left ----------------------------
+
+@pytest.fixture
+def imported(work: Path) -> Path:
+    """The ONNX model as a bundle: its head graph is composed without torch (fast)."""
+    r = run("bundle", "import", work / "m.onnx", "-o", work / "i.safetensors", "--bands",
+            "red,green,blue", "--mean", "128,128,128", "--std", "64,64,64", "--classes",
+            "red,blue")  # the normalisation of the generated scenes: no range warning
+    assert r.exit_code == 0, r.output
+    return work / "i.safetensors"
+
+
+def test_corrupt_cached_engine_file_is_rebuilt(work: Path, imported: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from ..conftest import read
+
+    cache = work / "cache"
+    monkeypatch.setenv("GEOSEG_CACHE", str(cache))
+    scene = make_geotiff(work / "s.tif", make_scene(make_class_map((64, 96), n_classes=2,
+                                                                   block=8)), nodata=None)
+    args = ["predict", scene, "-m", imported, "--engine", "onnxruntime", "--device", "cpu",
+            "-q"]
+    first = run(*args, "-o", work / "a.tif")
+    assert first.exit_code == 0, first.output
+    (head,) = (cache / "onnx").glob("*.onnx")
+    good = head.read_bytes()
+    head.write_bytes(good[:len(good) // 2])  # a truncated entry (a disk error, a kill)
+    second = run(*args, "-o", work / "b.tif")
+    assert second.exit_code == 0, second.output
+    warned = [line for line in second.output.splitlines() if "cached engine" in line]
+    assert len(warned) == 1 and warned[0].startswith("Warning: ")
+    assert str(head) in warned[0] and "is corrupt" in warned[0] and "rebuilding it" in warned[0]
+    assert head.read_bytes() == good  # rebuilt, atomically (no temporary left)
+    assert np.array_equal(read(work / "a.tif"), read(work / "b.tif"))
+    third = run(*args, "-o", work / "c.tif")
+    assert third.exit_code == 0 and "cached engine" not in third.output, third.output
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file() and p.parent.name == "onnx"
+                  ) == [head.name]  # no lock files, no temporaries
+
+
+def test_a_failed_engine_build_leaves_no_lock_file(work: Path, imported: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = work / "cache"
+    monkeypatch.setenv("GEOSEG_CACHE", str(cache))
+    scene = make_geotiff(work / "s.tif", make_scene(make_class_map((64, 96), n_classes=2,
+                                                                   block=8)), nodata=None)
+    before = snapshot(work)
+    # the imported model takes 64 px tiles: composing its head for 128 px tiles fails
+    r = run("predict", scene, "-m", imported, "--engine", "onnxruntime", "--device", "cpu",
+            "--tile-size", "128", "-o", work / "o.tif", "-q")
+    assert "64 px tiles" in one_line_error(r)
+    assert snapshot(work) == before  # nothing in the cache either: no 0-byte .lock file
+
+
+def test_waiting_lock_serialises_and_removes_its_file(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from geoseg._atomic import waiting_lock
+
+    lock = tmp_path / ".entry.lock"
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def worker(k: int) -> None:
+        with waiting_lock(lock):
+            inside.append(k)
+            if len(inside) > 1:
+                overlaps.append(k)
+            time.sleep(0.02)
+            inside.remove(k)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert overlaps == [] and not lock.exists()

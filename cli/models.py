@@ -23,7 +23,15 @@ def models(as_json: bool) -> None:
     click.echo("Default models (use with --model NAME):")
     for m in trained:
         state = "" if m["available"] else "  [missing: " + m["path"] + "]"
-        click.echo(f"  {m['name']:<10} {m['description']}{state}")
+        click.echo(f"  {m['name']:<12} {m['description']}{state}")
+        if m["available"]:
+            gsd = f", {m['gsd_m']:g} m" if m.get("gsd_m") else ""
+            click.echo(f"  {'':<12}   bands {','.join(m['bands'])}{gsd}; classes "
+                       + ",".join(c["name"] for c in m["classes"]))
+            about = [m["input_kind"] and f"input: {m['input_kind']}",
+                     m["license"] and f"licence {m['license']}", m["attribution"]]
+            if any(about):
+                click.echo(f"  {'':<12}   " + "; ".join(a for a in about if a))
     click.echo("\nArchitectures (geoseg train --model NAME):")
     for a in archs:
         al = [k for k, v in aliases.items() if v == a]

@@ -6,6 +6,7 @@ file, or the name of a default model shipped inside geoseg (``geoseg models``).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,10 @@ def list_models() -> list[dict[str, Any]]:
             else:
                 entry.update(architecture=spec.architecture, backbone=spec.backbone,
                              bands=list(spec.bands), tile_size=spec.tile_size,
+                             gsd_m=None if math.isnan(spec.gsd_m) else spec.gsd_m,
+                             input_kind=spec.input_kind,
+                             license=spec.provenance.get("license"),
+                             attribution=spec.provenance.get("attribution"),
                              classes=[{"id": c.id, "name": c.name, "color": list(c.color)}
                                       for c in spec.classes])
         out.append(entry)

@@ -5,7 +5,9 @@ class everywhere, silently. The bundle spec records the training input's data ty
 per band, the 1st and 99th percentiles of its valid pixels (``input_dtype``,
 ``input_range``); bundles without them fall back to ``mean +- 2.33 std`` (the 1st/99th
 percentiles of a normal law). Before predicting, :func:`range_warning` compares a
-decimated read of the scene with that range and says, in one line, when it is far off;
+decimated read of the scene with that range and says, in one line, when it is far off (a
+scene whose every band lies inside the trained range is never "too narrow": a small
+homogeneous crop of a wide training domain, one forest in a global model, is normal);
 :func:`scaled_spec` applies ``--scale``: a factor, or ``percentile`` (each band's 1st..99th
 percentiles stretched onto the trained ones). Any such affine scaling ``a x + b`` is
 folded into the normalisation (``mean' = (mean - b) / a``, ``std' = std / a``), so the
@@ -32,6 +34,8 @@ __all__ = ["image_range", "range_warning", "scaled_spec", "scene_range"]
 PERCENTILES = (1.0, 99.0)
 #: A scene is "far" from the trained range when its spread differs by this factor ...
 SPREAD_FACTOR = 4.0
+#: ... unless every band lies inside the trained range, give or take this share of it
+INSIDE_SLACK = 0.05
 _Z99 = 2.326  # the 99th percentile of a standard normal law
 
 
@@ -104,15 +108,18 @@ def range_warning(scene: Scene, bands: Sequence[int], spec: ModelSpec) -> str | 
     except InputError:
         return None  # no valid pixel: nothing to compare (the run says so itself)
     trained = trained_range(spec)
-    ratios, far = [], False
+    ratios, far, inside = [], False, True
     for (a, b), (lo, hi) in zip(seen, trained, strict=True):
         span, want = b - a, hi - lo
         if span > 0 and want > 0:
             ratios.append(want / span)
         if want > 0 and not lo - 2 * want <= (a + b) / 2 <= hi + 2 * want:
             far = True
+        slack = INSIDE_SLACK * max(want, 0.0)
+        if not lo - slack <= a <= b <= hi + slack:
+            inside = False
     factor = float(np.median(ratios)) if ratios else 1.0
-    if not far and 1 / SPREAD_FACTOR <= factor <= SPREAD_FACTOR:
+    if not far and (inside or 1 / SPREAD_FACTOR <= factor <= SPREAD_FACTOR):
         return None
     dtype = f"{spec.input_dtype} " if spec.input_dtype else ""
     return (f"{scene.path} ({scene.dtype}) has values {_span(seen)}; the model was "

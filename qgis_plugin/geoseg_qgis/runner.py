@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 SETTING_EXECUTABLE = "GEOSEG_EXECUTABLE"
-DEFAULT_MODELS = ("deeplab", "unet")
+DEFAULT_MODELS = ("deeplab", "unet", "dynamicworld")
 
 # Variables QGIS (or OSGeo4W, or a conda activation) sets for its own Python, GDAL and
 # PROJ. Passed on, they make geoseg's Python import QGIS's modules, or its GDAL/PROJ read

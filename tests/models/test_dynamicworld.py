@@ -101,3 +101,108 @@ def test_spec_without_input_kind_reads_as_before() -> None:
     del d["input_kind"]  # a bundle written before the field existed
     assert ModelSpec.from_dict(d).input_kind is None
     assert ModelSpec.from_json(spec.to_json()) == spec
+
+
+# -------------------------------------------------------------- CLI, engines, QGIS ---------
+WATER = (1100, 900, 600, 450, 350, 320, 280, 120, 90)
+FOREST = (800, 650, 450, 850, 2100, 2600, 2800, 1400, 600)
+
+
+@pytest.fixture(scope="module")
+def s2_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """64 x 64 px, nine bands as L1C uint16: water on the left, forest on the right."""
+    from geoseg.testing import make_geotiff
+
+    rng = np.random.default_rng(0)
+    data = np.empty((9, 64, 64), np.float64)
+    data[:, :, :32] = np.array(WATER, np.float64)[:, None, None]
+    data[:, :, 32:] = np.array(FOREST, np.float64)[:, None, None]
+    data *= 1 + 0.03 * rng.standard_normal(data.shape)
+    path = tmp_path_factory.mktemp("dw") / "s2.tif"
+    return make_geotiff(path, data.round().astype(np.uint16), dtype="uint16", nodata=0,
+                        res=10.0)
+
+
+def _cli(*args: str) -> str:
+    from click.testing import CliRunner
+    from geoseg.cli.main import cli
+
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("engine", ["eager", "onnxruntime", "openvino"])
+def test_predict_writes_the_nine_class_map_with_the_palette(engine: str, s2_scene: Path,
+                                                           tmp_path: Path) -> None:
+    import rasterio
+
+    if engine != "eager":
+        pytest.importorskip(engine)
+    out = tmp_path / f"{engine}.tif"
+    _cli("predict", str(s2_scene), "-o", str(out), "--model", "dynamicworld", "--engine",
+         engine, "--precision", "fp32", "--bands", "1,2,3,4,5,6,7,8,9")
+    with rasterio.open(out) as dst, rasterio.open(s2_scene) as src:
+        classes = dst.read(1)
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        cmap = dst.colormap(1)
+        names = dst.tags()["class_names"].split(",")
+    assert names == list(PALETTE)
+    assert [_hex(cmap[i][:3]) for i in range(9)] == list(PALETTE.values())
+    # the model, not a constant: water where the spectra are water's, trees where forest's
+    assert (classes[:, :24] == 0).mean() > 0.9
+    assert (classes[:, 40:] == 1).mean() > 0.9
+
+
+def test_models_and_bundle_inspect_show_bands_classes_input_and_licence() -> None:
+    text = _cli("models")
+    line = next(x for x in text.splitlines() if x.strip().startswith("dynamicworld"))
+    assert "Apache-2.0" in line and "Sentinel-2" in line
+    assert "B2,B3,B4,B5,B6,B7,B8,B11,B12" in text and "snow_and_ice" in text
+    assert "L1C top-of-atmosphere reflectance" in text
+    listed = json.loads(_cli("models", "--json"))["models"]
+    dw = next(m for m in listed if m["name"] == "dynamicworld")
+    assert dw["available"] and dw["bands"] == BANDS and dw["license"] == "Apache-2.0"
+    assert [c["name"] for c in dw["classes"]] == list(PALETTE)
+    inspect = _cli("bundle", "inspect", "dynamicworld")
+    assert "bands (9): B2, B3, B4, B5, B6, B7, B8, B11, B12" in inspect
+    assert "input: Sentinel-2 L1C top-of-atmosphere reflectance x 10000 (0-10000)" in inspect
+    assert "gsd: 10.0 m" in inspect and "Apache-2.0" in inspect
+    assert "National Geographic" in inspect and "World Resources Institute" in inspect
+    for name, color in PALETTE.items():
+        assert f"{name:<20} {color}" in inspect
+
+
+def test_qgis_plugin_lists_dynamicworld() -> None:
+    import importlib.util
+    import sys
+
+    plugin = Path(__file__).resolve().parents[2] / "qgis_plugin" / "geoseg_qgis" / "runner.py"
+    spec = importlib.util.spec_from_file_location("geoseg_qgis_runner_dw", plugin)
+    assert spec is not None and spec.loader is not None
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    assert "dynamicworld" in runner.DEFAULT_MODELS  # the fallback when geoseg cannot answer
+    exe = Path(sys.executable).with_name("geoseg")
+    assert "dynamicworld" in runner.list_models(str(exe))  # geoseg models --json
+
+
+def test_range_check_accepts_real_l1c_and_catches_reflectance_floats(tmp_path: Path) -> None:
+    import rasterio
+
+    from geoseg.io import open_scene
+    from geoseg.models.value_range import range_warning
+    from geoseg.testing import make_geotiff
+
+    from ..conftest import shared
+
+    path = shared("sentinel2", "slovenia_eolearn", "S2_L1C_2015-07-11.tif")
+    spec = resolve_spec("dynamicworld")
+    bands = (2, 3, 4, 5, 6, 7, 8, 12, 13)
+    # one Slovenian forest square kilometre: narrow, but inside the global range
+    assert range_warning(open_scene(path), bands, spec) is None
+    with rasterio.open(path) as src:
+        refl = src.read(list(bands)).astype(np.float32) / 10000
+    floats = make_geotiff(tmp_path / "refl.tif", refl, dtype="float32", nodata=None)
+    message = range_warning(open_scene(floats), tuple(range(1, 10)), spec)
+    assert message is not None and "--scale" in message

@@ -21,6 +21,7 @@ Usage::
     python benchmarks/resample.py                       # deeplab and unet, off vs auto
     python benchmarks/resample.py --models deeplab --resample off auto 0.5 --gaps 2 4 8
     python benchmarks/resample.py --dataset dubai --resample off auto 0.75 1
+    python benchmarks/resample.py --dataset banepa-chips --resample off auto
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from geoseg.metrics import (
     precision_per_class,
     recall_per_class,
 )
+from geoseg.prediction.config import InferenceConfig
 from geoseg.prediction.pipeline import predict
 from geoseg.prediction.resample import scene_gsd
 
@@ -127,9 +129,51 @@ def dubai(args: argparse.Namespace) -> None:
               f"| {r['miou']:.3f} |")
 
 
+def banepa_chips(args: argparse.Namespace) -> None:
+    """Building IoU of the 48 Banepa chips predicted one by one (as published), per setting.
+
+    Each 512-px chip is its own scene (``geoseg predict 'oam/*.tif' -o DIR``), so ``auto``
+    shrinks each one to a few hundred pixels; the maps are scored together against the OSM
+    footprints, read as ``train`` reads them (``--class-names background,building``).
+    """
+    from geoseg.prediction.batch import predict_many
+    from geoseg.scoring.pipeline import score
+
+    chips = sorted(str(p) for p in (args.data / "oam").glob("*.tif"))
+    print(f"{len(chips)} chips")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="geoseg-resample-") as tmp:
+        for model in args.models:
+            for setting in args.resample:
+                out = Path(tmp) / f"{model}_{setting}"
+                resample: str | float = setting if setting in ("off", "auto") else float(setting)
+                start = time.perf_counter()
+                predict_many(chips, out, model=model,
+                             config=InferenceConfig(resample=resample), overwrite=True)
+                seconds = time.perf_counter() - start
+                with rasterio.open(sorted(out.glob("*.tif"))[0]) as src:
+                    working = src.tags().get("working_gsd_m", "native")
+                report = score(out, args.data / "osm_buildings.geojson",
+                               class_names=["background", "building"])
+                k = list(report.class_names).index("building")
+                row = {"model": model, "resample": setting, "working_gsd_m": working,
+                       "iou": round(float(report.iou[k]), 3),
+                       "precision": round(float(report.precision[k]), 3),
+                       "recall": round(float(report.recall[k]), 3),
+                       "seconds": round(seconds, 1)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n| model | --resample | working GSD (m) | building IoU | precision | recall |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['resample']} | {r['working_gsd_m']} | {r['iou']:.3f} "
+              f"| {r['precision']:.3f} | {r['recall']:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=["banepa", "dubai"], default="banepa")
+    parser.add_argument("--dataset", choices=["banepa", "banepa-chips", "dubai"],
+                        default="banepa")
     parser.add_argument("--data", type=Path,
                         help="the dataset's folder (default: ../shared/data/DATASET)")
     parser.add_argument("--models", nargs="+", default=["deeplab", "unet"])
@@ -140,9 +184,12 @@ def main() -> None:
                         help="the GSD (m) the Dubai images are georeferenced at")
     args = parser.parse_args()
     if args.data is None:
-        args.data = HERE.parents[1] / "shared" / "data" / args.dataset
+        args.data = HERE.parents[1] / "shared" / "data" / args.dataset.split("-")[0]
     if args.dataset == "dubai":
         dubai(args)
+        return
+    if args.dataset == "banepa-chips":
+        banepa_chips(args)
         return
     scene = args.data / "mosaic.tif"
     grid = open_scene(scene)

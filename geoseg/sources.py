@@ -887,5 +887,6 @@ def level_warning(scene: Any, spec: Any, name: str | None) -> str | None:
     trained = model_level(spec)
     if level is None or trained is None or level == trained:
         return None
-    return (f"{scene.label} is a {level} product but model {name or 'the model'} was "
+    article = "an" if level[0] in "ALM" else "a"
+    return (f"{scene.label} is {article} {level} product but model {name or 'the model'} was "
             f"trained on {trained} input: expect less accurate classes")

@@ -233,7 +233,7 @@ def test_safe_equals_stack(safe: Path, patch: Path, tiny9: Path, tmp_path: Path)
     original = np.stack([read(_band_file(patch, f"B{int(b[1:]):02d}"), 1) for b in DW[:3]])
     assert np.array_equal(data[:3], original.astype(np.float32))  # the offset is undone
     stack = write_stack(ref, patch, tmp_path / "stack.tif")
-    with pytest.warns(UserWarning, match="is a L2A product but model .* trained on L1C"):
+    with pytest.warns(UserWarning, match="is an L2A product but model .* trained on L1C"):
         a = predict(safe, tmp_path / "safe.tif", model=tiny9)
     b = predict(stack, tmp_path / "stack_map.tif", model=tiny9)
     assert (a.height, a.width) == (120, 120)
@@ -313,7 +313,7 @@ def test_predict_safe_without_model(safe: Path, tmp_path: Path) -> None:
                       "--engine", "eager"])
     assert code == 0, out
     assert "[dynamicworld (default for a Sentinel-2 product)" in out
-    assert "is a L2A product but model dynamicworld was trained on L1C" in out
+    assert "is an L2A product but model dynamicworld was trained on L1C" in out
     with rasterio.open(tmp_path / "lulc.tif") as ds:
         assert ds.count == 1 and ds.crs.to_epsg() == 32633
         assert len(ds.tags()["class_names"].split(",")) == 9

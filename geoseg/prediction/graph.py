@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -335,11 +336,13 @@ def _split(job: ChunkJob, acc: npt.NDArray[np.float32], n_tiles: int,
 
 def stage2(core: npt.NDArray[np.float32], top: npt.NDArray[np.float32] | None,
            left: npt.NDArray[np.float32] | None, corner: npt.NDArray[np.float32] | None,
-           class_ids: npt.NDArray[np.uint8], probabilities: bool) -> npt.NDArray[np.uint8]:
+           class_ids: npt.NDArray[np.uint8], probabilities: bool,
+           groups: tuple[tuple[int, ...], ...] = ()) -> npt.NDArray[np.uint8]:
     """Add neighbours' tails, then argmax -> ``(1 [+ C], h, w)`` uint8 block.
 
     ``core`` is modified in place: it is this chunk's own stage-1 output, used by this
     task only, and disjoint from the tails stage 1 handed on (no scene-chunk copy).
+    ``groups``: channels that compete as one class (see :func:`group_argmax`).
     """
     acc = combine_chunk(core, top, left, corner)
     c = acc.shape[0] - 1
@@ -349,6 +352,8 @@ def stage2(core: npt.NDArray[np.float32], top: npt.NDArray[np.float32] | None,
         better = acc[k] > best
         idx[better] = k
         np.maximum(best, acc[k], out=best)
+    for members in groups:
+        idx = group_argmax(acc[:c], members)
     classes = class_ids[idx]
     classes[acc[c] <= 0] = NODATA_CLASS
     if not probabilities:
@@ -356,8 +361,30 @@ def stage2(core: npt.NDArray[np.float32], top: npt.NDArray[np.float32] | None,
     return np.concatenate([classes[None], probabilities_u8(acc)])
 
 
+def group_argmax(acc: npt.NDArray[np.float32], members: Sequence[int]
+                 ) -> npt.NDArray[np.uint8]:
+    """Argmax where the channels ``members`` compete as one class, by their summed score.
+
+    A model trained with ``--target instances`` splits a building's probability between
+    its interior, boundary and contact channels; a pixel is a building when their sum beats
+    every other class, and then takes the member with the highest score (else the best
+    other class). Ties go to the other class.
+    """
+    m = list(members)
+    others = [k for k in range(acc.shape[0]) if k not in m]
+    member_best: npt.NDArray[np.uint8] = np.asarray(m, np.uint8)[np.argmax(acc[m], axis=0)]
+    if not others:
+        return member_best
+    other = acc[others]
+    other_best = np.asarray(others, np.uint8)[np.argmax(other, axis=0)]
+    wins = acc[m].sum(axis=0) > other.max(axis=0)
+    out: npt.NDArray[np.uint8] = np.where(wins, member_best, other_best).astype(np.uint8)
+    return out
+
+
 def build_blocks(grid: TileGrid, template: ChunkJob, class_ids: list[int], *,
-                 probabilities: bool, done: frozenset[tuple[int, int]] = frozenset()
+                 probabilities: bool, done: frozenset[tuple[int, int]] = frozenset(),
+                 groups: tuple[tuple[int, ...], ...] = ()
                  ) -> dict[tuple[int, int], Any]:
     """Delayed ``(1 [+ C], h, w)`` uint8 blocks of the chunks not in ``done``.
 
@@ -399,6 +426,6 @@ def build_blocks(grid: TileGrid, template: ChunkJob, class_ids: list[int], *,
             up = tails_of(a - 1, b)[1] if a > 0 else None
             lf = tails_of(a, b - 1)[2] if b > 0 else None
             cr = tails_of(a - 1, b - 1)[3] if a > 0 and b > 0 else None
-            blocks[a, b] = s2(own[0], up, lf, cr, ids, probabilities,
+            blocks[a, b] = s2(own[0], up, lf, cr, ids, probabilities, groups,
                               dask_key_name=f"geoseg-blend-{tag}-{a}-{b}")
     return blocks

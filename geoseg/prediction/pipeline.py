@@ -426,7 +426,7 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
     from geoseg.io import class_colormap
     from geoseg.models import resolve_model
     from geoseg.models.bundle import Bundle
-    from geoseg.vector.instances import instance_tags
+    from geoseg.vector.instances import instance_channels, instance_tags
 
     out_path, prob_path, preview_path, vector_path = paths
     # Spec and sha256 only: the torch network is built when an engine needs it (an ONNX
@@ -472,7 +472,7 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
                         str(partial.tails_dir), state=state, scaled=scaled)
     done = frozenset(partial.done)
     blocks = build_blocks(grid, template, class_ids, probabilities=prob_path is not None,
-                          done=done)
+                          done=done, groups=instance_channels(spec))
     remaining = sum(grid.chunk_tile_count(grid.rows[a], grid.cols[b]) for a, b in blocks)
     tags = {
         "geoseg_version": __version__, "model": bundle.name, "model_sha256": bundle.sha256,

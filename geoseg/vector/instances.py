@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from geoseg.progress import Progress
     from geoseg.vector.polygonize import ChunkSpec
 
-__all__ = ["INSTANCE_TAG", "InstanceGroup", "instance_groups", "instance_tags",
-           "label_instances", "select_instances", "vectorize_instances"]
+__all__ = ["INSTANCE_TAG", "InstanceGroup", "instance_channels", "instance_groups",
+           "instance_tags", "label_instances", "select_instances", "vectorize_instances"]
 
 #: Class-map tag naming the interior, boundary and contact classes (written by predict).
 INSTANCE_TAG = "instance_classes"
@@ -74,6 +74,20 @@ def instance_tags(spec: Any) -> dict[str, str]:
     if not all(names) or not set(names) <= set(spec.class_names()):
         return {}
     return {INSTANCE_TAG: ",".join(names)}
+
+
+def instance_channels(spec: Any) -> tuple[tuple[int, ...], ...]:
+    """Model channels of an instance target's classes, which predict decides on as one.
+
+    A pixel is a building when the interior, boundary and contact probabilities together
+    beat every other class (:func:`geoseg.prediction.graph.group_argmax`); () for other
+    models.
+    """
+    tags = instance_tags(spec)
+    if not tags:
+        return ()
+    names = spec.class_names()
+    return (tuple(names.index(n) for n in tags[INSTANCE_TAG].split(",")),)
 
 
 def instance_groups(scene: Scene, table: ClassTable) -> list[InstanceGroup]:

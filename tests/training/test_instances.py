@@ -153,6 +153,17 @@ def test_train_cli_target_instances_writes_instance_bundle(tmp_path: Path) -> No
                       "boundary": "building_boundary", "contact": "building_contact",
                       "boundary_px": 1, "contact_px": 2}
     assert json.loads(json.dumps(spec.provenance["config"]))["instances"]["cls"] == "building"
+    # predict tags the map; vectorize --classes building then splits (any model quality)
+    r = CliRunner().invoke(cli, ["predict", str(scene), "-m", str(out), "-o",
+                                 str(tmp_path / "map.tif"), "--resample", "off", "-q"])
+    assert r.exit_code == 0, r.output
+    import rasterio
+
+    with rasterio.open(tmp_path / "map.tif") as ds:
+        assert ds.tags()["instance_classes"] == "building,building_boundary,building_contact"
+    r = CliRunner().invoke(cli, ["vectorize", str(tmp_path / "map.tif"), "--classes",
+                                 "building", "-o", str(tmp_path / "b.gpkg"), "-q"])
+    assert r.exit_code == 0, r.output
     bad = CliRunner().invoke(cli, [
         "train", str(scene), "--labels", str(labels), "--class-names", "background,roof",
         "--target", "instances", "--crop-size", "32", "--tile-size", "32", "-q",

@@ -136,6 +136,16 @@ def test_seed_erosion_and_minimum_seed() -> None:
     assert label_instances(arr2, group, split=False).max() == 1
 
 
+def test_group_argmax_decides_building_on_the_summed_probability() -> None:
+    from geoseg.prediction.graph import group_argmax
+
+    # background 0.4 beats each building channel, not their sum (0.6)
+    acc = np.array([[0.4, 0.6, 0.1], [0.3, 0.2, 0.1], [0.2, 0.1, 0.1], [0.1, 0.1, 0.7]],
+                   np.float32)[:, None, :]
+    assert group_argmax(acc, (1, 2, 3))[0].tolist() == [1, 0, 3]
+    assert group_argmax(acc, (0, 1, 2, 3))[0].tolist() == [0, 0, 3]
+
+
 def test_predict_tags_of_an_instance_bundle() -> None:
     from geoseg.models.spec import ClassInfo, ModelSpec
 
@@ -146,6 +156,10 @@ def test_predict_tags_of_an_instance_bundle() -> None:
                                             "contact": "building_contact"}})
     assert instance_tags(spec) == {"instance_classes": ",".join(NAMES[1:])}
     assert instance_tags(spec.with_(provenance={})) == {}
+    from geoseg.vector.instances import instance_channels
+
+    assert instance_channels(spec) == ((1, 2, 3),)
+    assert instance_channels(spec.with_(provenance={})) == ()
 
 
 def test_cli_splits_and_refuses(tmp_path: Path) -> None:

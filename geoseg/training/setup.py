@@ -56,7 +56,8 @@ def _build(config: TrainConfig, spec: ModelSpec, weights: str | None,
                              f"images have {spec.n_bands}")
         spec = spec.with_(architecture=base.spec.architecture, backbone=base.spec.backbone,
                           arch_params=base.spec.arch_params, mean=base.spec.mean,
-                          std=base.spec.std, bands=base.spec.bands)
+                          std=base.spec.std, bands=base.spec.bands,
+                          input_kind=base.spec.input_kind)
         model = build_model(spec)
         target = model.state_dict()
         state = {k: v for k, v in base.model.state_dict().items()

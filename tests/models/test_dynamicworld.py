@@ -206,3 +206,37 @@ def test_range_check_accepts_real_l1c_and_catches_reflectance_floats(tmp_path: P
     floats = make_geotiff(tmp_path / "refl.tif", refl, dtype="float32", nodata=None)
     message = range_warning(open_scene(floats), tuple(range(1, 10)), spec)
     assert message is not None and "--scale" in message
+
+
+def test_train_init_dynamicworld_fine_tunes_it(tmp_path: Path) -> None:
+    """Nine-band uint16 tiles, two classes: the head is replaced, the rest starts trained."""
+    from geoseg.models.bundle import load_bundle, read_spec
+    from geoseg.testing import make_class_map, make_geotiff
+
+    rng = np.random.default_rng(1)
+    water, forest = np.array(WATER, float), np.array(FOREST, float)
+    for sub in ("images", "masks"):
+        (tmp_path / "d" / sub).mkdir(parents=True)
+    for k in range(4):
+        cmap = make_class_map((64, 64), n_classes=2, block=16, seed=k)
+        img = np.where(cmap[None] == 0, water[:, None, None], forest[:, None, None])
+        img *= 1 + 0.03 * rng.standard_normal(img.shape)
+        make_geotiff(tmp_path / "d" / "images" / f"p{k}.tif", img.round().astype(np.uint16),
+                     dtype="uint16", nodata=None)
+        make_geotiff(tmp_path / "d" / "masks" / f"p{k}.tif", cmap.astype(np.uint8),
+                     nodata=None)
+    out = tmp_path / "ft.safetensors"
+    _cli("train", str(tmp_path / "d"), "-o", str(out), "--init", "dynamicworld",
+         "--class-names", "water,land", "--epochs", "1", "--steps-per-epoch", "2",
+         "--batch-size", "2", "--crop-size", "32", "--tile-size", "64", "--overlap", "8",
+         "--device", "cpu", "--precision", "fp32", "--quiet")
+    spec = read_spec(out)
+    assert (spec.architecture, spec.n_classes, spec.bands) == ("dynamicworld", 2, tuple(BANDS))
+    assert spec.input_kind == resolve_spec("dynamicworld").input_kind
+    assert spec.provenance["init"]["head_replaced"] is True
+    tuned, base = load_bundle(out).model, resolve_model("dynamicworld").model
+    assert tuned is not None and base is not None
+    # the stem started from Dynamic World's weights and moved (trained), the head is new
+    moved = (tuned.state_dict()["stem.0.weight"] - base.state_dict()["stem.0.weight"]).abs()
+    assert 0 < float(moved.max()) < 0.1
+    assert tuned.state_dict()["head.weight"].shape == (2, 144, 1, 1)

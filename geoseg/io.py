@@ -407,10 +407,13 @@ def ground_sample_distance(crs: CRS | None, transform: Affine, width: int, heigh
                            ) -> float | None:
     """Pixel size on the ground in metres, or None when unknown (no CRS).
 
-    Projected CRS: the pixel size in the CRS's linear unit, converted to metres.
-    Geographic CRS: the pixel's size in degrees measured on the CRS's ellipsoid at the
-    grid's centre. Non-square pixels: the geometric mean of both sides. (The same rule
-    as ``predict --resample``'s scene GSD.)
+    Projected CRS: the pixel size in the CRS's linear unit, converted to metres; on a
+    Mercator projection (web-mercator XYZ tiles) times the cosine of the grid centre's
+    latitude, the projection's scale there (a pixel of a 256-px zoom-19 tile is 0.30 m in
+    EPSG:3857 units, 0.26 m on the ground at 28 degrees north). Geographic CRS: the
+    pixel's size in degrees measured on the CRS's ellipsoid at the grid's centre.
+    Non-square pixels: the geometric mean of both sides. (The same rule as ``predict
+    --resample``'s scene GSD.)
 
     Examples
     --------
@@ -430,7 +433,27 @@ def ground_sample_distance(crs: CRS | None, transform: Affine, width: int, heigh
         factor = float(crs.linear_units_factor[1])
     except Exception:  # noqa: BLE001 - a CRS without a linear unit: GSD unknown
         return None
-    return math.sqrt(px * py) * factor
+    return math.sqrt(px * py) * factor * _mercator_scale(crs, transform, width, height)
+
+
+def _mercator_scale(crs: CRS, transform: Affine, width: int, height: int) -> float:
+    """cos(latitude) at the grid's centre on a Mercator projection, else 1."""
+    import math
+
+    from pyproj import CRS as ProjCRS
+    from pyproj import Transformer
+
+    try:
+        proj = ProjCRS.from_user_input(crs.to_wkt())
+        op = proj.coordinate_operation
+        name = "" if op is None else op.method_name.lower()
+        if not (name.startswith("mercator") or "pseudo mercator" in name):
+            return 1.0  # transverse/oblique Mercator (UTM...) are true scale near their axis
+        x, y = transform * (width / 2, height / 2)
+        _, lat = Transformer.from_crs(proj, proj.geodetic_crs, always_xy=True).transform(x, y)
+    except Exception:  # noqa: BLE001 - no usable projection: the plain pixel size
+        return 1.0
+    return math.cos(math.radians(lat)) if math.isfinite(lat) else 1.0
 
 
 def _geographic_gsd(crs: CRS, transform: Affine, width: int, height: int, px: float,

@@ -230,3 +230,18 @@ def test_train_init_on_rgba_scene_uses_alpha_as_mask(tmp_path: Path, tiny_bundle
         "--epochs", "1", "--device", "cpu", "--precision", "fp32", "-q",
         "-o", str(tmp_path / "rgba.safetensors")])
     assert r.exit_code == 0, r.output
+
+
+def test_xyz_chip_gsd_is_on_the_ground() -> None:
+    """Web-mercator units shrink by cos(latitude): what resample and train record."""
+    import math
+
+    from rasterio.crs import CRS
+
+    from geoseg.io import ground_sample_distance
+
+    t = tile_transform(Z, X0, Y0, 256, 256)  # Banepa, 27.6 N
+    lat = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * (Y0 + 0.5) / 2 ** Z))))
+    assert ground_sample_distance(CRS.from_epsg(3857), t, 256, 256) == pytest.approx(
+        t.a * math.cos(math.radians(lat)), rel=1e-4)
+    assert ground_sample_distance(CRS.from_epsg(3857), t, 256, 256) < 0.9 * t.a

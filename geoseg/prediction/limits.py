@@ -10,8 +10,9 @@ import os
 
 from geoseg.errors import InputError
 
-__all__ = ["MAX_TILE", "OVERLAP_SHARE", "TILE_MULTIPLE", "check_memory", "default_overlap",
-           "estimate_memory", "estimate_output_bytes", "fit_tile", "validate_tile"]
+__all__ = ["MAX_TILE", "MAX_WORK_PER_PIXEL", "OVERLAP_SHARE", "TILE_MULTIPLE", "check_memory",
+           "check_work", "default_overlap", "estimate_memory", "estimate_output_bytes",
+           "fit_tile", "validate_tile"]
 
 #: Tile sides must be multiples of this (the encoders' output stride).
 TILE_MULTIPLE = 32
@@ -20,6 +21,9 @@ MAX_TILE = 4096
 #: Without a model to take it from, the default overlap is this share of the tile (1/8:
 #: 64 px of a 512 px tile).
 OVERLAP_SHARE = 8
+#: Most model input pixels a run may spend per scene pixel (resampling multiplies them:
+#: 32x finer is 1024 model pixels for each scene pixel, overlaps not counted).
+MAX_WORK_PER_PIXEL = 1024
 #: Bytes of model activations per input pixel, measured on the default models (fp32,
 #: CPU, eager; peak RSS of one batch over the input size), rounded up.
 ACTIVATION_BYTES_PER_PIXEL = 1024
@@ -60,14 +64,16 @@ def fit_tile(tile: int, overlap: int, shape: tuple[int, int]) -> tuple[int, int]
 
 
 def estimate_memory(tile: int, batch_size: int, n_classes: int, n_bands: int,
-                    chunk_tiles: int) -> int:
+                    chunk_tiles: int, chunk_side: int | None = None) -> int:
     """Rough peak bytes of one predict process: a batch through the model + a chunk's sums.
 
     Activations (``ACTIVATION_BYTES_PER_PIXEL`` per input pixel) and float32 inputs and
-    class scores for ``batch_size`` tiles, plus a chunk's float32 score and weight sums.
+    class scores for ``batch_size`` tiles, plus a chunk's float32 score and weight sums
+    (``chunk_side`` px a side: a resampled run sums on the scene's grid; default
+    ``chunk_tiles * tile``).
     """
     batch_px = batch_size * tile * tile
-    chunk_px = (chunk_tiles * tile) ** 2
+    chunk_px = (chunk_tiles * tile if chunk_side is None else chunk_side) ** 2
     model = batch_px * (ACTIVATION_BYTES_PER_PIXEL + 4 * (n_bands + 2 * n_classes))
     return int(model + chunk_px * 4 * (n_classes + 1))
 
@@ -87,15 +93,33 @@ def available_memory() -> int | None:
 
 
 def check_memory(tile: int, batch_size: int, n_classes: int, n_bands: int,
-                 chunk_tiles: int) -> None:
-    """Refuse a run whose estimated memory exceeds the memory available, with the estimate."""
-    need = estimate_memory(tile, batch_size, n_classes, n_bands, chunk_tiles)
+                 chunk_tiles: int, chunk_side: int | None = None, what: str = "") -> None:
+    """Refuse a run whose estimated memory exceeds the memory available, with the estimate.
+
+    ``chunk_side`` as for :func:`estimate_memory`; ``what`` starts the message.
+    """
+    need = estimate_memory(tile, batch_size, n_classes, n_bands, chunk_tiles, chunk_side)
     have = available_memory()
     if have is not None and need > have:
         raise InputError(
-            f"tile {tile} x batch {batch_size} x {n_classes} classes needs about "
+            f"{what}tile {tile} x batch {batch_size} x {n_classes} classes needs about "
             f"{need / 2**30:.1f} GiB of memory, {have / 2**30:.1f} GiB is available; "
             "lower --tile-size, --batch-size or --chunk-tiles")
+
+
+def check_work(n_tiles: int, tile: int, scene_px: int, what: str) -> None:
+    """Refuse a run whose model input explodes: more than :data:`MAX_WORK_PER_PIXEL`.
+
+    ``n_tiles`` tiles of ``tile`` x ``tile`` model pixels for ``scene_px`` scene pixels; ``what``
+    names the cause (``--resample 0.05``) and the remedy, at the end of the message.
+    """
+    work = n_tiles * tile * tile
+    ratio = work / max(int(scene_px), 1)
+    if ratio > MAX_WORK_PER_PIXEL:
+        raise InputError(
+            f"{n_tiles} tiles of {tile} px, {work / 1e9:.3g} Gpx of model input for a "
+            f"{scene_px / 1e6:.3g} Mpx scene ({ratio:.0f} model px per scene px, at most "
+            f"{MAX_WORK_PER_PIXEL}): {what}")
 
 
 def estimate_output_bytes(shape: tuple[int, int], n_classes: int, probabilities: bool) -> int:

@@ -396,6 +396,7 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
     config = config.resolve(spec)
     from geoseg.prediction.resample import auto_note, working_gsd, working_shape
 
+    explicit = isinstance(config.resample, float)  # --resample METRES, not auto
     work = working_gsd(config.resample, src, spec)
     note = auto_note(config.resample, src, spec)
     if note is not None and progress is not None:
@@ -405,6 +406,10 @@ def predict(scene: str | os.PathLike[str], output: str | os.PathLike[str], *,
                                 config.tile_px, config.overlap_px,
                                 config.batch_size, config.chunk_tiles, len(chosen))
     config = config.with_(tile=tile, overlap=ov)
+    if work is not None:  # the GSD honoured, the model input and memory within limits
+        from geoseg.prediction.resample import check_scaled
+
+        check_scaled(src, config, spec.n_classes, len(chosen), explicit=explicit)
     if config.precision == "int8" and config.calibration is None:
         config = config.with_(calibration=src.path)  # calibrate on the scene itself
     check_free_space(paths[0], estimate_output_bytes(src.shape, spec.n_classes,

@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     from geoseg.prediction.graph import ChunkJob
     from geoseg.prediction.inference import Predictor
 
-__all__ = ["AUTO_MAX_UPSAMPLE", "AUTO_RATIO", "FEW_TILES", "ScaledTiles", "accepted_range",
-           "accumulate", "auto_gsd", "auto_note", "resize_scores", "scaled_tiles",
-           "scene_gsd", "seen_range", "working_gsd"]
+__all__ = ["AUTO_MAX_UPSAMPLE", "AUTO_RATIO", "FEW_TILES", "GSD_TOLERANCE", "ScaledTiles",
+           "accepted_range", "accumulate", "auto_gsd", "auto_note", "check_scaled",
+           "resize_scores", "scaled_tiles", "scene_gsd", "seen_range", "working_gsd"]
 
 #: ``auto`` leaves native a scene within this factor of the GSDs the model saw (a
 #: network's tolerance beyond its training zoom; the factor ``auto`` used around the
@@ -193,6 +193,55 @@ def scaled_tiles(scene: Scene, config: InferenceConfig) -> ScaledTiles | None:
     overlap = min(round(ov * f), tile // 2)
     chunk = max(1, min(MAX_CHUNK_TILES, round(config.chunk_tiles / f)))
     return ScaledTiles(tile, overlap, t, here * tile / t, chunk)
+
+
+#: An asked working GSD is honoured when tiles of whole scene pixels give it within this share.
+GSD_TOLERANCE = 0.05
+
+
+def check_scaled(scene: Scene, config: InferenceConfig, n_classes: int, n_bands: int, *,
+                 explicit: bool) -> None:
+    """Refuse, before the model loads, a resampled run that cannot honour its GSD or explodes.
+
+    Tiles are whole scene pixels (:func:`scaled_tiles`): an ``explicit`` GSD (``--resample
+    METRES``) they cannot give within :data:`GSD_TOLERANCE` is an error naming the nearest
+    one they can, never a silent substitute. The run's model input goes through
+    :func:`~geoseg.prediction.limits.check_work` and its memory (a chunk's sums are on the
+    scene's grid) through :func:`~geoseg.prediction.limits.check_memory`, the estimate and
+    refusal of a huge ``--tile-size``.
+    """
+    from geoseg.prediction.limits import MAX_WORK_PER_PIXEL, check_memory, check_work
+    from geoseg.prediction.tiling import plan_tiles
+
+    scaled = scaled_tiles(scene, config)
+    if scaled is None:
+        return
+    asked, here, t = float(config.resample), _known_gsd(scene), scaled.model_tile
+    what = f"--resample {asked:g} on a {here:.3g} m scene"
+    def tiles(side: int) -> int:  # tiles of ``side`` scene px over the scene
+        overlap = min(round(config.overlap_px * side / t), side // 2)
+        return plan_tiles(scene.shape, tile=side, overlap=overlap, chunk_tiles=1,
+                          multiple=1).n_tiles
+
+    pixels = max(scene.height * scene.width, 1)
+    n_tiles = tiles(scaled.tile)
+    if n_tiles * t * t > MAX_WORK_PER_PIXEL * pixels:  # name the finest GSD within limits
+        side = scaled.tile
+        while tiles(side) * t * t > MAX_WORK_PER_PIXEL * pixels and side < max(scene.shape):
+            side += max(1, side // 8)
+        check_work(n_tiles, t, pixels, f"{what}; use --resample {here * side / t:.3g} or "
+                                       "coarser")
+    if explicit and abs(scaled.gsd - asked) > GSD_TOLERANCE * asked:
+        cover = t * asked / here  # scene px a model tile would cover
+        near = sorted({here * max(2, math.floor(cover)) / t,
+                       here * max(2, math.ceil(cover)) / t})
+        raise InputError(
+            f"{what}: a {t} px model tile would cover {cover:.3g} scene px, and tiles are "
+            f"whole scene pixels: the nearest GSDs it can run at are "
+            f"{' or '.join(f'{g:.3g}' for g in near)} m (a larger --tile-size comes closer)")
+    side = min(scaled.chunk_tiles * scaled.tile + scaled.overlap, max(scene.shape))
+    check_memory(scaled.model_tile, config.batch_size, n_classes, n_bands,
+                 scaled.chunk_tiles, chunk_side=side, what=f"{what}: ")
 
 
 def resize_scores(scores: npt.NDArray[np.float32], size: tuple[int, int]

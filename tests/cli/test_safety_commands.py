@@ -490,3 +490,36 @@ def test_waiting_lock_serialises_and_removes_its_file(tmp_path: Path) -> None:
     for t in threads:
         t.join(timeout=30)
     assert overlaps == [] and not lock.exists()
+
+
+# -- 5. resampling: the same work/memory refusal as a huge tile, no silent GSD -------------------
+
+def test_resample_that_explodes_the_work_is_refused_before_the_model(work: Path) -> None:
+    """A ~300 m scene at 0.05 m ran 16384 tiles at 1.17 m, silently; now one line, at once."""
+    cmap = make_class_map((128, 128), n_classes=3, block=8, seed=2)
+    scene = make_geotiff(work / "small.tif", make_scene(cmap), res=300.0, nodata=None)
+    before = snapshot(work)
+    args = ["predict", scene, "-m", work / "b.safetensors", "--device", "cpu", "--engine",
+            "eager", "-q", "-o", work / "o.tif"]
+    for gsd in ("0.05", "9.4"):
+        line = one_line_error(run(*args, "--resample", gsd))
+        assert f"--resample {gsd} on a " in line and "model px per scene px" in line
+    assert snapshot(work) == before
+    finest = line.rsplit("use --resample ", 1)[1].split()[0]  # the GSD the message offers
+    ok = run(*args, "--resample", finest)
+    assert ok.exit_code == 0, ok.output
+
+
+def test_resample_gsd_that_cannot_be_honoured_is_an_error(work: Path) -> None:
+    """128 px model tiles at 0.5 m cover 6.4 px of a 10 m scene: 6 or 7 px, not 0.5 m."""
+    cmap = make_class_map((64, 96), n_classes=3, block=8, seed=2)
+    scene = make_geotiff(work / "s10.tif", make_scene(cmap), res=10.0, nodata=None)
+    before = snapshot(work)
+    args = ["predict", scene, "-m", work / "b.safetensors", "--device", "cpu", "--engine",
+            "eager", "-o", work / "o.tif"]
+    line = one_line_error(run(*args, "-q", "--resample", "0.5"))
+    assert "the nearest GSDs it can run at are 0.469 or 0.547 m" in line
+    assert snapshot(work) == before
+    ok = run(*args, "--resample", "0.547")
+    assert ok.exit_code == 0, ok.output
+    assert "resampled to 0.547 m" in ok.output

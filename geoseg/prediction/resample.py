@@ -149,8 +149,8 @@ def auto_note(setting: str | float, scene: Scene, spec: ModelSpec) -> str | None
         return None
     return (f"--resample auto: {scene.path} at {here:.3g} m is finer than the model saw "
             f"({seen[0]:.3g}-{seen[1]:.3g} m); at {work:.3g} m it is only {w}x{h} px, less "
-            f"than {FEW_TILES} tiles of {t} px, so the model sees little context (mosaic "
-            "small chips first, or --resample off)")
+            f"than {FEW_TILES} tiles of {t} px, so the model sees little context (predict "
+            "a folder of chips as one mosaic, -o map.tif, or use --resample off)")
 
 
 def working_shape(scene: Scene, gsd: float) -> tuple[int, int]:

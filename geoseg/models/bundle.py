@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -190,12 +191,39 @@ def spec_summary(spec: ModelSpec) -> str:
         f"bands ({spec.n_bands}): {', '.join(spec.bands)}",
         f"mean: {list(spec.mean)}",
         f"std: {list(spec.std)}",
-        f"tile size: {spec.tile_size}  overlap: {spec.overlap}  gsd: {spec.gsd_m} m",
+        f"tile size: {spec.tile_size}  overlap: {spec.overlap}  gsd: "
+        + ("unknown" if math.isnan(spec.gsd_m) else f"{spec.gsd_m} m"),
+        *([] if spec.scale_range is None else [
+            f"trained zoom: {spec.scale_range[0]:g}-{spec.scale_range[1]:g}"
+            + ("" if (seen := spec.seen_gsd()) is None
+               else f" (GSDs seen: {seen[0]:.3g}-{seen[1]:.3g} m)")]),
         *([f"input: {spec.input_kind}"] if spec.input_kind else []),
         "classes:",
         *(f"  {c.id:>3}  {c.name:<20} #{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}"
           for c in spec.classes),
     ]
     if spec.provenance:
-        lines.append("provenance: " + json.dumps(spec.provenance, sort_keys=True))
+        lines += ["provenance:", *_indented(spec.provenance, "  ")]
     return "\n".join(lines)
+
+
+def _indented(value: Any, indent: str) -> list[str]:
+    """``key: value`` lines of a JSON-like dict, nested dicts and lists indented below."""
+    lines: list[str] = []
+    items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+    for key, item in items:
+        head = f"{indent}{key}:" if key is not None else f"{indent}-"
+        nested = bool(item) if isinstance(item, dict) else isinstance(item, list) and any(
+            isinstance(v, (dict, list)) for v in item)
+        if nested:
+            lines += [head, *_indented(item, indent + "  ")]
+        elif isinstance(item, list):
+            lines.append(f"{head} {', '.join(_scalar(v) for v in item)}")
+        else:
+            lines.append(f"{head} {_scalar(item)}")
+    return lines
+
+
+def _scalar(value: Any) -> str:
+    return json.dumps(value) if value is None or isinstance(value, (bool, dict)) else \
+        str(value)

@@ -486,6 +486,7 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
         "precision": used_precision, "engine": used_engine,
         "bands": ",".join(str(b) for b in chosen),
         "nodata_class": str(NODATA_CLASS),
+        "run_id": run_key,  # the same on the map and its probabilities (vectorize checks)
         **({} if config.tta == "none" else {"tta": config.tta}),
         **({} if scaled is None else {"working_gsd_m": f"{scaled.gsd:.6g}"}),
         **ClassMapInfo(tuple(class_ids), tuple(spec.class_names()),

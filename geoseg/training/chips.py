@@ -193,6 +193,7 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
         reader.close()
         raise
     out = Path(output_dir)
+    classes = _chip_classes(out, labels, table, class_names, source, reader)
     made = [d for d in (out, out / "images", out / "masks") if not d.exists()]
     for d in (out / "images", out / "masks"):
         d.mkdir(parents=True, exist_ok=True)
@@ -223,7 +224,27 @@ def tile_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     if not pairs:
         raise InputError(f"no chip of {scene} kept (all nodata or background); check the "
                          "labels overlap the scene, or drop --skip-background")
+    if classes:
+        from geoseg.training.chip_classes import write_chip_classes
+
+        write_chip_classes(out, classes)
     return pairs
+
+
+def _chip_classes(out: Path, labels: str | os.PathLike[str], table: MaskClasses | None,
+                  class_names: Sequence[str] | None, source: Any, reader: _SceneReader
+                  ) -> list[Any]:
+    """Return what the mask ids mean (for classes.json); close the readers on failure."""
+    from geoseg.training.chip_classes import known_classes, merged_classes
+
+    try:
+        classes = known_classes(labels, table=table, class_names=class_names,
+                                found_names=source.names)
+        return merged_classes(out, classes) if classes else []
+    except BaseException:
+        source.close()
+        reader.close()
+        raise
 
 
 def _labelled_share(part: Sequence[LabeledImage], whole: Sequence[LabeledImage]) -> float:

@@ -67,6 +67,8 @@ class MaskClasses:
     classes: tuple[ClassInfo, ...]
     colors: dict[tuple[int, int, int], int] = field(default_factory=dict)
     ignore_colors: frozenset[tuple[int, int, int]] = frozenset()
+    #: Ids whose colour is the fixed palette's, not one given (an ``--init`` may set it).
+    palette_ids: frozenset[int] = frozenset()
 
     @property
     def ids(self) -> list[int]:
@@ -90,7 +92,7 @@ class MaskClasses:
         infos = tuple(ClassInfo(int(i), names[k] if names else f"class_{i}",
                                 _COLOR_PALETTE[k % len(_COLOR_PALETTE)])
                       for k, i in enumerate(ids))
-        return cls(infos)
+        return cls(infos, palette_ids=frozenset(int(i) for i in ids))
 
 
 def names_for_ids(ids: Sequence[int], class_names: Sequence[str]) -> list[str]:

@@ -333,10 +333,12 @@ def _save_epoch(run: _Run, r: EpochResult, state: dict[str, Any]) -> None:
 
 
 def _provenance(run: _Run, r: EpochResult, state: dict[str, Any]) -> dict[str, Any]:
+    """Return what the bundle records (data, split, metrics, config): names, no machine paths."""
     from geoseg import __version__
+    from geoseg.training.provenance import portable
 
     names = run.names
-    return {
+    return portable({
         "geoseg_version": __version__,
         "data": {k: v for k, v in run.provenance.items() if k not in ("unit", "val_unit")},
         "epochs": r.epoch, "steps": int(state["step"]),
@@ -351,7 +353,7 @@ def _provenance(run: _Run, r: EpochResult, state: dict[str, Any]) -> dict[str, A
            {"target": run.config.instances.provenance()}),
         "command": " ".join(sys.argv) if sys.argv else "",
         **run.init_info,
-    }
+    })
 
 
 @contextlib.contextmanager
@@ -420,6 +422,11 @@ def train(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str] | Pair]
         (what, f) for p in (*train_pairs, *val_pairs)
         for what, f in (("image", p.image), ("mask", p.mask)))])
     table = read_class_table(class_colors) if class_colors is not None else None
+    if table is None and class_names is None:  # names and colours tile wrote beside chips
+        from geoseg.training.chip_classes import folder_classes
+
+        table = folder_classes(sorted({p.image.parent.parent
+                                       for p in (*train_pairs, *val_pairs)}))
     ignore = config.ignore_index
     with said_if_slow((progress or NullProgress()).log,
                       f"reading {len(train_pairs)} training and {len(val_pairs)} validation "

@@ -146,6 +146,12 @@ def _setup(train_images: Sequence[LabeledImage], val_images: Sequence[LabeledIma
     if not val_images:
         raise InputError("the validation set is empty: give --val, or a --val-fraction that "
                          "leaves at least one image/block for validation")
+    if init is not None:  # the init's names and colours where its classes match
+        from geoseg.models import resolve_spec
+        from geoseg.training.chip_classes import inherit_classes
+
+        table = dataclasses.replace(table, classes=inherit_classes(
+            table.classes, resolve_spec(init).classes, table.palette_ids))
     names, include, class_weights = _check_classes(
         table, config, class_counts(train_images, len(table.classes)))
     n_bands = train_images[0].image.shape[0]

@@ -22,6 +22,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from geoseg.classmap import (
     road_classes,
     selection,
 )
-from geoseg.errors import InputError
+from geoseg.errors import GeosegWarning, InputError
 from geoseg.io import NODATA_CLASS, Scene, open_scene
 from geoseg.progress import NullProgress, Progress
 from geoseg.vector.chunks import _concat
@@ -177,8 +178,9 @@ def vectorize(
     Returns
     -------
     GeoDataFrame
-        Columns ``class_id``, ``class_name``, ``area_m2`` (polygons; for centre lines
-        ``length_m``), ``mean_confidence`` (with ``probabilities``), ``feature``
+        Columns ``class_id``, ``class_name``, ``area_m2`` (polygons; ``area_px``, in
+        pixels, when the map has no CRS; for centre lines ``length_m``),
+        ``mean_confidence`` (with ``probabilities``), ``feature``
         (``"polygon"`` or ``"centerline"``) and ``geometry``, in the class map's CRS.
         Polygon features are ``Polygon`` (with 8-connectivity a ``MultiPolygon`` where
         parts touch only at a corner).
@@ -383,6 +385,32 @@ def _drop_small_road_lines(
     return lines[keep].reset_index(drop=True)
 
 
+#: Tags ``geoseg predict`` writes on the class map and the probabilities of one run, most
+#: specific first: the same run id means the same run; else they must name the same model.
+RUN_TAGS = ("run_id", "model_sha256")
+
+
+def _check_same_run(scene: Scene, prob: Scene) -> None:
+    """Refuse probabilities of another predict run than the class map; warn if unknowable."""
+    for tag in RUN_TAGS:
+        a, b = scene.tags.get(tag), prob.tags.get(tag)
+        if a and b:
+            if a != b:
+                what = "predict run" if tag == "run_id" else "model"
+                raise InputError(
+                    f"--probabilities {prob.path} comes from another {what} than the "
+                    f"class map ({tag} {b[:12]} vs {a[:12]}); give the pair one "
+                    "geoseg predict run wrote"
+                )
+            return
+    warnings.warn(
+        f"cannot check that --probabilities {prob.path} comes from the same run as the "
+        "class map (no geoseg predict provenance tags)",
+        GeosegWarning,
+        stacklevel=4,
+    )
+
+
 def _probability_bands(
     scene: Scene, table: ClassTable, probabilities: str | os.PathLike[str] | None
 ) -> tuple[str | None, dict[int, int] | None]:
@@ -399,6 +427,7 @@ def _probability_bands(
             f"probability raster {prob.path} has dtype {prob.dtype}; expected "
             "uint8 (p = value / 254) as written by geoseg predict"
         )
+    _check_same_run(scene, prob)
     import rasterio
 
     with rasterio.open(prob.path) as src:

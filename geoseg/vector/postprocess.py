@@ -89,7 +89,10 @@ def postprocess(
     regularize: bool,
     coverage: bool,
 ) -> gpd.GeoDataFrame:
-    """Hole filling, minimum area, squaring and simplification in metres; area_m2."""
+    """Hole filling, minimum area, squaring and simplification in metres; area_m2.
+
+    A map without a CRS has no metres: its ``area_px`` column counts pixels instead.
+    """
     metric = metric_frame(frame.geometry)
     f = metric.factor
     geoms = np.asarray(metric.series.values, dtype=object)
@@ -138,7 +141,19 @@ def postprocess(
         out[rest] = _simplify_geographic(out[rest], simplify, coverage=coverage)
         frame = frame.set_geometry(gpd.GeoSeries(out, crs=scene.crs))
         frame["area_m2"] = metric_frame(frame.geometry).series.area.to_numpy()
-    cols = ["class_id", "class_name", "area_m2"]
+    return _area_columns(frame, scene)
+
+
+def _area_columns(frame: gpd.GeoDataFrame, scene: Scene) -> gpd.GeoDataFrame:
+    """Order the columns; without a CRS (no unit known) ``area_m2`` becomes ``area_px``."""
+    area = "area_m2"
+    if scene.crs is None:
+        t = scene.transform
+        pixel = abs(t.a * t.e - t.b * t.d) or 1.0
+        frame = frame.rename(columns={"area_m2": "area_px"})
+        frame["area_px"] = frame["area_px"] / pixel
+        area = "area_px"
+    cols = ["class_id", "class_name", area]
     cols += [c for c in frame.columns if c not in (*cols, "geometry")] + ["geometry"]
     return frame[cols]
 

@@ -49,7 +49,8 @@ def _targets(path: Path, gdf: gpd.GeoDataFrame) -> list[tuple[Path, str | None, 
     )
     lines = lines.drop(
         columns=[
-            c for c in ("feature", "area_m2", "mean_confidence") if c in lines.columns
+            c for c in ("feature", "area_m2", "area_px", "mean_confidence")
+            if c in lines.columns
         ]
     )
     if not len(lines):

@@ -153,3 +153,10 @@ def test_license_file_is_the_apache_2_text_pyproject_declares() -> None:
     assert 'license = { text = "Apache-2.0" }' in declared
     assert "Apache License\n                           Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) == 202
+
+
+def test_readme_says_how_to_install_a_cpu_only_torch() -> None:
+    text = (ROOT.parent / "README.md").read_text()
+    quick_start = text[text.index("## Quick start"):text.index("\n## ", text.index("## Quick"))]
+    assert "--index-url https://download.pytorch.org/whl/cpu" in quick_start
+    assert "not the set-up the tests" in quick_start

@@ -235,6 +235,10 @@ def main() -> int:
                         help="13-band Sentinel-2 L1C GeoTIFFs for the check inputs")
     parser.add_argument("--fixture", type=Path, help="also write the parity fixture (.npz)")
     args = parser.parse_args()
+    if not (args.saved_model / "saved_model.pb").is_file():
+        print(f"{args.saved_model}: not a SavedModel folder (no saved_model.pb)",
+              file=sys.stderr)
+        return 1
     root = args.saved_model.resolve().parents[1]
     notice_path = args.notice or root / "NOTICE"
     if not notice_path.is_file():
@@ -258,8 +262,15 @@ def run_savedmodel(saved_model: Path, tf_python: str, raw: np.ndarray
     """The SavedModel's logits on ``raw``, TensorFlow's version and the variables."""
     with tempfile.TemporaryDirectory(prefix="dynamicworld-") as tmp:
         np.savez(Path(tmp) / "in.npz", normalised=notebook_normalise(raw))
-        subprocess.run([tf_python, __file__, "--tf-dump", str(saved_model),
-                        str(Path(tmp) / "in.npz"), str(Path(tmp) / "out.npz")], check=True)
+        try:
+            run = subprocess.run([tf_python, __file__, "--tf-dump", str(saved_model),
+                                  str(Path(tmp) / "in.npz"), str(Path(tmp) / "out.npz")],
+                                 capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise SystemExit(f"--tf-python {tf_python}: {exc.strerror}") from None
+        if run.returncode:
+            last = (run.stderr.strip().splitlines() or ["no message"])[-1]
+            raise SystemExit(f"TensorFlow could not run {saved_model}: {last}")
         with np.load(Path(tmp) / "out.npz") as dump:
             tf_logits = dump["logits"]
             tf_version = str(dump["tf_version"])

@@ -1,10 +1,10 @@
 """The ``dynamicworld`` default model: parity with Google's SavedModel, spec, engines.
 
 ``tests/data/dynamicworld_parity.npz`` holds three 64 x 64 crops of real Sentinel-2 L1C
-pixels (the Slovenian eo-learn scenes, one per date, the nine Dynamic World bands as raw
-uint16) and the logits the published TensorFlow SavedModel (``model/forward``) gives for
-them, normalised as ``single_image_runner.ipynb`` does; ``examples/dynamicworld_convert.py``
-wrote both. No TensorFlow is needed here.
+pixels (the Slovenian scenes of eo-learn's example data, MIT; one per date, the nine
+Dynamic World bands as raw uint16) and the logits the published TensorFlow SavedModel
+(``model/forward``) gives for them, normalised as ``single_image_runner.ipynb`` does;
+``examples/dynamicworld_convert.py`` wrote both. No TensorFlow is needed here.
 """
 
 from __future__ import annotations
@@ -132,16 +132,17 @@ def _cli(*args: str) -> str:
     return result.output
 
 
-@pytest.mark.parametrize("engine", ["eager", "onnxruntime", "openvino"])
+@pytest.mark.parametrize("engine", ["eager", "onnxruntime", "openvino", "auto"])
 def test_predict_writes_the_nine_class_map_with_the_palette(engine: str, s2_scene: Path,
                                                            tmp_path: Path) -> None:
     import rasterio
 
-    if engine != "eager":
+    if engine in ("onnxruntime", "openvino"):
         pytest.importorskip(engine)
     out = tmp_path / f"{engine}.tif"
+    precision = "auto" if engine == "auto" else "fp32"  # auto: what a user gets
     _cli("predict", str(s2_scene), "-o", str(out), "--model", "dynamicworld", "--engine",
-         engine, "--precision", "fp32", "--bands", "1,2,3,4,5,6,7,8,9")
+         engine, "--precision", precision, "--bands", "1,2,3,4,5,6,7,8,9")
     with rasterio.open(out) as dst, rasterio.open(s2_scene) as src:
         classes = dst.read(1)
         assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
@@ -240,3 +241,20 @@ def test_train_init_dynamicworld_fine_tunes_it(tmp_path: Path) -> None:
     moved = (tuned.state_dict()["stem.0.weight"] - base.state_dict()["stem.0.weight"]).abs()
     assert 0 < float(moved.max()) < 0.1
     assert tuned.state_dict()["head.weight"].shape == (2, 144, 1, 1)
+
+
+def test_converter_without_a_savedmodel_or_tensorflow_says_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "dynamicworld_convert.py"
+    fake = tmp_path / "model" / "forward"
+    for target, tf_python in ((tmp_path / "absent", sys.executable), (fake, "/no/python")):
+        fake.mkdir(parents=True, exist_ok=True)
+        (fake / "saved_model.pb").write_bytes(b"")
+        (tmp_path / "NOTICE").write_text("notice")
+        run = subprocess.run([sys.executable, str(script), str(target), "--tf-python",
+                              tf_python, "--commit", "0" * 40, "-o", str(tmp_path / "o.st")],
+                             capture_output=True, text=True, check=False)
+        assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert not (tmp_path / "o.st").exists()

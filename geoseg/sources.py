@@ -508,8 +508,7 @@ def _stac_level(props: dict[str, Any], item_id: str) -> str | None:
     text = " ".join(str(props.get(k, "")) for k in
                     ("processing:level", "s2:product_type", "landsat:correction")).upper()
     text += " " + item_id.upper()
-    for key, level in (("L2A", "L2A"), ("MSIL2A", "L2A"), ("2A", "L2A"), ("L1C", "L1C"),
-                       ("MSIL1C", "L1C"), ("L2SP", "L2"), ("L1TP", "L1")):
+    for key, level in (("L2A", "L2A"), ("L1C", "L1C"), ("L2SP", "L2"), ("L1TP", "L1")):
         if key in text:
             return level
     return None
@@ -572,6 +571,13 @@ def _stac_item(text: str) -> Product:
         name = _asset_name(key, asset)
         if name is not None:
             raw.append((name, _href(href, base), asset))
+    # one asset per band: items often hold a band twice (a COG and its JP2): keep a COG
+    raw.sort(key=lambda r: r[1].lower().endswith(".jp2"))
+    fam = _stac_family(props, [r[0] for r in raw])
+    unique: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for r in raw:
+        unique.setdefault(band_key(r[0], fam), r)
+    raw = list(unique.values())
     if not raw:
         raise InputError(f"{text}: STAC item {item.get('id', '?')} has no usable band asset "
                          "(single-band GeoTIFF/JP2 assets named by eo:bands or a band key)")

@@ -544,3 +544,31 @@ def test_l1c_safe_values_and_classi_mask(tmp_path: Path, tiny9: Path) -> None:
     flagged = np.zeros((101, 100), bool)
     flagged[10:30, 20:50] = flagged[60:70, 0:20] = True
     assert np.array_equal(read(r.output) == 255, flagged)  # snow stays data
+
+
+def test_stac_item_common_name_keys_and_duplicate_assets(safe: Path, tmp_path: Path) -> None:
+    """Earth Search style: assets keyed by common name, each band also as a ``-jp2`` asset."""
+    from geoseg.bands import band_key as key
+    from geoseg.io import open_scene
+    from geoseg.sources import read_product
+
+    common = {b: key(b, "sentinel2") for b in RES}
+    assets = {}
+    for jp2 in sorted(safe.rglob("*_B*_*m.jp2")):
+        band = jp2.stem.split("_")[-2]
+        entry = {"href": str(jp2), "type": "image/jp2", "roles": ["data"],
+                 "eo:bands": [{"name": common[band], "common_name": common[band]}],
+                 "raster:bands": [{"nodata": 0, "scale": 0.0001, "offset": -0.1}]}
+        assets[common[band]] = entry
+        assets[f"{common[band]}-jp2"] = {**entry, "eo:bands": [{"name": band}]}
+    assets["visual"] = {"href": str(safe / "TCI.tif"), "type": "image/tiff",
+                        "eo:bands": [{"name": "B04"}, {"name": "B03"}, {"name": "B02"}]}
+    item = {"type": "Feature", "id": "S2A_33TWM_20170613_0_L2A", "assets": assets,
+            "properties": {"platform": "sentinel-2a", "processing:level": "L2A"}}
+    path = tmp_path / "item.json"
+    path.write_text(json.dumps(item))
+    product = read_product(path)
+    assert len(product.bands) == 12 and product.level == "L2A"
+    scene = open_scene(path, want=DW)
+    assert len(match_bands(DW, scene.band_names, scene_family=scene.family)) == 9
+    assert {b.offset for b in product.bands} == {-1000.0}

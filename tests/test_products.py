@@ -572,3 +572,23 @@ def test_stac_item_common_name_keys_and_duplicate_assets(safe: Path, tmp_path: P
     scene = open_scene(path, want=DW)
     assert len(match_bands(DW, scene.band_names, scene_family=scene.family)) == 9
     assert {b.offset for b in product.bands} == {-1000.0}
+
+
+def test_tile_reads_a_product(safe: Path, patch: Path, tmp_path: Path) -> None:
+    """geoseg tile cuts a .SAFE like a GeoTIFF: chips of its bands in reflectance x 10000."""
+    labels = tmp_path / "labels.tif"
+    with rasterio.open(_band_file(patch, "B02")) as src:
+        prof = {**src.profile, "dtype": "uint8", "nodata": None}
+        blue = src.read(1)
+    with rasterio.open(labels, "w", **prof) as dst:
+        dst.write((blue > np.median(blue)).astype(np.uint8), 1)
+    code, out = _cli(["tile", str(safe), "--labels", str(labels), "-o", str(tmp_path / "c"),
+                      "--size", "64", "--bands", "B04,B03,B02"])
+    assert code == 0, out
+    chips = sorted((tmp_path / "c" / "images").glob("*.tif"))
+    assert len(chips) == 4 and chips[0].name.startswith(SAFE_NAME[:-5])
+    with rasterio.open(chips[0]) as ds:
+        assert ds.count == 3 and ds.dtypes[0] == "float32"
+        red = ds.read(1)
+    want = read(_band_file(patch, "B04"))[:64, :64].astype(np.float32)
+    assert np.array_equal(red, want)

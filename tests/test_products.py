@@ -592,3 +592,22 @@ def test_tile_reads_a_product(safe: Path, patch: Path, tmp_path: Path) -> None:
         red = ds.read(1)
     want = read(_band_file(patch, "B04"))[:64, :64].astype(np.float32)
     assert np.array_equal(red, want)
+
+
+def test_l1c_safe_dynamicworld_no_other_flag(tmp_path: Path) -> None:
+    """The issue's bar: ``geoseg predict S2..MSIL1C...SAFE -o lulc.tif --model dynamicworld``."""
+    from geoseg.models import DEFAULT_MODELS, default_model_path, resolve_spec
+
+    if "dynamicworld" not in DEFAULT_MODELS or not default_model_path("dynamicworld").is_file():
+        pytest.skip("the dynamicworld default model is not installed")
+    safe, _ = build_l1c(tmp_path, classi=False)
+    code, out = _cli(["predict", str(safe), "-o", str(tmp_path / "lulc.tif"), "--model",
+                      "dynamicworld"])
+    assert code == 0, out
+    assert "trained on" not in out  # L1C into an L1C model: no level warning
+    spec = resolve_spec("dynamicworld")
+    with rasterio.open(tmp_path / "lulc.tif") as ds:
+        assert ds.crs.to_epsg() == 32633 and (ds.width, ds.height) == (100, 101)
+        cmap = ds.colormap(1)
+        assert [cmap[c.id][:3] for c in spec.classes] == [c.color for c in spec.classes]
+        assert set(np.unique(ds.read(1))) <= {c.id for c in spec.classes}

@@ -11,7 +11,8 @@ per-pixel model made here, untrained: memory and I/O, not accuracy).
 
 Usage::
 
-    python benchmarks/products.py --sizes 2048,8192 --work /tmp/products
+    python benchmarks/products.py --sizes 1024,4096,8192 --work /tmp/products
+    python benchmarks/products.py --sizes 10980 --work /tmp/products   # a full tile
     python benchmarks/products.py --sizes 10980 --model dynamicworld --work /tmp/products
 """
 

@@ -19,7 +19,8 @@ and minimum seed size, by object F1.
 
 Usage::
 
-    python benchmarks/buildings.py --work /tmp/buildings --train   # ~2 x 12 min on 2 cores
+    python benchmarks/buildings.py --work /tmp/buildings --train   # ~2 x 5-12 min, 2 cores
+    python benchmarks/buildings.py --work /tmp/buildings --train --seeds 0 1  # two pairs
     python benchmarks/buildings.py --work /tmp/buildings           # score existing bundles
     python benchmarks/buildings.py --work /tmp/buildings --figure docs/buildings.png
 """
@@ -77,20 +78,26 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def train(work: Path) -> None:
+def name(kind: str, seed: int) -> str:
+    """File stem of a model: ``plain``, ``instances`` (seed 0), ``plain_s1`` ..."""
+    return kind if seed == 0 else f"{kind}_s{seed}"
+
+
+def train(work: Path, seed: int) -> None:
     for kind, extra in TARGETS.items():
-        out = work / f"{kind}.safetensors"
+        out = work / f"{name(kind, seed)}.safetensors"
         t0 = time.perf_counter()
         run(["geoseg", "train", str(work / "train.tif"), "--labels",
-             str(DATA / "osm_buildings.geojson"), *RECIPE, *extra, "-o", str(out)])
+             str(DATA / "osm_buildings.geojson"), *RECIPE, *extra, "--seed", str(seed),
+             "-o", str(out)])
         print(f"{kind}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def predicted(work: Path, kind: str, part: str) -> Path:
-    out = work / f"{kind}_{part}.tif"
+def predicted(work: Path, model: str, part: str) -> Path:
+    out = work / f"{model}_{part}.tif"
     if not out.exists():
         run(["geoseg", "predict", str(work / f"{part}.tif"), "-m",
-             str(work / f"{kind}.safetensors"), "--resample", "off", "-o", str(out), "-q"])
+             str(work / f"{model}.safetensors"), "--resample", "off", "-o", str(out), "-q"])
     return out
 
 
@@ -160,23 +167,43 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/buildings"))
     ap.add_argument("--train", action="store_true", help="train both models first")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="training seeds: one model pair each, table per seed and mean")
     ap.add_argument("--figure", type=Path, help="write the picture (test part) here")
     args = ap.parse_args()
     if not DATA.exists():
         sys.exit(f"Banepa data not found: {DATA} (set GEOSEG_DATA)")
     args.work.mkdir(parents=True, exist_ok=True)
     split(args.work)
-    if args.train:
-        train(args.work)
-    rows, chosen, polys = [], {}, {}
+    means: dict[str, list[tuple[float, float]]] = {}
+    for seed in args.seeds:
+        if args.train:
+            train(args.work, seed)
+        rows, polys = evaluate(args.work, seed)
+        for label, iou, score, _, _ in rows:
+            means.setdefault(label, []).append((iou, score.f1))
+        if args.figure and seed == args.seeds[0]:
+            figure(args.work, polys, args.figure)
+    if len(args.seeds) > 1:
+        print(f"\nmean over seeds {', '.join(map(str, args.seeds))}\n")
+        print("| model | building IoU | object F1 |")
+        print("|---|---|---|")
+        for label, vals in means.items():
+            iou, f1 = np.mean(vals, axis=0)
+            print(f"| {label} | {iou:.3f} | {f1:.3f} |")
+
+
+def evaluate(work: Path, seed: int) -> tuple[list[Any], dict[str, Any]]:
+    """Tune on row 6, score rows 7-8 once; print the table of one seed's model pair."""
+    rows, polys = [], {}
     for kind in TARGETS:
-        val = predicted(args.work, kind, "val")
+        model = name(kind, seed)
+        val = predicted(work, model, "val")
         truth_val = truth_in(val)
         best = max(settings(kind), key=lambda o: objects(val, truth_val, **o)[0].f1)
-        chosen[kind] = best
-        test = predicted(args.work, kind, "test")
+        test = predicted(work, model, "test")
         truth = truth_in(test)
-        iou = building_iou(test, args.work / "test_mask.tif")
+        iou = building_iou(test, work / "test_mask.tif")
         variants = [(kind, best)]
         if kind == "instances":  # the same map, buildings not split
             variants.append(("instances, not split",
@@ -185,19 +212,19 @@ def main() -> None:
             score, gdf = objects(test, truth, **opts)
             polys[label] = gdf
             rows.append((label, iou, score, len(gdf), opts))
-    print(f"\nBanepa held-out rows 7-8 (12 chips, {rows[0][2].tp + rows[0][2].fn} OSM "
-          "footprints); settings chosen on row 6\n")
+    print(f"\nseed {seed}: Banepa held-out rows 7-8 (12 chips, "
+          f"{rows[0][2].tp + rows[0][2].fn} OSM footprints); settings chosen on row 6\n")
     print("| model | building IoU | object precision | recall | F1 | polygons | vectorize |")
     print("|---|---|---|---|---|---|---|")
     for label, iou, s, n, opts in rows:
         print(f"| {label} | {iou:.3f} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | "
               f"{n} | {json.dumps(opts)} |")
-    lo, mid, hi = iou_difference(args.work / "instances_test.tif",
-                                 args.work / "plain_test.tif", args.work / "test_mask.tif")
+    lo, mid, hi = iou_difference(work / f"{name('instances', seed)}_test.tif",
+                                 work / f"{name('plain', seed)}_test.tif",
+                                 work / "test_mask.tif")
     print(f"\nbuilding IoU, instances - plain: {rows[1][1] - rows[0][1]:+.3f} (paired "
           f"bootstrap over the 12 test chips: median {mid:+.3f}, 95 % {lo:+.3f} .. {hi:+.3f})")
-    if args.figure:
-        figure(args.work, polys, args.figure)
+    return rows, polys
 
 
 def figure(work: Path, polys: dict[str, Any], out: Path) -> None:
@@ -214,7 +241,7 @@ def figure(work: Path, polys: dict[str, Any], out: Path) -> None:
         t = src.window_transform(win)
     x0, y0 = t.c, t.f
     x1, y1 = x0 + t.a * 1024, y0 + t.e * 1024
-    panels = [("OSM footprints", truth_in(work / "plain_test.tif")),
+    panels = [("OSM footprints", truth_in(work / "plain_test.tif")),  # seed 0's extent
               ("plain building model", polys["plain"]),
               ("instance target, split", polys["instances"])]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.3), dpi=72)

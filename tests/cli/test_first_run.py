@@ -165,3 +165,31 @@ def test_writing_into_proc_says_not_writable(tmp_path: Path, tiny_bundle: Path) 
     assert result.exit_code == 1
     assert result.output.strip() == "Error: cannot write /proc/x.tif: directory /proc is " \
                                     "not writable"
+
+
+def test_a_slow_train_set_up_says_what_it_does(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from geoseg.testing import make_geotiff
+    from geoseg.training import loop
+
+    for k in range(4):
+        cmap = make_class_map((32, 32), n_classes=2, block=8, seed=k)
+        for sub, arr in (("images", make_scene(cmap, seed=k)), ("masks", cmap)):
+            (tmp_path / "d" / sub).mkdir(parents=True, exist_ok=True)
+            make_geotiff(tmp_path / "d" / sub / f"p{k}.tif", arr, nodata=None)
+    original = loop._setup
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.5)  # a real backbone and a few hundred chips take seconds
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_setup", slow)
+    result = CliRunner().invoke(cli, [
+        "train", str(tmp_path / "d"), "-o", str(tmp_path / "m.safetensors"),
+        "--backbone", "resnet18", "--arch-param", "encoder_depth=3", "--arch-param",
+        "decoder_channels=[16,8,4]", "--crop-size", "32", "--tile-size", "32",
+        "--batch-size", "2", "--steps-per-epoch", "1", "--epochs", "1", "--device", "cpu",
+        "--progress", "json"])
+    assert result.exit_code == 0, result.output
+    assert {"event": "log", "message": "setting up: the model, normalisation statistics and "
+            "validation chips"} in _events(result.output)

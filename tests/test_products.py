@@ -24,7 +24,8 @@ from rasterio.enums import Resampling
 
 from geoseg.bands import band_key, family_of, match_bands
 from geoseg.errors import BandMismatchError, InputError
-from tests.conftest import TINY_ARCH, read, shared
+
+from .conftest import TINY_ARCH, read, shared
 
 PATCH = ("sentinel2", "bigearthnet", "S2A_MSIL2A_20170613T101031_87_48")
 S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",

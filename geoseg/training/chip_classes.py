@@ -9,9 +9,10 @@ map's ``class_names``/``class_colors``, or ``class_names_by_id``) and colour tab
                                        {"id": 1, "name": "building", "color": [230, 25, 75]}]}
 
 ``geoseg train`` on that folder reads it (unless ``--class-colors``/``--class-names`` say
-otherwise): the model's classes are these, with these names and colours. A class whose
-colour is not known gets the fixed palette's, or the ``--init`` bundle's colour where the
-init has the same class (:func:`inherit_classes`).
+otherwise): the model's classes are these, with these names and colours. Trained on a
+scene and a label raster, it reads the raster's tags alike (:func:`tagged_classes`). A
+class whose colour is not known gets the fixed palette's, or the ``--init`` bundle's colour
+where the init has the same class (:func:`inherit_classes`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from geoseg.models.spec import ClassInfo
 from geoseg.training.data import _COLOR_PALETTE, MaskClasses
 
 __all__ = ["CLASSES_FILE", "ChipClass", "folder_classes", "inherit_classes",
-           "known_classes", "label_raster_classes", "merged_classes", "write_chip_classes"]
+           "known_classes", "label_raster_classes", "merged_classes", "tagged_classes",
+           "write_chip_classes"]
 
 #: The file beside a chip folder's images/ and masks/.
 CLASSES_FILE = "classes.json"
@@ -65,6 +67,28 @@ def label_raster_classes(path: str | os.PathLike[str]) -> list[ChipClass]:
         if key.strip().isdigit() and name.strip():
             named.append((int(key), name.strip(), _rgb(cmap.get(int(key)))))
     return named
+
+
+def tagged_classes(labels: str | os.PathLike[str], ids: Sequence[int]
+                   ) -> MaskClasses | None:
+    """Classes ``ids`` as the label raster's tags name them (None: it names not all)."""
+    known = {i: (n, c) for i, n, c in label_raster_classes(labels)}
+    if not ids or any(i not in known for i in ids):
+        return None
+    return _classes({i: known[i] for i in ids}, str(labels))
+
+
+def _classes(found: dict[int, tuple[str, tuple[int, int, int] | None]], where: str
+             ) -> MaskClasses:
+    """Id-mask classes of ``{id: (name, colour or None)}``; no colour: the palette's."""
+    ids = sorted(found)
+    try:
+        infos = tuple(ClassInfo(i, found[i][0], found[i][1] or
+                                _COLOR_PALETTE[k % len(_COLOR_PALETTE)])
+                      for k, i in enumerate(ids))
+    except Exception as exc:  # noqa: BLE001 - BundleError from ClassInfo's checks
+        raise InputError(f"{where}: {exc}") from None
+    return MaskClasses(infos, palette_ids=frozenset(i for i in ids if found[i][1] is None))
 
 
 def _rgb(entry: Any) -> tuple[int, int, int] | None:
@@ -154,14 +178,7 @@ def folder_classes(folders: Sequence[Path]) -> MaskClasses | None:
                     found[ident], where[ident] = (name, color), path
     if not found:
         return None
-    ids = sorted(found)
-    try:
-        infos = tuple(ClassInfo(i, found[i][0], found[i][1] or
-                                _COLOR_PALETTE[k % len(_COLOR_PALETTE)])
-                      for k, i in enumerate(ids))
-    except Exception as exc:  # noqa: BLE001 - BundleError from ClassInfo's checks
-        raise InputError(f"{CLASSES_FILE} in {folders[0]}: {exc}") from None
-    return MaskClasses(infos, palette_ids=frozenset(i for i in ids if found[i][1] is None))
+    return _classes(found, f"{CLASSES_FILE} in {folders[0]}")
 
 
 def inherit_classes(classes: Sequence[ClassInfo], init: Sequence[ClassInfo],

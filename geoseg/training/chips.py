@@ -426,7 +426,10 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     elif class_names is None and names:
         table = MaskClasses.from_ids(ids, [names.get(i, f"class_{i}") for i in ids])
     else:
-        table = MaskClasses.from_ids(ids, class_names and names_for_ids(ids, class_names))
+        from geoseg.training.chip_classes import tagged_classes
+
+        table = (tagged_classes(labels, ids) if class_names is None else None) or \
+            MaskClasses.from_ids(ids, class_names and names_for_ids(ids, class_names))
     images = _to_channels(blocks, table)
     if val is None:
         train_images, val_images = split_blocks(images, val_fraction, cfg.seed)

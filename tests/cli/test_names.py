@@ -44,10 +44,11 @@ def named_init(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _scene_and_labels(root: Path, **label_profile: object) -> tuple[Path, Path]:
-    """A 128 px scene at 0.5 m (EPSG:32633) and its 2-class label raster."""
+def _scene_and_labels(root: Path, size: int = 128, **label_profile: object
+                      ) -> tuple[Path, Path]:
+    """A ``size`` px scene at 0.5 m (EPSG:32633) and its 2-class label raster."""
     root.mkdir(parents=True, exist_ok=True)
-    cmap = make_class_map((128, 128), n_classes=2, block=12, seed=4)
+    cmap = make_class_map((size, size), n_classes=2, block=12, seed=4)
     scene = make_geotiff(root / "scene.tif", make_scene(cmap, seed=4), res=0.5, nodata=None)
     labels = make_geotiff(root / "labels.tif", cmap, res=0.5, nodata=255, **label_profile)
     return scene, labels
@@ -213,3 +214,21 @@ def test_area_is_in_pixels_and_named_so_without_a_crs(tmp_path: Path) -> None:
     with_crs = make_geotiff(tmp_path / "geo.tif", cmap, res=2.0, nodata=255)
     _invoke(["vectorize", str(with_crs), "-o", str(tmp_path / "geo.gpkg"), "--all", "-q"])
     assert sorted(gpd.read_file(tmp_path / "geo.gpkg").area_m2) == [800.0, 5600.0]
+
+
+def test_train_on_a_scene_reads_the_label_raster_class_tags(tmp_path: Path) -> None:
+    import rasterio
+
+    from geoseg.classmap import ClassMapInfo
+
+    info = ClassMapInfo((0, 1), ("field", "building"), ((10, 200, 10), (250, 250, 0)))
+    scene, labels = _scene_and_labels(tmp_path / "data", size=256)  # 4 blocks of 128 px
+    with rasterio.open(labels, "r+") as dst:
+        dst.update_tags(**info.to_tags())
+    out = tmp_path / "model.safetensors"
+    _invoke(["train", str(scene), "--labels", str(labels), "--backbone", "resnet18",
+             "--arch-param", "encoder_depth=3", "--arch-param", "decoder_channels=[16,8,4]",
+             "-o", str(out), *TRAIN])
+    lines = _inspect(out)
+    assert "    0  field                #0ac80a" in lines
+    assert "    1  building             #fafa00" in lines

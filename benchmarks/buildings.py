@@ -41,8 +41,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-DATA = Path(os.environ.get("GEOSEG_DATA") or Path(__file__).resolve().parents[2] / "shared"
-            / "data") / "banepa"
+DATA = Path(os.environ.get("GEOSEG_DATA", "data")) / "banepa"
 PARTS = {"train": (0, 2560), "val": (2560, 3072), "test": (3072, 4096)}  # pixel rows
 RECIPE = ["--class-names", "background,building", "--init", "deeplab", "--epochs", "6",
           "--steps-per-epoch", "20", "--batch-size", "8", "--crop-size", "256",

@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import warnings
@@ -33,7 +34,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="deeplab")
     ap.add_argument("--images", type=int, default=4, help="held-out images to use")
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "dubai")
+    ap.add_argument("--data", type=Path,
+                    default=Path(os.environ.get("GEOSEG_DATA", "data")) / "dubai")
     args = ap.parse_args()
     table = read_class_table(REPO / "examples" / "dubai_classes.json")
     pairs = (find_pairs(args.data / "tile_7") + find_pairs(args.data / "tile_8"))

@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-IMAGE = HERE.parents[1] / "shared" / "data" / "dubai" / "tile_8" / "images" / "image_part_001.jpg"
+IMAGE = (Path(os.environ.get("GEOSEG_DATA", "data")) / "dubai" / "tile_8" / "images"
+         / "image_part_001.jpg")
 
 
 def _texture(image: Path | None, rng: np.random.Generator) -> np.ndarray:

@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-DATA = Path(os.environ.get("GEOSEG_DATA") or Path(__file__).resolve().parents[2] / "shared"
-            / "data")
+DATA = Path(os.environ.get("GEOSEG_DATA", "data"))
 PATCH = DATA / "sentinel2" / "bigearthnet" / "S2A_MSIL2A_20170613T101031_87_48"
 DW = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12"]
 RES = {"B02": 10, "B03": 10, "B04": 10, "B08": 10, "B05": 20, "B06": 20, "B07": 20,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -175,7 +176,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["banepa", "banepa-chips", "dubai"],
                         default="banepa")
     parser.add_argument("--data", type=Path,
-                        help="the dataset's folder (default: ../shared/data/DATASET)")
+                        help="the dataset's folder (default: $GEOSEG_DATA/DATASET or data/DATASET)")
     parser.add_argument("--models", nargs="+", default=["deeplab", "unet"])
     parser.add_argument("--resample", nargs="+", default=["off", "auto"])
     parser.add_argument("--gaps", type=float, nargs="+", default=[0, 2, 4, 8],
@@ -184,7 +185,7 @@ def main() -> None:
                         help="the GSD (m) the Dubai images are georeferenced at")
     args = parser.parse_args()
     if args.data is None:
-        args.data = HERE.parents[1] / "shared" / "data" / args.dataset.split("-")[0]
+        args.data = Path(os.environ.get("GEOSEG_DATA", "data")) / args.dataset.split("-")[0]
     if args.dataset == "dubai":
         dubai(args)
         return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 import warnings
@@ -36,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="deeplab")
     parser.add_argument("--data", type=Path,
-                        default=HERE.parents[1] / "shared" / "data" / "dubai" / "tile_7")
+                        default=Path(os.environ.get("GEOSEG_DATA", "data")) / "dubai" / "tile_7")
     parser.add_argument("--images", type=int, nargs="+", default=[1, 5, 9])
     parser.add_argument("--engine", default="auto")
     args = parser.parse_args()

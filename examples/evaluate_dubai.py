@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -57,7 +58,8 @@ def agreement(a: Path, b: Path, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="default model names or bundle files")
-    parser.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data" / "dubai")
+    parser.add_argument("--data", type=Path,
+                        default=Path(os.environ.get("GEOSEG_DATA", "data")) / "dubai")
     parser.add_argument("--paths", nargs="+", default=["eager:auto"],
                         help="ENGINE:PRECISION to run, the first is the reference")
     parser.add_argument("--calibration", help="int8: directory of calibration images")

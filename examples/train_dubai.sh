@@ -2,7 +2,7 @@
 # Train geoseg's default land-cover models on the Dubai aerial tiles, then score them.
 #
 # Data: "Semantic segmentation of aerial imagery" by Humans in the Loop, MBRSC imagery of
-# Dubai, CC0 1.0 (see ../shared/data/README.md). Tiles 1-6 are for training; tiles 7-8 are
+# Dubai, CC0 1.0 (docs/data.md says where to get it). Tiles 1-6 are for training; tiles 7-8 are
 # held out and touched only once, by evaluate_dubai.py, for the reported figures.
 # Model selection (best epoch) uses a validation split inside tiles 1-6: the last image
 # (image_part_009, one spatial block of each tile's 3x3 grid) of every training tile.
@@ -25,9 +25,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 if [ $# -lt 1 ]; then
     echo "usage: $0 OUT_DIR [DATA_DIR]" >&2; exit 2
 fi
-data_arg="${2:-$here/../../shared/data/dubai}"
+data_arg="${2:-${GEOSEG_DATA:-data}/dubai}"
 if [ ! -d "$data_arg/tile_1/images" ]; then
-    echo "Dubai data not found at $data_arg (see ../shared/data/README.md); give DATA_DIR" >&2
+    echo "Dubai data not found at $data_arg (docs/data.md says where to get it); give DATA_DIR or set GEOSEG_DATA" >&2
     exit 1
 fi
 data="$(cd "$data_arg" && pwd)"

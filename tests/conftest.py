@@ -22,7 +22,8 @@ def shared(*parts: str) -> Path:
     """A file under ../shared/data, or skip the test naming what is missing."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not available: {path.resolve()} (see shared/data/README.md)")
+        pytest.skip(f"public test data not available: {path.resolve()} "
+                    "(docs/data.md; set GEOSEG_DATA)")
     return path
 
 

@@ -24,10 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import io
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,7 @@ import numpy.typing as npt
 from geoseg.errors import BundleError, InputError
 from geoseg.models.export import export_network
 from geoseg.prediction.calibration import CALIBRATION_TILES, calibration_tiles
+from geoseg.prediction.engine_cache import _locked, _readable, _tmp_name, cache_dir
 
 if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
@@ -53,15 +53,6 @@ EXTRAS: dict[str, tuple[str, str]] = {"openvino": ("openvino", "openvino"),
 HEAD_INPUT = "pixels"
 
 Tiles = Callable[[], npt.NDArray[np.float32]]
-
-
-def cache_dir() -> Path:
-    """Geoseg's cache: ``$GEOSEG_CACHE``, else ``$XDG_CACHE_HOME/geoseg``, else ~/.cache/geoseg."""
-    env = os.environ.get("GEOSEG_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "geoseg"
 
 
 def engine_available(engine: str) -> bool:
@@ -97,58 +88,6 @@ def engine_threads(callers: int = 1) -> tuple[int, int]:
             cores = max(1, os.cpu_count() or 1)
     streams = max(1, min(callers, cores))
     return streams, max(1, cores // streams)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``.NAME.lock`` beside ``path``; the lock file is removed after.
-
-    :func:`geoseg._atomic.waiting_lock`: a second process (or thread) waits; the lock file
-    is unlinked before it is unlocked, so failed runs leave no 0-byte lock files behind.
-    """
-    from geoseg._atomic import waiting_lock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with waiting_lock(path.parent / f".{path.name}.lock"):
-        yield
-
-
-def _readable(path: Path, *, warn: bool = False) -> bool:
-    """Whether the cache entry ``path`` exists and reads as a model (ONNX, or OpenVINO IR).
-
-    A corrupt entry (a truncated file, a disk error) reads as False, so it is built again
-    (atomically, under its lock); with ``warn`` a one-line warning names the file. A
-    cached head is parsed once more for this (milliseconds: ~65 ms for a 20 MB head).
-    """
-    if not path.is_file():
-        return False
-    try:
-        if path.suffix == ".xml":
-            import openvino as ov
-
-            if not path.with_suffix(".bin").is_file():
-                raise FileNotFoundError(f"{path.with_suffix('.bin').name} is missing")
-            ov.Core().read_model(str(path))
-        else:
-            import onnx
-
-            onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf/OpenVINO errors come in many kinds
-        if warn:
-            import warnings
-
-            from geoseg.errors import GeosegWarning
-
-            why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-            warnings.warn(f"the cached engine file {path} is corrupt ({type(exc).__name__}"
-                          f"{': ' + why if why else ''}); rebuilding it", GeosegWarning,
-                          stacklevel=3)
-        return False
-    return True
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}{path.suffix}")
 
 
 # --- the head graph -------------------------------------------------------------------------
@@ -337,7 +276,9 @@ def build_runner(engine: str, precision: str, head: Path, *, threads: int, strea
         if calibration is None:
             raise InputError("int8 needs calibration tiles (the scene or --calibration DIR)")
         key = f"{head.stem}-{_calibration_key(calibration_source)}"
-        head = (_quantize_openvino if engine == "openvino" else _quantize_onnxruntime)(
+        from geoseg.prediction.quantize import quantize_onnxruntime, quantize_openvino
+
+        head = (quantize_openvino if engine == "openvino" else quantize_onnxruntime)(
             head, key, calibration, _fixed_batch(head))
     if engine == "openvino":
         hint = "bf16" if precision == "bf16" or (precision == "int8" and bf16_native) \
@@ -462,86 +403,3 @@ def _onnxruntime_run(path: Path, threads: int
 
     dim = session.get_inputs()[0].shape[0]
     return run, (dim if isinstance(dim, int) and dim > 0 else None)
-
-
-# --- int8 -----------------------------------------------------------------------------------
-
-def _batches(tiles: npt.NDArray[np.float32], fixed: int | None) -> list[npt.NDArray[np.float32]]:
-    k = fixed or 1
-    return [tiles[i:i + k] for i in range(0, len(tiles) - k + 1, k)]
-
-
-def _quantize_openvino(head: Path, key: str, calibration: Tiles, fixed: int | None) -> Path:
-    out = cache_dir() / "openvino" / f"{key}-int8.xml"
-    if _readable(out):
-        return out
-    with _locked(out):
-        if _readable(out, warn=True):
-            return out
-        import logging
-
-        import nncf
-        import openvino as ov
-
-        nncf.set_log_level(logging.ERROR)
-        tiles = calibration()
-        model = ov.Core().read_model(str(head))
-        data = nncf.Dataset(_batches(tiles, fixed))
-        with contextlib.redirect_stdout(io.StringIO()):  # nncf draws progress bars
-            quantized = nncf.quantize(model, data, subset_size=len(tiles),
-                                      fast_bias_correction=True)
-        tmp = _tmp_name(out)
-        try:
-            ov.save_model(quantized, str(tmp), compress_to_fp16=False)
-            os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
-            tmp.with_suffix(".bin").unlink(missing_ok=True)
-    return out
-
-
-def _quantize_onnxruntime(head: Path, key: str, calibration: Tiles, fixed: int | None) -> Path:
-    out = cache_dir() / "onnxruntime" / f"{key}-int8.onnx"
-    if _readable(out):
-        return out
-    with _locked(out):
-        if _readable(out, warn=True):
-            return out
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-
-        batches = iter(_batches(calibration(), fixed))
-
-        class _Reader(CalibrationDataReader):  # type: ignore[misc]
-            def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
-                batch = next(batches, None)
-                return None if batch is None else {HEAD_INPUT: batch}
-
-        tmp = _tmp_name(out)
-        prepared = tmp.with_name(tmp.stem + "-prep.onnx")
-        try:
-            # No quant_pre_process: its symbolic shape inference fails on deeplab and leaves
-            # temporary files in the working directory; the head is quantised as exported.
-            prepared.write_bytes(head.read_bytes())
-            quantize_static(str(prepared), str(tmp), _Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8,
-                            nodes_to_exclude=_head_nodes(prepared))
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
-            prepared.unlink(missing_ok=True)
-    return out
-
-
-def _head_nodes(head: Path) -> list[str]:
-    """Names of the head's own nodes (normalisation, softmax, window): kept in float."""
-    import onnx
-
-    model = onnx.load(str(head))
-    return [n.name for n in model.graph.node if n.name.startswith("geoseg_head_")]

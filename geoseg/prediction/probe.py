@@ -53,7 +53,8 @@ def faster_openvino_precision(head: Path, *, batch: int, n_bands: int, tile: int
 
     ``batch`` is the run's batch size (a head with a static batch dimension uses its own).
     """
-    from geoseg.prediction.engines import OPENVINO_TILE_BATCH, _locked, _tmp_name, cache_dir
+    from geoseg.prediction.engine_cache import _locked, _tmp_name, cache_dir
+    from geoseg.prediction.engines import OPENVINO_TILE_BATCH
 
     path = cache_dir() / "openvino" / "precision.json"
     key = f"{cpu_fingerprint()}|{head.stem}|b{batch}|t{threads}|s{OPENVINO_TILE_BATCH}"

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from geoseg._raster import is_remote, open_raster
 from geoseg.errors import BandMismatchError, GeosegWarning, InputError
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "count_nodata",
     "fill_nodata",
     "ground_sample_distance",
+    "is_remote",
     "open_raster",
     "open_scene",
     "read_error",
@@ -45,37 +46,6 @@ __all__ = [
 NODATA_CLASS = 255
 
 _local = threading.local()
-
-
-def is_remote(path: str) -> bool:
-    """Whether ``path`` is a GDAL virtual/remote path or URL (not a local file)."""
-    return path.startswith(("/vsi", "http://", "https://", "s3://", "gs://", "az://"))
-
-
-def open_raster(path: str | os.PathLike[str], mode: str = "r", *, what: str = "",
-                **profile: Any) -> Any:
-    """``rasterio.open``, quiet about missing georeferencing.
-
-    Non-georeferenced images (JPEG/PNG chips) are normal input, and their outputs have
-    none either; callers that care say so themselves. Use as ``with open_raster(p) as
-    src:`` or keep the handle. ``mode`` and ``profile`` are ``rasterio.open``'s.
-
-    Raises
-    ------
-    InputError
-        Reading, GDAL cannot read the file; ``what`` (e.g. ``"labels "``) starts the
-        message.
-    """
-    text = os.fspath(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(text, mode, **profile)
-    except RasterioIOError as exc:
-        if mode != "r":
-            raise
-        msg = str(exc).splitlines()[0] if str(exc) else "unreadable"
-        raise InputError(f"{what}{text} is not a raster GDAL can read ({msg})") from None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "geoseg"
 STAGES = {"prediction", "vector", "scoring", "training"}
-SHARED = {"io", "classmap", "metrics", "errors", "progress", "_atomic"}
+SHARED = {"io", "classmap", "metrics", "errors", "progress", "_atomic", "_raster"}
 MAX_LINES = 500
 
 #: Unit -> unit imports allowed although they close a cycle, with the reason.

@@ -143,7 +143,10 @@ def test_models_and_bundle_inspect(tiny_bundle: Path) -> None:
     code, output = _cli(["models", "--json"])
     assert code == 0
     data = json.loads(output)
-    assert {m["name"] for m in data["models"]} == {"deeplab", "unet"}
+    models = {m["name"]: m for m in data["models"]}
+    assert set(models) == {"deeplab", "unet", "dynamicworld"}
+    assert models["dynamicworld"]["architecture"] == "dynamicworld"
+    assert models["dynamicworld"]["gsd_m"] == 10.0 and models["deeplab"]["gsd_m"] == 1.0
     assert "deeplabv3plus" in data["architectures"] and data["aliases"]["deeplab"] == \
         "deeplabv3plus"
     code, output = _cli(["bundle", "inspect", str(tiny_bundle)])

@@ -408,8 +408,6 @@ def train_scene(scene: str | os.PathLike[str], labels: str | os.PathLike[str],
     check_output(output, overwrite=bool(kwargs.get("overwrite") or kwargs.get("resume")))
     check_distinct([("-o", output)], [("SCENE", scene), ("--labels", labels),
                                       ("--class-colors", class_colors)])
-    check_distinct([("-o", output)], [("SCENE", scene), ("--labels", labels),
-                                      ("--class-colors", class_colors)])
     colors = read_class_table(class_colors) if class_colors is not None else None
     size = block or max(cfg.crop_size * 4, cfg.tile_size)
     blocks, names = scene_blocks(scene, labels, block=size, label_field=label_field,

@@ -45,6 +45,8 @@ class TrainConfig:
     channels_last: bool = True
     workers: int = 0
     gsd: float | None = None  # metres per pixel of the training imagery (recorded)
+    #: train the instance target (interior/boundary/contact) of a class instead of it
+    instances: InstanceTarget | None = None
 
     def __post_init__(self) -> None:
         # predict's tile limits, and an overlap that follows the tile: checked here, before
@@ -65,8 +67,6 @@ class TrainConfig:
         from geoseg.prediction.limits import default_overlap
 
         return default_overlap(self.tile_size) if self.overlap is None else self.overlap
-    #: train the instance target (interior/boundary/contact) of a class instead of it
-    instances: InstanceTarget | None = None
 
 
 @dataclass(frozen=True, slots=True)

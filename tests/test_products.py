@@ -612,3 +612,52 @@ def test_l1c_safe_dynamicworld_no_other_flag(tmp_path: Path) -> None:
         cmap = ds.colormap(1)
         assert [cmap[c.id][:3] for c in spec.classes] == [c.color for c in spec.classes]
         assert set(np.unique(ds.read(1))) <= {c.id for c in spec.classes}
+
+
+def test_bilinear_resampling_leaves_the_nodata_ring_out(tmp_path: Path) -> None:
+    """A 20 m band's nodata (DN 0, undeclared in the file, as in S2 JP2s) is not blended in.
+
+    Without the nodata-aware resampling, pixels next to the ring read as a mix of valid
+    values and ``0 * 1 - 1000``, well below any valid value.
+    """
+    safe = tmp_path / "S2A_MSIL1C_20200101T000000_N0400_R001_T33TWM_20200101T000000.SAFE"
+    img = safe / "GRANULE/L1C_T33TWM_A000001_20200101T000000/IMG_DATA"
+    img.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    b04 = rng.integers(1500, 2500, (40, 40)).astype(np.uint16)
+    b05 = rng.integers(3000, 4000, (20, 20)).astype(np.uint16)
+    b04[:, :16], b05[:, :8] = 0, 0  # the tile's nodata edge: 160 m in both bands
+    b05[8:12, 12:16] = 0  # and a nodata hole in the 20 m band only
+    files = []
+    for band, arr, res in (("B04", b04, 10), ("B05", b05, 20)):
+        rel = f"{img.relative_to(safe)}/T33TWM_20200101T000000_{band}"
+        with rasterio.open(safe / f"{rel}.tif", "w", driver="GTiff", width=arr.shape[1],
+                           height=arr.shape[0], count=1, dtype="uint16", crs="EPSG:32633",
+                           transform=Affine(res, 0, 500000, 0, -res, 5000000)) as dst:
+            dst.write(arr, 1)  # no nodata declared in the file
+        files.append(rel)
+    listed = "".join(f"<IMAGE_FILE>{f}</IMAGE_FILE>" for f in files)
+    offs = "".join(f'<RADIO_ADD_OFFSET band_id="{i}">-1000</RADIO_ADD_OFFSET>' for i in (3, 4))
+    (safe / "MTD_MSIL1C.xml").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-1C_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd">
+<n1:General_Info><Product_Info><PROCESSING_BASELINE>04.00</PROCESSING_BASELINE>
+<Product_Organisation><Granule_List><Granule>{listed}</Granule></Granule_List>
+</Product_Organisation></Product_Info><Product_Image_Characteristics>
+<QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>
+<Radiometric_Offset_List>{offs}</Radiometric_Offset_List>
+<Spectral_Information_List><Spectral_Information bandId="3" physicalBand="B4"/>
+<Spectral_Information bandId="4" physicalBand="B5"/></Spectral_Information_List>
+</Product_Image_Characteristics></n1:General_Info></n1:Level-1C_User_Product>""")
+    from geoseg.io import open_scene
+
+    scene = open_scene(safe)
+    assert scene.band_names == ("B04", "B05") and scene.shape == (40, 40)
+    with rasterio.open(scene.path) as src:
+        got = src.read()
+    valid = b05[b05 > 0].astype(float) - 1000
+    out = got[1][~np.isnan(got[1])]
+    assert out.size > 0.4 * 40 * 40  # most of the valid area reads as values
+    assert out.min() >= valid.min() and out.max() <= valid.max()
+    # where every band is nodata, the scene is nodata (NaN in every band)
+    assert np.isnan(got[:, :, :15]).all()
+    assert (got[0][:, 16:] == b04[:, 16:] - 1000.0).all()

@@ -34,7 +34,11 @@ The virtual scene
     documented -1000 with a warning.
   * Band files: values as they are.
 - Nodata: a band's source nodata (0 for Sentinel-2 and Landsat) is never painted, so it
-  reads as NaN, the VRT's nodata; geoseg treats NaN as nodata everywhere.
+  reads as NaN, the VRT's nodata; geoseg treats NaN as nodata everywhere. A resampled band
+  is read through a one-band VRT on its own grid that declares that nodata (Sentinel-2
+  JP2s do not), so bilinear weights leave nodata pixels out: values next to a tile's
+  nodata edge stay within their valid neighbours' range, never pulled toward
+  ``0 * scale + offset``.
 - Names: band descriptions ``B01``..``B12``, ``B8A`` (Sentinel-2) or ``B1``..``B11``
   (Landsat), matched to a model's names by :mod:`geoseg.bands`.
 - ``mask="clouds"``: the product's own flags become nodata through the VRT's mask band

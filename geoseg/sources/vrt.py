@@ -113,7 +113,10 @@ def build_vrt(product: Product, *, want: Sequence[str] = (), wanted_family: str 
         if progress is not None:
             progress(f"cloud mask from {', '.join(m.kind for m in product.masks)}")
         _write_cloud_mask(product, g, mask_file)
-    xml = _vrt_xml(product, headers, g, mask_file)
+    native = {b.name: _native_vrt(b, headers[b.name], folder / f"{i}.{b.name}.vrt")
+              for i, b in enumerate(product.bands)
+              if b.nodata is not None and not math.isclose(headers[b.name].res, g.res)}
+    xml = _vrt_xml(product, headers, g, mask_file, native)
     tmp = folder / f".{stem}.{os.getpid()}.tmp"
     tmp.write_text(xml)
     os.replace(tmp, vrt)
@@ -127,8 +130,41 @@ def _crs_text(crs: Any) -> str:
     return f"EPSG:{epsg}" if epsg else crs.to_string()[:40]
 
 
+def _native_vrt(band: BandFile, h: _Header, out: Path) -> str:
+    """Write a one-band VRT of ``band`` on its own grid that declares its nodata; return it.
+
+    A band resampled onto the scene's grid is read through this file, so that GDAL's
+    bilinear resampling knows the product's nodata (Sentinel-2 JP2s do not declare
+    theirs) and leaves it out of the weights: a valid pixel next to the nodata ring of a
+    tile edge stays within its valid neighbours' values instead of being pulled toward
+    ``nodata * scale + offset`` (e.g. -1000). Pixels with no valid neighbour read as
+    nodata.
+    """
+    t = h.transform
+    root = ET.Element("VRTDataset", rasterXSize=str(h.width), rasterYSize=str(h.height))
+    if h.crs is not None:
+        ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = h.crs.to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(
+        repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
+    vb = ET.SubElement(root, "VRTRasterBand", dataType=_GDAL_TYPES.get(h.dtype, "Float64"),
+                       band="1")
+    ET.SubElement(vb, "NoDataValue").text = repr(float(band.nodata or 0.0))
+    src = ET.SubElement(vb, "SimpleSource")
+    ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = band.path
+    ET.SubElement(src, "SourceBand").text = str(band.band)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(ET.tostring(root, encoding="unicode"))
+    os.replace(tmp, out)
+    return str(out)
+
+
+_GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
+               "uint32": "UInt32", "int32": "Int32", "float32": "Float32",
+               "float64": "Float64"}
+
+
 def _vrt_xml(product: Product, headers: dict[str, _Header], g: _Header,
-             mask_file: Path | None) -> str:
+             mask_file: Path | None, native: dict[str, str] | None = None) -> str:
     t = g.transform
     root = ET.Element("VRTDataset", rasterXSize=str(g.width), rasterYSize=str(g.height))
     ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = g.crs.to_wkt()
@@ -151,8 +187,10 @@ def _vrt_xml(product: Product, headers: dict[str, _Header], g: _Header,
         x1, y1 = inv @ (h.transform @ (h.width, h.height))
         resampling = "nearest" if math.isclose(h.res, g.res) else "bilinear"
         src = ET.SubElement(vb, "ComplexSource", resampling=resampling)
-        ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = band.path
-        ET.SubElement(src, "SourceBand").text = str(band.band)
+        ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = \
+            (native or {}).get(band.name, band.path)
+        ET.SubElement(src, "SourceBand").text = "1" if band.name in (native or {}) \
+            else str(band.band)
         ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(h.width),
                       ySize=str(h.height))
         ET.SubElement(src, "DstRect", xOff=_num(x0), yOff=_num(y0), xSize=_num(x1 - x0),

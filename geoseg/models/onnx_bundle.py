@@ -109,7 +109,7 @@ def import_onnx(model: str | os.PathLike[str], output: str | os.PathLike[str], *
         Tile side (default: the model's static input size, else 512) and overlap (default
         tile/8).
     """
-    from geoseg.prediction.limits import validate_tile
+    from geoseg.models.tiles import validate_tile
 
     src = Path(model)
     if not src.is_file():
@@ -176,7 +176,7 @@ def export_onnx(bundle: str | os.PathLike[str], output: str | os.PathLike[str], 
     """
     from geoseg.models import resolve_model, resolve_model_path
     from geoseg.models.export import export_network
-    from geoseg.prediction.limits import validate_tile
+    from geoseg.models.tiles import validate_tile
 
     # Before the (slow) load: the output may not be the bundle itself, the tile must be
     # one predict accepts (a huge one made torch's allocator fail, 33 the exporter).

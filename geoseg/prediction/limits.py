@@ -9,45 +9,24 @@ from __future__ import annotations
 import os
 
 from geoseg.errors import InputError
+from geoseg.models.tiles import (
+    MAX_TILE,
+    OVERLAP_SHARE,
+    TILE_MULTIPLE,
+    default_overlap,
+    validate_tile,
+)
 
 __all__ = ["MAX_TILE", "MAX_WORK_PER_PIXEL", "OVERLAP_SHARE", "TILE_MULTIPLE", "check_memory",
            "check_work", "default_overlap", "estimate_memory", "estimate_output_bytes",
            "fit_tile", "validate_tile"]
 
-#: Tile sides must be multiples of this (the encoders' output stride).
-TILE_MULTIPLE = 32
-#: Largest tile side accepted (a 4096² tile already needs tens of GB of activations).
-MAX_TILE = 4096
-#: Without a model to take it from, the default overlap is this share of the tile (1/8:
-#: 64 px of a 512 px tile).
-OVERLAP_SHARE = 8
 #: Most model input pixels a run may spend per scene pixel (resampling multiplies them:
 #: 32x finer is 1024 model pixels for each scene pixel, overlaps not counted).
 MAX_WORK_PER_PIXEL = 1024
 #: Bytes of model activations per input pixel, measured on the default models (fp32,
 #: CPU, eager; peak RSS of one batch over the input size), rounded up.
 ACTIVATION_BYTES_PER_PIXEL = 1024
-
-
-def validate_tile(tile: int, what: str = "--tile-size") -> int:
-    """Return ``tile`` if it is a multiple of 32 in ``32..MAX_TILE``; else raise."""
-    if tile < TILE_MULTIPLE or tile > MAX_TILE or tile % TILE_MULTIPLE:
-        raise InputError(f"{what} {tile} must be a multiple of {TILE_MULTIPLE} between "
-                         f"{TILE_MULTIPLE} and {MAX_TILE}")
-    return tile
-
-
-def default_overlap(tile: int, model_tile: int | None = None,
-                    model_overlap: int | None = None) -> int:
-    """Return the overlap of a ``tile`` px tile when none is given (one rule for all).
-
-    The overlap follows the tile: a model's own overlap at its own tile size, scaled with
-    the tile (the same share of it: ``model_overlap * tile / model_tile``); without a
-    model (``train``, ``bundle import``) an eighth of the tile. Never more than half.
-    """
-    if model_tile and model_overlap is not None:
-        return min(int(model_overlap) * int(tile) // int(model_tile), int(tile) // 2)
-    return int(tile) // OVERLAP_SHARE
 
 
 def fit_tile(tile: int, overlap: int, shape: tuple[int, int]) -> tuple[int, int]:

@@ -14,6 +14,8 @@ worker builds the model once (a worker plugin) while this process writes the res
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 import uuid
@@ -401,7 +403,10 @@ def _predict_locked(src: Any, paths: tuple[Path, Path | None, Path | None, Path 
         "precision": used_precision, "engine": used_engine,
         "bands": ",".join(str(b) for b in chosen),
         "nodata_class": str(NODATA_CLASS),
-        "run_id": run_key,  # the same on the map and its probabilities (vectorize checks)
+        # the same on the map and its probabilities (vectorize checks): a digest of the
+        # run's scene and settings, so a resumed or distributed run writes the same bytes
+        "run_id": hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode())
+        .hexdigest()[:24],
         **({} if config.tta == "none" else {"tta": config.tta}),
         **({} if scaled is None else {"working_gsd_m": f"{scaled.gsd:.6g}"}),
         **ClassMapInfo(tuple(class_ids), tuple(spec.class_names()),

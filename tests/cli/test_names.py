@@ -165,15 +165,20 @@ def scene(tmp_path: Path) -> Path:
     return make_geotiff(tmp_path / "scene.tif", make_scene(cmap, seed=2), nodata=None)
 
 
-def _predict(scene: Path, bundle: Path, out: Path, prob: Path) -> None:
+def _predict(scene: Path, bundle: Path, out: Path, prob: Path, *more: str) -> None:
     _invoke(["predict", str(scene), "-m", str(bundle), "-o", str(out), "--probabilities",
-             str(prob), "--device", "cpu", "--engine", "eager", "-q"])
+             str(prob), "--device", "cpu", "--engine", "eager", "-q", *more])
 
 
 def test_vectorize_refuses_probabilities_of_another_run(tmp_path: Path, scene: Path,
                                                         tiny_bundle: Path) -> None:
+    """The same model, other settings (another tile): another run, other probabilities.
+
+    (A rerun with the same scene and settings writes the same bytes, run id included, as
+    resumed and distributed runs must: that is the same run's output.)
+    """
     _predict(scene, tiny_bundle, tmp_path / "a.tif", tmp_path / "pa.tif")
-    _predict(scene, tiny_bundle, tmp_path / "b.tif", tmp_path / "pb.tif")
+    _predict(scene, tiny_bundle, tmp_path / "b.tif", tmp_path / "pb.tif", "--tile-size", "64")
     same = CliRunner().invoke(cli, ["vectorize", str(tmp_path / "a.tif"), "--probabilities",
                                     str(tmp_path / "pa.tif"), "-o", str(tmp_path / "a.gpkg"),
                                     "--all", "-q"])

@@ -132,7 +132,7 @@ def test_nodata_counted_in_the_read_stage_without_a_second_pass(
     """Chunk cores partition the scene: the counts stage 1 saves add up to a full pass's,
     and predict never reads the scene again to count."""
     from geoseg.io import count_nodata
-    from geoseg.prediction import pipeline
+    from geoseg.prediction import checks
 
     img = _scene((300, 330))
     rng = np.random.default_rng(0)
@@ -148,7 +148,7 @@ def test_nodata_counted_in_the_read_stage_without_a_second_pass(
     def no_second_pass(*args: object, **kwargs: object) -> tuple[int, int]:
         raise AssertionError("predict must not read the scene again to count nodata")
 
-    monkeypatch.setattr(pipeline, "count_nodata", no_second_pass)
+    monkeypatch.setattr(checks, "count_nodata", no_second_pass)  # _nodata_counts' fallback
     for chunk_tiles in (1, 4):  # many chunks with tails, and one chunk
         r = predict(scene, tmp_path / f"holes_{chunk_tiles}.tif", model=tiny_bundle,
                     tile_size=64, overlap=16, chunk_tiles=chunk_tiles)

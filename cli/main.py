@@ -79,6 +79,27 @@ def _on_sigint(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _install_stop_handlers() -> list[tuple[int, Any]]:
+    """Install SIGTERM / Ctrl-C handling for one command; return what to restore."""
+    if not threading_is_main():  # signal handlers can only be set from the main thread
+        return []
+    before: list[tuple[int, Any]] = [(s, signal.getsignal(s))
+                                     for s in (signal.SIGTERM, signal.SIGINT)]
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+    return before
+
+
+def _restore_stop_handlers(before: list[tuple[int, Any]]) -> None:
+    """Give a host process (tests, a notebook) its handlers back; disarm the watchdog."""
+    for signum, handler in before:
+        if handler is not None:
+            signal.signal(signum, handler)
+    if before:
+        faulthandler.cancel_dump_traceback_later()
+
+
 class GeosegGroup(click.Group):
     """A group that loads commands lazily and maps ``GeosegError`` to one line."""
 
@@ -98,11 +119,8 @@ class GeosegGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         json_mode = _json_requested(ctx.meta.get("geoseg.args", []))
+        before = _install_stop_handlers()
         try:
-            if threading_is_main():
-                signal.signal(signal.SIGTERM, _on_sigterm)
-                if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                    signal.signal(signal.SIGINT, _on_sigint)
             return super().invoke(ctx)
         except GeosegError as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -134,6 +152,8 @@ class GeosegGroup(click.Group):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(143 if terminated else 130)
+        finally:
+            _restore_stop_handlers(before)
 
 
 class _OneLineUsageError(click.ClickException):

@@ -181,3 +181,15 @@ def test_a_stop_whose_clean_up_hangs_still_ends_the_process(tiny_bundle: Path,
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode not in (0, -signal.SIGKILL)
+
+
+def test_a_command_gives_the_host_process_its_signal_handlers_back() -> None:
+    """In-process runs (tests, notebooks) keep their own handlers: a Ctrl-C that reaches
+    the host afterwards must not arm geoseg's stop watchdog (it ended a whole pytest run
+    with status 1, 20 s after a later test raised SIGINT)."""
+    from click.testing import CliRunner
+    from geoseg.cli.main import cli
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert CliRunner().invoke(cli, ["models"]).exit_code == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -67,19 +67,25 @@ def render_preview(scene: str | os.PathLike[str], class_map: str | os.PathLike[s
 
     pad, swatch, row_h = 8, 14, 20
     font = ImageFont.load_default()
-    legend_rows = max(1, (len(names) + 2) // 3)
-    canvas = Image.new("RGB", (2 * w + 3 * pad, h + 2 * pad + legend_rows * row_h + pad),
-                       "white")
+    labels = [f"{cid}  {name}" for cid, name in zip(ids, names, strict=False)]
+    # Up to three legend columns, as many as the longest label allows: a small scene
+    # (a 100 px Sentinel-2 chip) gets fewer columns, or a canvas wide enough for one.
+    item_w = swatch + 6 + max((int(font.getlength(t)) for t in labels), default=0) + pad
+    width = 2 * w + 3 * pad
+    ncols = max(1, min(3, (width - pad) // item_w))
+    col_w = max(item_w, (width - pad) // ncols)
+    width = max(width, pad + ncols * col_w)
+    legend_rows = max(1, -(-len(labels) // ncols))
+    canvas = Image.new("RGB", (width, h + 2 * pad + legend_rows * row_h + pad), "white")
     canvas.paste(Image.fromarray(np.moveaxis(rgb, 0, -1)), (pad, pad))
     canvas.paste(Image.fromarray(colored), (w + 2 * pad, pad))
     draw = ImageDraw.Draw(canvas)
-    col_w = (2 * w + pad) // 3
-    for i, (cid, name) in enumerate(zip(ids, names, strict=False)):
-        x = pad + (i % 3) * col_w
-        y = h + 2 * pad + (i // 3) * row_h
+    for i, (cid, label) in enumerate(zip(ids, labels, strict=False)):
+        x = pad + (i % ncols) * col_w
+        y = h + 2 * pad + (i // ncols) * row_h
         draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(int(v) for v in lut[cid]),
                        outline="black")
-        draw.text((x + swatch + 6, y), f"{cid}  {name}", fill="black", font=font)
+        draw.text((x + swatch + 6, y), label, fill="black", font=font)
     with atomic_path(output, overwrite=overwrite) as tmp:
         canvas.save(tmp, format="PNG")
     return Path(output)

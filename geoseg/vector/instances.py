@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import shapely
 from affine import Affine
 
 from geoseg.errors import InputError
@@ -272,8 +271,7 @@ def _seam_pairs(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64],
 def _merge(chunks: Sequence[_Pieces], grid_shape: tuple[int, int], connectivity: int
            ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.int64]]:
     """Union pieces joined across seams; the buildings' geometries and pixel counts."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from geoseg.vector.polygonize import union_connected
 
     by_pos = {(c.spec.row, c.spec.col): c for c in chunks}
     keys = sorted(by_pos)
@@ -307,18 +305,8 @@ def _merge(chunks: Sequence[_Pieces], grid_shape: tuple[int, int], connectivity:
         sa = _across_chunks([same((i, j), 3) for i in range(n_rows)])
         sb = _across_chunks([same((i, j + 1), 2) for i in range(n_rows)])
         pairs.append(_seam_pairs(a, b, sa, sb, connectivity))
-    edges = np.concatenate(pairs) - 1
-    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
-                       shape=(total, total))
-    n_groups, group = connected_components(graph, directed=False)
-    order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
-    out = np.empty(n_groups, object)
-    for g in range(n_groups):
-        members = order[bounds[g]:bounds[g + 1]]
-        out[g] = geoms[members[0]] if len(members) == 1 else \
-            shapely.union_all(geoms[members])
-    return out, np.bincount(group, weights=pixels, minlength=n_groups).astype(np.int64)
+    out, group = union_connected(geoms, np.concatenate(pairs) - 1)
+    return out, np.bincount(group, weights=pixels, minlength=len(out)).astype(np.int64)
 
 
 def _across_chunks(parts: Sequence[npt.NDArray[np.bool_]]) -> npt.NDArray[np.bool_]:

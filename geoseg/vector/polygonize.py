@@ -301,9 +301,6 @@ def merge_pieces(
     chunks: list[ChunkPieces], grid_shape: tuple[int, int], connectivity: int
 ) -> MergedPieces:
     """Union the pieces connected across chunk seams; keep the others as they are."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     by_pos = {(c.spec.row, c.spec.col): c for c in chunks}
     offsets: dict[tuple[int, int], int] = {}
     total = 0
@@ -332,20 +329,8 @@ def merge_pieces(
         a = np.concatenate([strip((i, j), 3) for i in range(n_rows)])
         b = np.concatenate([strip((i, j + 1), 2) for i in range(n_rows)])
         pairs.append(_seam_pairs(a, b, cls, connectivity))
-    edges = np.concatenate(pairs) - 1
-    graph = coo_matrix(
-        (np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(total, total)
-    )
-    n_groups, group = connected_components(graph, directed=False)
-    order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
-    out_geoms = np.empty(n_groups, object)
-    for g in range(n_groups):
-        members = order[bounds[g] : bounds[g + 1]]
-        if len(members) == 1:
-            out_geoms[g] = geoms[members[0]]
-        else:
-            out_geoms[g] = shapely.union_all(geoms[members])
+    out_geoms, group = union_connected(geoms, np.concatenate(pairs) - 1)
+    n_groups = len(out_geoms)
     out_cls = np.zeros(n_groups, np.int64)
     out_cls[group] = cls[1:]
     out_pixels = np.bincount(group, weights=pixels, minlength=n_groups).astype(np.int64)
@@ -404,3 +389,27 @@ def skeleton_lines_chunk(
     lines = shapely.linestrings(np.concatenate(segs))
     merged = shapely.line_merge(shapely.multilinestrings(lines))
     return np.asarray(shapely.get_parts(merged), dtype=object)
+
+
+def union_connected(geoms: npt.NDArray[Any], edges: npt.NDArray[np.int64]
+                    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]]:
+    """Union the pieces ``geoms`` joined by ``edges`` (index pairs) into whole polygons.
+
+    Returns one geometry per connected group of pieces and each piece's group index (a
+    piece without an edge is its own group). Shared by the class and the instance seams.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    total = len(geoms)
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
+                       shape=(total, total))
+    n_groups, group = connected_components(graph, directed=False)
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+    out = np.empty(n_groups, object)
+    for g in range(n_groups):
+        members = order[bounds[g]:bounds[g + 1]]
+        out[g] = geoms[members[0]] if len(members) == 1 else \
+            shapely.union_all(geoms[members])
+    return out, group.astype(np.int64)

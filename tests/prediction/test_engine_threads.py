@@ -93,6 +93,15 @@ STUCK = textwrap.dedent("""
 """)
 
 
+def _wait_for_the_engine_call(proc: subprocess.Popen[str], marker: Path) -> None:
+    """Wait until the stuck engine call has started (the marker exists), at most 150 s."""
+    t0 = time.monotonic()
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() - t0 < 150, "the engine was never called"
+        time.sleep(0.1)
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(("engine", "sig", "code"),
                          [("onnxruntime", signal.SIGTERM, 143), ("openvino", signal.SIGINT, 130),
@@ -111,11 +120,7 @@ def test_a_stuck_engine_call_does_not_make_predict_deaf(tiny_bundle: Path, tmp_p
          "-o", str(out), "--engine", engine, "--device", "cpu", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        t0 = time.monotonic()
-        while not marker.exists():
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            assert time.monotonic() - t0 < 150, "the engine was never called"
-            time.sleep(0.1)
+        _wait_for_the_engine_call(proc, marker)
         time.sleep(0.5)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
@@ -168,11 +173,7 @@ def test_a_stop_whose_clean_up_hangs_still_ends_the_process(tiny_bundle: Path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=os.environ | {"GEOSEG_CACHE": str(tmp_path / "cache")})
     try:
-        t0 = time.monotonic()
-        while not marker.exists():
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            assert time.monotonic() - t0 < 150, "the engine was never called"
-            time.sleep(0.1)
+        _wait_for_the_engine_call(proc, marker)
         stopped = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=STOP_GRACE_S + 30)

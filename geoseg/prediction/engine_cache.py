@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["cache_dir"]
+__all__ = ["build_once", "cache_dir"]
 
 
 def cache_dir() -> Path:
@@ -76,3 +76,17 @@ def _readable(path: Path, *, warn: bool = False) -> bool:
 
 def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}{path.suffix}")
+
+
+def build_once(path: Path, build: Callable[[], None]) -> Path:
+    """Return the cache entry ``path``, ``build()``-ing it first if it is missing or corrupt.
+
+    Checked without the lock first (the usual case: it is there), then again under it, so
+    one process builds while the others wait and then use its result.
+    """
+    if _readable(path):
+        return path
+    with _locked(path):
+        if not _readable(path, warn=True):
+            build()
+    return path

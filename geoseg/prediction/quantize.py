@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from geoseg.prediction.engine_cache import _locked, _readable, _tmp_name, cache_dir
+from geoseg.prediction.engine_cache import _tmp_name, build_once, cache_dir
 
 __all__ = ["quantize_onnxruntime", "quantize_openvino"]
 
@@ -31,11 +31,8 @@ def _batches(tiles: npt.NDArray[np.float32], fixed: int | None) -> list[npt.NDAr
 def quantize_openvino(head: Path, key: str, calibration: Tiles, fixed: int | None) -> Path:
     """Quantise ``head`` for OpenVINO with nncf on ``calibration()``, cached as ``key``."""
     out = cache_dir() / "openvino" / f"{key}-int8.xml"
-    if _readable(out):
-        return out
-    with _locked(out):
-        if _readable(out, warn=True):
-            return out
+
+    def build() -> None:
         import logging
 
         import nncf
@@ -56,17 +53,15 @@ def quantize_openvino(head: Path, key: str, calibration: Tiles, fixed: int | Non
         finally:
             tmp.unlink(missing_ok=True)
             tmp.with_suffix(".bin").unlink(missing_ok=True)
-    return out
+
+    return build_once(out, build)
 
 
 def quantize_onnxruntime(head: Path, key: str, calibration: Tiles, fixed: int | None) -> Path:
     """Quantise ``head`` to static QDQ int8 (ONNX Runtime) on ``calibration()``, as ``key``."""
     out = cache_dir() / "onnxruntime" / f"{key}-int8.onnx"
-    if _readable(out):
-        return out
-    with _locked(out):
-        if _readable(out, warn=True):
-            return out
+
+    def build() -> None:
         from onnxruntime.quantization import (
             CalibrationDataReader,
             QuantFormat,
@@ -95,7 +90,8 @@ def quantize_onnxruntime(head: Path, key: str, calibration: Tiles, fixed: int | 
         finally:
             tmp.unlink(missing_ok=True)
             prepared.unlink(missing_ok=True)
-    return out
+
+    return build_once(out, build)
 
 
 def _head_nodes(head: Path) -> list[str]:

@@ -36,7 +36,7 @@ import numpy.typing as npt
 from geoseg.errors import BundleError, InputError
 from geoseg.models.export import export_network
 from geoseg.prediction.calibration import CALIBRATION_TILES, calibration_tiles
-from geoseg.prediction.engine_cache import _locked, _readable, _tmp_name, cache_dir
+from geoseg.prediction.engine_cache import _tmp_name, build_once, cache_dir
 
 if TYPE_CHECKING:
     from geoseg.models.bundle import Bundle
@@ -190,11 +190,8 @@ def head_model(bundle: Bundle, *, tile: int, overlap: int, blend: str,
     it): a deferred bundle's torch network is built only to export it the first time.
     """
     path = cached_head(bundle, tile=tile, overlap=overlap, blend=blend)
-    if _readable(path):
-        return path
-    with _locked(path):
-        if _readable(path, warn=True):  # another process exported it meanwhile
-            return path
+
+    def build() -> None:
         raw = bundle.onnx if bundle.onnx is not None else \
             export_network(bundle.with_network(), tile)
         head = compose_head(raw, mean=bundle.spec.mean, std=bundle.spec.std, window=window)
@@ -204,7 +201,8 @@ def head_model(bundle: Bundle, *, tile: int, overlap: int, blend: str,
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-    return path
+
+    return build_once(path, build)  # another process may have exported it meanwhile
 
 
 # --- runners --------------------------------------------------------------------------------
